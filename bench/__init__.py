@@ -1,0 +1,1 @@
+"""codefusion.bench: latency, parity and quality benchmarks (never imported by the engine)."""

@@ -1,0 +1,135 @@
+"""Public API: one object, one verb.
+
+    cf = CodeFusion.from_pretrained(path_or_None, backend="reference", device="cpu", dtype="float32")
+    out = cf.generate(prompts, GenerationConfig(...))      # → GenerationOutput
+
+``generate`` reads as numbered phases: validate → tokenize → encode → sample → decode → rank.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import backends
+from .checkpoint import load_checkpoint
+from .config import GenerationConfig
+from .diffusion.loop import initial_state, run
+from .diffusion.schedule import NoiseSchedule
+from .diffusion.solvers import step_table
+from .errors import CheckpointError
+from .validate import check_config, check_prompts, parse_device, parse_dtype
+
+
+@dataclass
+class GenerationOutput:
+    texts: list[list[str]]  # per prompt: up to k distinct programs, best first
+    scores: list[list[float]]  # their mean token log-probabilities
+    seed: int
+    timings: dict[str, float]  # encode_ms, sample_ms, decode_ms, total_ms, steps
+    warnings: list[str] = field(default_factory=list)
+    trace: list[dict] | None = None  # [{"step", "timestep", "texts": per prompt, per sample}]
+
+    def to_json(self) -> dict:
+        return {"texts": self.texts, "scores": self.scores, "seed": self.seed, "warnings": self.warnings,
+                "timings": self.timings, "trace": self.trace}
+
+
+def default_model_dir() -> Path:
+    from codefusion.models import DEFAULT_DIR
+    return DEFAULT_DIR
+
+
+class CodeFusion:
+    def __init__(self, model, tokenizer, backend: str = "reference", device: str = "cpu", dtype: str = "float32",
+                 config: dict | None = None):
+        self.tokenizer = tokenizer
+        self.cfg = model.cfg
+        self.config = config or {}
+        self.backend = backends.get_backend(backend)(model, parse_device(device), parse_dtype(dtype))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, backend: str = "reference", device: str = "cpu",
+                        dtype: str = "float32") -> "CodeFusion":
+        """Load a checkpoint directory; ``None`` loads the embedded default model."""
+        if path is None:
+            path = default_model_dir()
+            if not (path / "model.safetensors").is_file():
+                raise CheckpointError("this install has no embedded default model yet: pass a checkpoint "
+                                      "directory (train one with `codefusion train`, see README)")
+        model, tokenizer, config = load_checkpoint(path)
+        return cls(model, tokenizer, backend, device, dtype, config)
+
+    def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None) -> GenerationOutput:
+        t_start = time.perf_counter()
+        # 1. validate
+        config = config or GenerationConfig()
+        prompts = check_prompts(prompts)
+        check_config(config, self.cfg, self.backend.name)
+        n_max = config.max_length or self.cfg.max_target_len
+        n = self.cfg.bucket_for(n_max)
+        k, warnings = config.num_samples, []
+        # 2. tokenize
+        source = self.tokenizer.encode_source(prompts, [config.lang] * len(prompts), self.cfg.max_source_len)
+        warnings += [f"prompt {j} truncated to {self.cfg.max_source_len} tokens"
+                     for j, cut in enumerate(source.truncated) if cut]
+        # 3. encode (once per prompt), then one row per (prompt, sample)
+        memory = self.backend.encode(source).repeat_interleave(k)
+        self.backend.synchronize()
+        t_encoded = time.perf_counter()
+        # 4. sample
+        device = self.backend.device
+        table = step_table(NoiseSchedule.sqrt(self.cfg.diffusion_steps, device).respace(config.steps), config.solver,
+                           config.eta)
+        rows = len(prompts) * k
+        seeds = torch.full((rows,), config.seed, dtype=torch.int64, device=device)
+        samples = torch.arange(k, dtype=torch.int64, device=device).repeat(len(prompts))
+        state = initial_state(self.backend, memory, table, seeds, samples, n)
+        state, trace = self._sample(state, config, len(prompts), n_max)
+        self.backend.synchronize()
+        t_sampled = time.perf_counter()
+        # 5. decode
+        ids, logp = self.backend.decode(state.x_t, memory)
+        ids, logp = ids[:, :n_max].cpu(), logp[:, :n_max].cpu()
+        t_decoded = time.perf_counter()
+        # 6. detokenize and rank
+        texts, scores = self._rank(ids, logp, len(prompts), k)
+        ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
+        timings = {"encode_ms": ms(t_start, t_encoded), "sample_ms": ms(t_encoded, t_sampled),
+                   "decode_ms": ms(t_sampled, t_decoded), "total_ms": ms(t_start, time.perf_counter()),
+                   "steps": len(table)}
+        return GenerationOutput(texts, scores, config.seed, timings, warnings, trace)
+
+    def _sample(self, state, config: GenerationConfig, n_prompts: int, n_max: int):
+        """Run the loop; with ``trace_steps``, stop after each requested step count and decode x̂0."""
+        if not config.trace_steps:
+            return run(self.backend, state), None
+        trace, done = [], 0
+        for stop in sorted(set(config.trace_steps)):
+            state = run(self.backend, state, done, stop)
+            done = stop
+            ids, _ = self.backend.decode(state.x0_hat, state.memory)
+            flat = [self.tokenizer.decode(row) for row in ids[:, :n_max].cpu().tolist()]
+            k = config.num_samples
+            trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
+                          "texts": [flat[p * k:(p + 1) * k] for p in range(n_prompts)]})
+        return run(self.backend, state, done), trace
+
+    def _rank(self, ids: torch.Tensor, logp: torch.Tensor, n_prompts: int, k: int):
+        """Score = mean log-prob up to and including the first </s>; dedupe; best first (ties: sample order)."""
+        texts, scores = [], []
+        for p in range(n_prompts):
+            best: dict[str, float] = {}
+            for row in range(p * k, (p + 1) * k):
+                row_ids = ids[row].tolist()
+                length = min(self.tokenizer.content_length(row_ids) + 1, len(row_ids))
+                score = float(logp[row, :length].mean())
+                text = self.tokenizer.decode(row_ids)
+                if text not in best or score > best[text]:
+                    best[text] = score
+            ranked = sorted(best.items(), key=lambda kv: -kv[1])
+            texts.append([t for t, _ in ranked])
+            scores.append([round(s, 6) for _, s in ranked])
+        return texts, scores

@@ -1,0 +1,72 @@
+"""The backend seam: every way of running the model provides encode → step → decode.
+
+    memory = backend.encode(source)                  once per request
+    state  = backend.step(state, i)                  K times (the loop in diffusion/loop.py)
+    ids, logp = backend.decode(x0, memory)           once
+
+``step`` defaults to "denoise, draw z, apply the solver update (★)"; a backend may fuse all three
+(a Triton kernel, an ONNX graph, a CUDA graph) as long as it returns the same state. A state is
+made of tensors only, so the loop never syncs with the host and can be graph-captured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..diffusion.solvers import StepTable, update
+from ..noise import gaussian
+from ..tokenizer import SourceBatch
+
+
+@dataclass(frozen=True, eq=False)
+class Memory:
+    """What the denoiser attends to. Backends may subclass it to carry caches (cross-attn K/V)."""
+
+    states: torch.Tensor  # E_s, (B, S, d_enc)
+    mask: torch.Tensor  # (B, S) bool, False at padding
+
+    def repeat_interleave(self, k: int) -> "Memory":
+        """Each prompt's row repeated k times (k samples per prompt, adjacent)."""
+        return replace(self, states=self.states.repeat_interleave(k, 0), mask=self.mask.repeat_interleave(k, 0))
+
+
+@dataclass(frozen=True, eq=False)
+class SamplerState:
+    x_t: torch.Tensor  # (B, n, d_embed) fp32, the diffusion state
+    x0_hat: torch.Tensor  # (B, n, d_embed) fp32, the last step's estimate (zeros before the first)
+    memory: Memory
+    table: StepTable  # kept timesteps and solver coefficients, device tensors
+    seeds: torch.Tensor  # (B,) int64, one noise key per row
+    samples: torch.Tensor  # (B,) int64, sample index of the row within its prompt
+
+
+class Backend:
+    """Base class: subclasses set ``name`` and implement encode, denoise and decode."""
+
+    name = "base"
+
+    def __init__(self, model, device: torch.device, dtype: torch.dtype):
+        self.model, self.device, self.dtype = model, device, dtype
+        self.cfg = model.cfg
+
+    def encode(self, source: SourceBatch) -> Memory:
+        raise NotImplementedError
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, memory: Memory, x0_prev: torch.Tensor) -> torch.Tensor:
+        """x̂0 (B, n, d_embed) fp32 from x_t fp32 and a 0-d timestep tensor."""
+        raise NotImplementedError
+
+    def decode(self, x0: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (token ids (B, n) int64, their log-probabilities (B, n) fp32)."""
+        raise NotImplementedError
+
+    def step(self, state: SamplerState, i) -> SamplerState:
+        t = state.table.timesteps[i]
+        x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
+        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]))
+        return replace(state, x_t=update(state.x_t, x0, state.x0_hat, state.table, i, z), x0_hat=x0)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

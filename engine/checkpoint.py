@@ -1,0 +1,97 @@
+"""Checkpoint directory I/O (DESIGN §6): config.json + model.safetensors + tokenizer.json. Never pickle.
+
+config.json = {"format_version": 1, "model": ModelConfig, "tokenizer": {"kind": …}, "meta": {…}}.
+Loading checks every tensor name, shape and dtype against a freshly built model and fails on the
+first mismatch with a message that names it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .errors import CheckpointError, CodeFusionError
+from .model import CodeFusionModel
+from .tokenizer import CodeTokenizer
+
+FORMAT_VERSION = 1
+CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
+ALLOWED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTokenizer, meta: dict | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """Write the three files; tensors are stored contiguous in ``dtype`` (fp32 or bf16)."""
+    if dtype not in ALLOWED_DTYPES:
+        raise CodeFusionError(f"checkpoint dtype must be float32 or bfloat16, got {dtype}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+    tokenizer.save(path / TOKENIZER)
+    config = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
+              "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, "meta": meta or {}}
+    (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {path} does not exist: pass a directory written by "
+                              "`codefusion train` (or omit --model for the embedded default)")
+    for name in (CONFIG, WEIGHTS, TOKENIZER):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path} is not a CodeFusion checkpoint: {name} is missing")
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / CONFIG} is not valid JSON ({e}); restore it from the original checkpoint") from None
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path / CONFIG} has format_version {version!r}; this engine reads {FORMAT_VERSION}")
+    return config
+
+
+def load_state(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Read model.safetensors and validate names, shapes and dtypes against ``expected``."""
+    try:
+        tensors = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path / WEIGHTS} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+                              "the file is corrupted or truncated: copy it again") from None
+    for name, ref in expected.items():
+        if name not in tensors:
+            raise CheckpointError(f"{path / WEIGHTS} lacks tensor {name!r}: the file does not match config.json")
+        got = tensors[name]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} has shape {tuple(got.shape)}, "
+                                  f"config.json implies {tuple(ref.shape)}")
+        if got.dtype not in ALLOWED_DTYPES:
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} has dtype {got.dtype}; expected float32 or bfloat16")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise CheckpointError(f"{path / WEIGHTS} has unexpected tensor {extra[0]!r}: the file does not match config.json")
+    return tensors
+
+
+def load_checkpoint(path: str | Path) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
+    """→ (fp32 model in eval mode on CPU, tokenizer, config dict)."""
+    path = Path(path)
+    config = read_config(path)
+    try:
+        cfg = ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG}: model section is incomplete ({e})") from None
+    tokenizer = CodeTokenizer.load(path / TOKENIZER)
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise CheckpointError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                              f"{cfg.vocab_size}; the tokenizer.json belongs to another model")
+    model = CodeFusionModel(cfg)
+    state = load_state(path, model.state_dict())
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    return model.eval(), tokenizer, config

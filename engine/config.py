@@ -1,0 +1,119 @@
+"""Frozen configuration: model presets (exact-name lookup) and the generation request.
+
+Preset ``paper`` pins the widths that reach the paper's ~75M parameters (DESIGN §1):
+
+    encoder E  CodeT5-small shape: d=512, 6 layers, 8 heads (d_kv 64), ff 2048, vocab 32,100
+    denoiser N 10 pre-LN blocks, d=384, 6 heads (head dim 64), ff 1152 (3·d), time MLP 384→1536→384
+    decoder D  6 blocks, same widths as N
+    L, H       code embedding 32,100 × 128 (GENIE's 128-d diffusion space), H tied to L (+ bias)
+    total      75,650,020 (E 35.3M, N 23.0M, D 13.2M, L/H 4.1M) — tests/test_model.py pins it
+
+``small`` is the embedded default (sized for ~2 h of training on a 2-core CPU); ``tiny`` is for
+tests (trains in seconds).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import CodeFusionError
+
+LANGS: tuple[str, ...] = ("bash", "python", "cf")
+T_DEFAULT = 1200
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    vocab_size: int
+    # encoder E (T5)
+    enc_d_model: int
+    enc_layers: int
+    enc_heads: int
+    enc_d_ff: int
+    # denoiser N and decoder D
+    d_model: int
+    n_heads: int
+    d_ff: int
+    denoiser_layers: int
+    decoder_layers: int
+    # diffusion space (L maps tokens here; x_t lives here)
+    d_embed: int
+    max_source_len: int = 64
+    max_target_len: int = 128
+    length_buckets: tuple[int, ...] = (32, 64, 128)
+    diffusion_steps: int = T_DEFAULT
+    prediction: Literal["x0", "eps"] = "x0"
+    self_condition: bool = False
+    tie_head: bool = True
+    embed_init_std: float = 1.0
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads or self.enc_d_model % self.enc_heads:
+            raise CodeFusionError(f"preset {self.name}: model width must be divisible by the head count")
+        if max(self.length_buckets) != self.max_target_len or list(self.length_buckets) != sorted(self.length_buckets):
+            raise CodeFusionError(f"preset {self.name}: length_buckets must ascend and end at max_target_len")
+        if self.prediction not in ("x0", "eps"):
+            raise CodeFusionError(f"prediction must be 'x0' or 'eps', got {self.prediction!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CodeFusionError(f"unknown model config keys {unknown}: the checkpoint is from a newer version")
+        d = dict(d)
+        d["length_buckets"] = tuple(d.get("length_buckets", (d["max_target_len"],)))
+        return cls(**d)
+
+    def bucket_for(self, length: int) -> int:
+        """Shortest trained length bucket that holds ``length`` tokens."""
+        for b in self.length_buckets:
+            if length <= b:
+                return b
+        return self.max_target_len
+
+
+PRESETS: dict[str, ModelConfig] = {
+    p.name: p
+    for p in (
+        ModelConfig(name="paper", vocab_size=32100, enc_d_model=512, enc_layers=6, enc_heads=8, enc_d_ff=2048,
+                    d_model=384, n_heads=6, d_ff=1152, denoiser_layers=10, decoder_layers=6, d_embed=128),
+        ModelConfig(name="small", vocab_size=8192, enc_d_model=256, enc_layers=3, enc_heads=4, enc_d_ff=1024,
+                    d_model=256, n_heads=4, d_ff=1024, denoiser_layers=6, decoder_layers=2, d_embed=64,
+                    max_target_len=64, length_buckets=(16, 32, 64), self_condition=True),
+        ModelConfig(name="tiny", vocab_size=512, enc_d_model=64, enc_layers=1, enc_heads=2, enc_d_ff=128,
+                    d_model=64, n_heads=2, d_ff=128, denoiser_layers=2, decoder_layers=1, d_embed=16,
+                    max_source_len=32, max_target_len=32, length_buckets=(16, 32), dropout=0.0),
+    )
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise CodeFusionError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+Solver = Literal["ddpm", "ddim", "dpmpp_2m"]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """One generation request (DESIGN §5). ``max_length`` None means the model's maximum."""
+
+    lang: str = "bash"
+    steps: int = T_DEFAULT
+    solver: Solver = "ddpm"
+    num_samples: int = 1
+    seed: int = 0
+    max_length: int | None = None
+    early_exit: bool = False
+    eta: float = 0.0  # DDIM η (0 = deterministic DDIM)
+    trace_steps: tuple[int, ...] = field(default_factory=tuple)

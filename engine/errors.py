@@ -1,0 +1,16 @@
+"""User-facing errors: one line that says what was wrong and how to fix it.
+
+The CLI prints ``error: <message>`` for these and exits non-zero; anything else is a bug.
+"""
+
+
+class CodeFusionError(ValueError):
+    """Bad input from the user (prompt, config, flag, file)."""
+
+
+class CheckpointError(CodeFusionError):
+    """A checkpoint directory that is missing, incomplete or does not match its config."""
+
+
+class DataError(CodeFusionError):
+    """A data file that cannot be read (names file:line where it can)."""

@@ -1,0 +1,139 @@
+"""Tokenizer: byte-level BPE (``tokenizers``) trained on our corpora, or a local CodeT5 tokenizer.
+
+Special tokens of our own BPE, in id order: <pad>=0, </s>=1, <unk>=2, <mask>=3, then one language
+tag per language (<bash>, <python>, <cf>). A CodeT5 directory keeps its own ids (<pad>=0, </s>=2,
+<mask>=4) and gets the language tags appended.
+
+Source:  [<lang>] + BPE(utterance) + [</s>], truncated (with a warning) and padded to S.
+Target:  BPE(code) + [</s>], padded to n with <pad>; decoding cuts at the first </s> or <pad>.
+Byte-level BPE round-trips any text exactly (spaces, newlines, quotes).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from .config import LANGS
+from .errors import CheckpointError, CodeFusionError
+
+PAD, EOS, UNK, MASK = "<pad>", "</s>", "<unk>", "<mask>"
+LANG_TOKENS = {lang: f"<{lang}>" for lang in LANGS}
+SPECIALS = [PAD, EOS, UNK, MASK, *LANG_TOKENS.values()]
+
+
+@dataclass
+class SourceBatch:
+    ids: torch.Tensor  # (B, S) int64
+    mask: torch.Tensor  # (B, S) bool
+    truncated: list[bool]
+
+
+class CodeTokenizer:
+    def __init__(self, tok: Tokenizer, kind: str = "bpe"):
+        missing = [t for t in (PAD, EOS) if tok.token_to_id(t) is None]
+        if missing:
+            raise CheckpointError(f"tokenizer lacks the special tokens {missing}; retrain it with `codefusion tokenizer`")
+        tok.add_special_tokens([t for t in [MASK, *LANG_TOKENS.values()] if tok.token_to_id(t) is None])
+        tok.no_padding()
+        tok.no_truncation()
+        self.tok, self.kind = tok, kind
+        self.pad_id, self.eos_id = tok.token_to_id(PAD), tok.token_to_id(EOS)
+        self.mask_id = tok.token_to_id(MASK)
+        self.lang_ids = {lang: tok.token_to_id(t) for lang, t in LANG_TOKENS.items()}
+        self.special_ids = {tok.token_to_id(t) for t in SPECIALS if tok.token_to_id(t) is not None}
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> "CodeTokenizer":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok, "bpe")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CodeTokenizer":
+        """A ``tokenizer.json`` file, a checkpoint directory holding one, or a CodeT5 directory
+        (``tokenizer.json`` or ``vocab.json`` + ``merges.txt``)."""
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        try:
+            if file.is_file():
+                kind = "codet5" if (path / "merges.txt").is_file() or _is_codet5(file) else "bpe"
+                return cls(Tokenizer.from_file(str(file)), kind)
+            if path.is_dir() and (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+                return cls(_codet5_from_vocab(path), "codet5")
+        except CodeFusionError:
+            raise
+        except Exception as e:  # tokenizers raises a bare Exception on a malformed file
+            raise CheckpointError(f"cannot read tokenizer {file}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"no tokenizer at {path}: expected tokenizer.json (or vocab.json + merges.txt); "
+                              "train one with `codefusion tokenizer`")
+
+    def save(self, path: str | Path) -> None:
+        self.tok.save(str(path))
+
+    # ---- encoding -----------------------------------------------------------------------------
+    def lang_id(self, lang: str) -> int:
+        if lang not in self.lang_ids:
+            raise CodeFusionError(f"unknown language {lang!r}: choose one of {', '.join(LANGS)}")
+        return self.lang_ids[lang]
+
+    def encode_text(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def encode_source(self, texts: list[str], langs: list[str], max_len: int,
+                      token_ids: list[list[int]] | None = None) -> SourceBatch:
+        """[<lang>] + tokens + [</s>], cut to ``max_len``; ``token_ids`` skips BPE (pre-tokenized input)."""
+        token_ids = self.encode_text(texts) if token_ids is None else token_ids
+        ids = torch.full((len(token_ids), max_len), self.pad_id, dtype=torch.int64)
+        truncated = []
+        for row, (toks, lang) in enumerate(zip(token_ids, langs)):
+            body = toks[: max_len - 2]
+            truncated.append(len(body) < len(toks))
+            seq = [self.lang_id(lang), *body, self.eos_id]
+            ids[row, : len(seq)] = torch.tensor(seq)
+        return SourceBatch(ids, ids != self.pad_id, truncated)
+
+    def encode_target(self, token_ids: list[list[int]], length: int) -> torch.Tensor:
+        """tokens + [</s>], padded with <pad> to ``length``: (B, length). Rows must fit (caller filters)."""
+        out = torch.full((len(token_ids), length), self.pad_id, dtype=torch.int64)
+        for row, toks in enumerate(token_ids):
+            seq = [*toks, self.eos_id][:length]
+            out[row, : len(seq)] = torch.tensor(seq)
+        return out
+
+    # ---- decoding -----------------------------------------------------------------------------
+    def content_length(self, ids: list[int]) -> int:
+        """Number of tokens before the first </s> or <pad>."""
+        for j, i in enumerate(ids):
+            if i in (self.eos_id, self.pad_id):
+                return j
+        return len(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        body = [i for i in ids[: self.content_length(ids)] if i not in self.special_ids]
+        return self.tok.decode(body, skip_special_tokens=False).strip()
+
+
+def _is_codet5(file: Path) -> bool:
+    vocab = json.loads(file.read_text(encoding="utf-8")).get("model", {}).get("vocab", {})
+    return isinstance(vocab, dict) and vocab.get("<s>") == 1 and vocab.get("</s>") == 2
+
+
+def _codet5_from_vocab(path: Path) -> Tokenizer:
+    tok = Tokenizer(models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt")))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok

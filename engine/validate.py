@@ -1,0 +1,72 @@
+"""Checks of user input before any tensor is touched: one clear line per problem."""
+from __future__ import annotations
+
+import torch
+
+from .config import LANGS, GenerationConfig, ModelConfig
+from .diffusion.solvers import SOLVERS
+from .errors import CodeFusionError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def check_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise CodeFusionError("prompts must be a non-empty list of strings")
+    for j, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise CodeFusionError(f"prompt {j} is a {type(p).__name__}, not a string")
+        if not p.strip():
+            raise CodeFusionError(f"prompt {j} is empty: describe the code you want in words")
+    return [" ".join(p.split()) for p in prompts]  # the training data collapses whitespace the same way
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
+    T = model.diffusion_steps
+    if c.lang not in LANGS:
+        raise CodeFusionError(f"unknown language {c.lang!r}: choose one of {', '.join(LANGS)}")
+    if not _is_int(c.steps) or not 1 <= c.steps <= T:
+        raise CodeFusionError(f"steps must be an integer in 1..{T}, got {c.steps!r}")
+    if c.solver not in SOLVERS:
+        raise CodeFusionError(f"unknown solver {c.solver!r}: choose one of {', '.join(SOLVERS)}")
+    if not _is_int(c.num_samples) or c.num_samples < 1:
+        raise CodeFusionError(f"num_samples must be an integer ≥ 1, got {c.num_samples!r}")
+    if not _is_int(c.seed) or not 0 <= c.seed < 2 ** 63:
+        raise CodeFusionError(f"seed must be an integer in 0..2^63-1, got {c.seed!r}")
+    if c.max_length is not None and (not _is_int(c.max_length) or not 1 <= c.max_length <= model.max_target_len):
+        raise CodeFusionError(f"max_length must be an integer in 1..{model.max_target_len}, got {c.max_length!r}")
+    if not 0.0 <= c.eta <= 1.0:
+        raise CodeFusionError(f"eta must be in [0, 1], got {c.eta!r}")
+    bad = [s for s in c.trace_steps if not _is_int(s) or not 1 <= s <= c.steps]
+    if bad:
+        raise CodeFusionError(f"trace_steps must be step counts in 1..{c.steps}, got {bad[0]!r}")
+    if c.early_exit:
+        raise CodeFusionError(f"early_exit is not supported by the {backend!r} backend; run all steps "
+                              "(early_exit=False)")
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if dtype not in DTYPES:
+        raise CodeFusionError(f"unknown dtype {dtype!r}: choose float32, bfloat16 or float16")
+    return DTYPES[dtype]
+
+
+def parse_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CodeFusionError(f"unknown device {device!r}: use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CodeFusionError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise CodeFusionError(f"device {device} is not supported: use cpu or cuda[:N]")
+    return device

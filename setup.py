@@ -1,0 +1,47 @@
+"""Installs one import namespace, ``codefusion``, from the project's top-level folders (DESIGN §4)."""
+from setuptools import setup
+
+PACKAGES = {
+    "codefusion": "engine",
+    "codefusion.model": "engine/model",
+    "codefusion.diffusion": "engine/diffusion",
+    "codefusion.backends": "engine/backends",
+    "codefusion.train": "engine/train",
+    "codefusion.kernels": "kernels",
+    "codefusion.export": "export",
+    "codefusion.bench": "bench",
+    "codefusion.models": "models",
+}
+
+setup(
+    name="codefusion-engine",
+    version="0.1.0",
+    description="CodeFusion text-to-code diffusion: reference model, fast sampling engine, export",
+    python_requires=">=3.10",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    # The embedded default checkpoint travels with the package, so a non-editable install has it too.
+    package_data={"codefusion.models": ["*.json", "*.safetensors", "*.md"]},
+    include_package_data=True,
+    # torch is a range, never a pin: the README installs the CPU wheel first (torch==2.13.0), and a
+    # range it satisfies makes pip keep it instead of pulling a multi-GB CUDA build.
+    install_requires=[
+        "torch>=2.11",
+        "transformers>=4.45",
+        "tokenizers>=0.19",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "tqdm>=4.66",
+        "tree-sitter>=0.23",
+        "tree-sitter-python>=0.23",
+        "tree-sitter-bash>=0.23",
+        "bashlex>=0.18",
+    ],
+    extras_require={
+        "dev": ["pytest>=8"],
+        "eval": ["sacrebleu>=2.4"],
+        "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
+        "triton": ["triton>=3.6"],
+    },
+    entry_points={"console_scripts": ["codefusion=codefusion.cli:main"]},
+)
