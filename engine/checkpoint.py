@@ -30,13 +30,23 @@ def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTok
         raise CodeFusionError(f"checkpoint dtype must be float32 or bfloat16, got {dtype}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in unique_state(model).items()}
     save_file(tensors, str(path / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
     tokenizer.save(path / TOKENIZER)
     config = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
               "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, "meta": meta or {}}
     (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without aliases (T5 ties ``shared`` and ``embed_tokens``): first name of each tensor."""
+    seen, out = set(), {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            out[name] = tensor
+    return out
 
 
 def read_config(path: str | Path) -> dict:
@@ -92,6 +102,6 @@ def load_checkpoint(path: str | Path) -> tuple[CodeFusionModel, CodeTokenizer, d
         raise CheckpointError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                               f"{cfg.vocab_size}; the tokenizer.json belongs to another model")
     model = CodeFusionModel(cfg)
-    state = load_state(path, model.state_dict())
-    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+    state = load_state(path, unique_state(model))
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False)  # aliases stay tied
     return model.eval(), tokenizer, config

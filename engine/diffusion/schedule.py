@@ -72,9 +72,10 @@ class NoiseSchedule:
             frac = frac ** 2
         elif spacing != "uniform":
             raise CodeFusionError(f"unknown spacing {spacing!r}: choose uniform or quadratic")
-        kept = torch.unique((frac * (T - 1)).round().to(torch.int64))
-        if kept.numel() != kept_steps:
-            raise CodeFusionError(f"{spacing} spacing cannot keep {kept_steps} distinct steps of {T}; use uniform")
+        kept = (frac * (T - 1)).round().to(torch.int64).flip(0).tolist()  # ascending, may repeat near t = 0
+        for j in range(1, len(kept)):  # quadratic spacing crowds t = 0: push repeats up to distinct steps
+            kept[j] = max(kept[j], kept[j - 1] + 1)
+        kept = torch.tensor(kept, dtype=torch.int64)
         return NoiseSchedule._from_table(sqrt_alphas_cumprod_table(T), kept, T, self.timesteps.device)
 
     def to(self, device) -> "NoiseSchedule":

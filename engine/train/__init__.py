@@ -1,0 +1,1 @@
+"""Training: data loading, CPD masking, length-bucketed batches and the training loop."""

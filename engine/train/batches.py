@@ -1,0 +1,86 @@
+"""Batches for the three training tasks, drawn from length buckets.
+
+Every example goes to the shortest length bucket of the preset that holds its code + </s>; a batch
+comes from one bucket and is padded to that bucket's length, so the model learns to generate at
+every bucket length (a short request runs at a short n). Buckets are picked in proportion to their
+size; inside a bucket, examples are visited in shuffled epochs.
+
+Tasks (CodeFusion §3.2):
+    finetune   E_s = E([<lang>] utterance)                          → code
+    generate   E_s = fresh Gaussian noise (unsupervised code generation) → code
+    cpd        E_s = E([<lang>] code with identifiers/keywords masked)   → code
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..config import ModelConfig
+from ..tokenizer import CodeTokenizer
+from .data import Example
+from .masking import cpd_mask
+
+
+@dataclass
+class Batch:
+    task: str
+    tgt: torch.Tensor  # (B, n) int64
+    src_ids: torch.Tensor | None  # (B, S) int64; None for "generate"
+    src_mask: torch.Tensor | None  # (B, S) bool
+
+
+class BucketSampler:
+    def __init__(self, lengths: list[int], cfg: ModelConfig, batch_size: int, seed: int):
+        self.rng = random.Random(seed)
+        self.batch_size = batch_size
+        self.buckets: dict[int, list[int]] = {}
+        self.dropped = 0
+        for i, length in enumerate(lengths):
+            if length + 1 > cfg.max_target_len:  # + </s>
+                self.dropped += 1
+                continue
+            self.buckets.setdefault(cfg.bucket_for(length + 1), []).append(i)
+        self.order = {b: [] for b in self.buckets}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.buckets.values())
+
+    def next(self) -> tuple[int, list[int]]:
+        sizes = list(self.buckets)
+        bucket = self.rng.choices(sizes, weights=[len(self.buckets[b]) for b in sizes])[0]
+        take = []
+        while len(take) < min(self.batch_size, len(self.buckets[bucket])):
+            if not self.order[bucket]:
+                self.order[bucket] = self.rng.sample(self.buckets[bucket], len(self.buckets[bucket]))
+            take.append(self.order[bucket].pop())
+        return bucket, take
+
+
+class TaskBatches:
+    """Turns sampled indices into Batches; ``tasks`` cycles per step (pretraining alternates)."""
+
+    def __init__(self, examples: list[Example], tokenizer: CodeTokenizer, cfg: ModelConfig, tasks: tuple[str, ...],
+                 batch_size: int, seed: int):
+        self.examples, self.tok, self.cfg, self.tasks = examples, tokenizer, cfg, tasks
+        self.code_ids = tokenizer.encode_text([e.code for e in examples])
+        self.nl_ids = tokenizer.encode_text([e.nl for e in examples]) if "finetune" in tasks else None
+        self.sampler = BucketSampler([len(c) for c in self.code_ids], cfg, batch_size, seed)
+        self.rng = random.Random(seed + 1)
+        if not len(self.sampler):
+            raise ValueError("no example fits the preset's max_target_len")
+
+    def batch(self, step: int) -> Batch:
+        task = self.tasks[step % len(self.tasks)]
+        n, idx = self.sampler.next()
+        tgt = self.tok.encode_target([self.code_ids[i] for i in idx], n)
+        if task == "generate":
+            return Batch(task, tgt, None, None)
+        langs = [self.examples[i].lang for i in idx]
+        if task == "finetune":
+            src = self.tok.encode_source([], langs, self.cfg.max_source_len, [self.nl_ids[i] for i in idx])
+        else:
+            masked = [cpd_mask(self.examples[i].code, self.examples[i].lang, self.rng) for i in idx]
+            src = self.tok.encode_source(masked, langs, self.cfg.max_source_len)
+        return Batch(task, tgt, src.ids, src.mask)

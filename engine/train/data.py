@@ -1,0 +1,88 @@
+"""Training data: ``<data>/<dataset>/{train,dev,pretrain}.jsonl`` (the layout of ../shared/data).
+
+Each line is a JSON object with at least ``code`` (and ``nl`` for supervised splits). The loader
+knows each dataset's language. A malformed line is reported as ``file:line: what is wrong`` and
+either stops the run (default) or is skipped with a warning, as the user asks (--on-bad-line).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+
+DATASET_LANG = {"nl2bash": "bash", "conala": "python", "cf": "cf"}
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    nl: str
+    code: str
+    lang: str
+
+
+def read_jsonl(path: Path, on_bad_line: str = "stop", need_nl: bool = True) -> tuple[list[dict], int]:
+    """→ (rows, number of skipped lines). Blank lines are ignored."""
+    if on_bad_line not in ("stop", "skip"):
+        raise DataError(f"--on-bad-line must be skip or stop, got {on_bad_line!r}")
+    rows, skipped = [], 0
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            problem = _problem(line, need_nl)
+            if problem is None:
+                rows.append(json.loads(line))
+                continue
+            message = f"{path}:{lineno}: {problem}"
+            if on_bad_line == "stop":
+                raise DataError(f"{message}; fix the line or pass --on-bad-line skip")
+            print(f"warning: skipped {message}", file=sys.stderr)
+            skipped += 1
+    return rows, skipped
+
+
+def _problem(line: str, need_nl: bool) -> str | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg} at column {e.colno})"
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    fields = ("nl", "code") if need_nl else ("code",)
+    for key in fields:
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            return f"field {key!r} is missing or not a non-empty string"
+    return None
+
+
+def select_datasets(data_dir: str | Path, datasets: str | None) -> tuple[Path, list[str]]:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist: point --data at a folder laid out like "
+                        "shared/data (<dataset>/{train,dev,pretrain}.jsonl)")
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else \
+        [d for d in DATASET_LANG if (data_dir / d).is_dir()]
+    unknown = [d for d in names if d not in DATASET_LANG]
+    if unknown:
+        raise DataError(f"unknown dataset {unknown[0]!r}: choose from {', '.join(DATASET_LANG)}")
+    if not names:
+        raise DataError(f"{data_dir} holds none of the datasets {', '.join(DATASET_LANG)}")
+    return data_dir, names
+
+
+def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_line: str = "stop") -> list[Example]:
+    """All rows of ``split`` over the chosen datasets, each tagged with its language."""
+    data_dir, names = select_datasets(data_dir, datasets)
+    out = []
+    for name in names:
+        path = data_dir / name / f"{split}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{path} is missing: dataset {name} has no {split} split")
+        rows, _ = read_jsonl(path, on_bad_line, need_nl=split != "pretrain")
+        out += [Example(str(r.get("id", f"{name}-{i}")), r.get("nl", "") or "", r["code"], DATASET_LANG[name])
+                for i, r in enumerate(rows)]
+    return out

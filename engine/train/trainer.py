@@ -1,0 +1,185 @@
+"""``codefusion train``: pre-training (unsupervised generation + CPD) and fine-tuning.
+
+AdamW without weight decay (lr 5e-4, the paper's), linear warm-up then cosine decay to zero over
+the run (the run's length is the larger of steps/max_steps and elapsed/minutes budget), gradient
+clipping at 1.0, bf16 autocast on CPU (AMX) or GPU. A checkpoint (+ optimizer state, so --resume
+continues the same run) is written every ``save_minutes`` and at the end; a dev check (a few-step
+sample of up to ``dev_rows`` dev rows) is logged beside the loss every ``dev_every`` steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import CONFIG, load_checkpoint, save_checkpoint
+from ..config import get_preset
+from ..diffusion.losses import loss_terms
+from ..errors import CodeFusionError
+from ..model import CodeFusionModel
+from ..tokenizer import CodeTokenizer
+from .batches import TaskBatches
+from .data import Example, load_split
+from .devcheck import dev_check
+from .state import load_trainer_state, save_trainer_state
+
+TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",)}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str
+    data: str
+    out: str
+    task: str = "finetune"
+    datasets: str | None = None
+    init: str | None = None
+    tokenizer: str | None = None
+    resume: bool = False
+    minutes: float | None = None
+    max_steps: int = 100_000
+    batch_size: int = 64
+    lr: float = 5e-4
+    warmup: int = 500
+    clip: float = 1.0
+    dtype: str = "bfloat16"
+    device: str = "cpu"
+    seed: int = 0
+    on_bad_line: str = "stop"
+    save_minutes: float = 5.0
+    dev_every: int = 500
+    dev_rows: int = 100
+    dev_steps: int = 20
+    log_every: int = 10
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    warm = min(cfg.warmup, max(1, cfg.max_steps // 10))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _examples(cfg: TrainConfig, split: str) -> list[Example]:
+    return load_split(cfg.data, cfg.datasets, split, cfg.on_bad_line)
+
+
+def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
+    out = Path(cfg.out)
+    if cfg.resume:
+        model, tok, config = load_checkpoint(out)
+        return model, tok, config.get("meta", {})
+    if (out / CONFIG).exists():
+        raise CodeFusionError(f"{out} already holds a checkpoint: pass --resume to continue it or choose another --out")
+    if cfg.init:
+        model, tok, config = load_checkpoint(cfg.init)
+        return model, tok, {"init": str(cfg.init), "history": config.get("meta", {}).get("history", [])}
+    preset = get_preset(cfg.preset)
+    if cfg.tokenizer:
+        tok = CodeTokenizer.load(cfg.tokenizer)
+    else:
+        texts = [t for e in train for t in (e.code, e.nl) if t]
+        tok = CodeTokenizer.train(texts, preset.vocab_size)
+    model_cfg = dataclasses.replace(preset, vocab_size=tok.vocab_size)
+    return CodeFusionModel(model_cfg), tok, {"history": []}
+
+
+def train(cfg: TrainConfig) -> Path:
+    if cfg.task not in TASKS:
+        raise CodeFusionError(f"--task must be pretrain or finetune, got {cfg.task!r}")
+    torch.manual_seed(cfg.seed)
+    split = "pretrain" if cfg.task == "pretrain" else "train"
+    examples = _examples(cfg, split)
+    dev = _examples(cfg, "dev")[: cfg.dev_rows] if cfg.dev_rows else []
+    model, tok, meta = _build_model(cfg, examples)
+    device = torch.device(cfg.device)
+    model.to(device).train()
+    batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    counters = {"step": 0, "elapsed_s": 0.0}
+    if cfg.resume:
+        counters = load_trainer_state(Path(cfg.out), model, optimizer)
+        batches.sampler.rng.seed(cfg.seed + counters["step"])
+    if batches.sampler.dropped:
+        tqdm.write(f"note: {batches.sampler.dropped} of {len(examples)} rows are longer than "
+                   f"{model.cfg.max_target_len} tokens and were left out")
+    return _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device)
+
+
+def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train_log.jsonl", "a", encoding="utf-8")
+    budget = cfg.minutes * 60 if cfg.minutes else None
+    t0, last_save = time.perf_counter() - counters["elapsed_s"], time.perf_counter()
+    step = counters["step"]
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.task}", dynamic_ncols=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype in ("bfloat16", "bf16"))
+    while step < cfg.max_steps:
+        elapsed = time.perf_counter() - t0
+        if budget is not None and elapsed >= budget:
+            break
+        progress = max(step / cfg.max_steps, elapsed / budget if budget else 0.0)
+        lr = lr_at(cfg, step, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        terms = _train_step(cfg, model, batches.batch(step), optimizer, autocast, device)
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == 1:
+            row = {"step": step, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1), **terms}
+            bar.set_postfix(loss=f"{terms['loss']:.3f}", ce=f"{terms['ce']:.3f}")
+            log.write(json.dumps(row) + "\n")
+        if dev and cfg.dev_every and step % cfg.dev_every == 0:
+            result = dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)
+            tqdm.write(f"step {step}: dev {json.dumps(result)}")
+            log.write(json.dumps({"step": step, "dev": result}) + "\n")
+        if time.perf_counter() - last_save > cfg.save_minutes * 60:
+            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0)
+            last_save = time.perf_counter()
+        log.flush()
+    bar.close()
+    result = dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device) if dev else {}
+    log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
+    log.close()
+    _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, result)
+    return out
+
+
+def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, float]:
+    tgt = batch.tgt.to(device)
+    B, n = tgt.shape
+    with autocast:
+        if batch.src_ids is None:  # unsupervised generation: E_s is fresh Gaussian noise
+            mem = torch.randn(B, model.cfg.max_source_len, model.cfg.enc_d_model, device=device)
+            mem_mask = None
+        else:
+            mem_mask = batch.src_mask.to(device)
+            mem = model.encode(batch.src_ids.to(device), mem_mask)
+        t = torch.randint(0, model.cfg.diffusion_steps, (B,), device=device)
+        eps = torch.randn(B, n, model.cfg.d_embed, device=device)
+        eps0 = torch.randn_like(eps)
+        self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
+        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    optimizer.step()
+    return {k: round(float(v.detach()), 5) for k, v in {**terms, "grad_norm": grad_norm}.items()}
+
+
+def _save(cfg, model, tok, optimizer, meta, step, elapsed, dev_result=None) -> None:
+    run = {"task": cfg.task, "datasets": cfg.datasets, "steps": step, "wall_s": round(elapsed, 1),
+           "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed}
+    if dev_result:
+        run["dev"] = dev_result
+    history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
+    out = Path(cfg.out)
+    save_checkpoint(out, model, tok, {**meta, "history": history})
+    save_trainer_state(out, model, optimizer, {"step": step, "elapsed_s": elapsed})

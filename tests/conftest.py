@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny synthetic data (tests make their own; shared/data is never read), a tiny
+tokenizer and model, and one tiny checkpoint trained to reproduce 8 pairs exactly."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from codefusion.config import get_preset  # noqa: E402
+from codefusion.model import CodeFusionModel  # noqa: E402
+from codefusion.tokenizer import CodeTokenizer  # noqa: E402
+
+PAIRS = {
+    "nl2bash": [("list all files", "ls -la"), ("find txt files", "find . -name '*.txt'"),
+                ("count lines in a.txt", "wc -l a.txt"), ("show disk usage", "df -h"),
+                ("print working directory", "pwd"), ("remove tmp dir", "rm -rf /tmp/x"),
+                ("search foo in logs", "grep -r foo /var/log"), ("sort numbers in f", "sort -n f | uniq")],
+    "conala": [("sum a list x", "sum(x)"), ("reverse list x", "x[::-1]"), ("read file f", "open(f).read()"),
+               ("sort dict d by value", "sorted(d.items(), key=lambda kv: kv[1])")],
+    "cf": [("values above 10", "GreaterThan(10)"), ("between 1 and 5", "Between(1,5)"),
+           ("text has error", 'TextContains("error")'), ("top value", "Top(1)")],
+}
+
+
+def write_data(root: Path, pairs: dict = PAIRS) -> Path:
+    for ds, rows in pairs.items():
+        (root / ds).mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"id": f"{ds}-{i}", "nl": nl, "code": code}) for i, (nl, code) in enumerate(rows)]
+        for split in ("train", "dev"):
+            (root / ds / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        code_only = [json.dumps({"id": f"{ds}-p{i}", "nl": "", "code": code}) for i, (_, code) in enumerate(rows)]
+        (root / ds / "pretrain.jsonl").write_text("\n".join(code_only) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return write_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> CodeTokenizer:
+    texts = [t for rows in PAIRS.values() for pair in rows for t in pair]
+    return CodeTokenizer.train(texts * 4, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer) -> CodeFusionModel:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(get_preset("tiny"), vocab_size=tokenizer.vocab_size)
+    return CodeFusionModel(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def overfit_dir(tmp_path_factory) -> Path:
+    """A tiny model trained (fp32, ~15 s) on the 8 Bash pairs until it reproduces them."""
+    from codefusion.train.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("overfit")
+    data = write_data(root / "data", {"nl2bash": PAIRS["nl2bash"]})
+    return train(TrainConfig(preset="tiny", data=str(data), out=str(root / "run"), task="finetune", max_steps=600,
+                             batch_size=8, lr=2e-3, warmup=20, dtype="float32", dev_rows=0, seed=0))

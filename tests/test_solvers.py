@@ -1,0 +1,95 @@
+"""Each solver's fused update (★) against its naive textbook formula, step by step."""
+import math
+
+import pytest
+import torch
+
+from codefusion.diffusion.schedule import NoiseSchedule
+from codefusion.diffusion.solvers import step_table, update
+from codefusion.errors import CodeFusionError
+
+
+def _chain(steps):
+    return NoiseSchedule.sqrt(1200).respace(steps)
+
+
+def _abar(s, i):
+    return s.alphas_cumprod[i].item(), s.alphas_cumprod_prev[i].item()
+
+
+@pytest.mark.parametrize("steps", [1200, 50, 7, 1])
+def test_ddpm_is_the_posterior_step(steps):
+    s = _chain(steps)
+    table = step_table(s, "ddpm")
+    x_t, x0, z = torch.randn(3, 2, 5, dtype=torch.float64).unbind(0)
+    for i in [0, len(s) // 2, len(s) - 1]:
+        abar, prev = _abar(s, i)
+        beta = 1 - abar / prev
+        mean = (beta * math.sqrt(prev) / (1 - abar)) * x0 + ((1 - prev) * math.sqrt(1 - beta) / (1 - abar)) * x_t
+        var = beta if i < len(s) - 1 else 0.0  # FIXED_LARGE, no noise on the last step
+        naive = mean + math.sqrt(var) * z
+        got = update(x_t.float(), x0.float(), torch.zeros(2, 5), table, i, z.float())
+        torch.testing.assert_close(got, naive.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_ddpm_posterior_mean_interpolates_between_x0_and_xt():
+    """Sanity of the full chain: at t = 0 the step returns x̂0 exactly."""
+    table = step_table(_chain(1200), "ddpm")
+    assert table.a[-1].item() == pytest.approx(1.0, abs=1e-6) and table.b[-1].item() == pytest.approx(0, abs=1e-6)
+    assert table.sigma[-1] == 0
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_matches_song_et_al_eq12(eta):
+    s = _chain(20)
+    table = step_table(s, "ddim", eta)
+    x_t, x0, z = torch.randn(3, 4, 3, dtype=torch.float64).unbind(0)
+    for i in range(len(s)):
+        abar, prev = _abar(s, i)
+        eps = (x_t - math.sqrt(abar) * x0) / math.sqrt(1 - abar)
+        sigma = eta * math.sqrt((1 - prev) / (1 - abar) * (1 - abar / prev))
+        naive = math.sqrt(prev) * x0 + math.sqrt(max(1 - prev - sigma ** 2, 0)) * eps + sigma * z
+        got = update(x_t.float(), x0.float(), torch.zeros(4, 3), table, i, z.float())
+        torch.testing.assert_close(got, naive.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_ddim_eta1_variance_equals_ddpm_posterior_variance():
+    s = _chain(20)
+    ddim, ddpm = step_table(s, "ddim", 1.0), step_table(s, "ddpm")
+    abar, prev = s.alphas_cumprod[:-1], s.alphas_cumprod_prev[:-1]
+    posterior = (1 - prev) / (1 - abar) * (1 - abar / prev)
+    torch.testing.assert_close(ddim.sigma[:-1] ** 2, posterior.float())
+    assert (ddpm.sigma[:-1] ** 2 >= ddim.sigma[:-1] ** 2 - 1e-7).all()  # FIXED_LARGE ≥ posterior
+
+
+def test_dpmpp_2m_matches_the_multistep_recursion():
+    """Run Algorithm 2 of Lu et al. (2022) naively in λ and compare the whole trajectory."""
+    s = _chain(12)
+    table = step_table(s, "dpmpp_2m")
+    torch.manual_seed(0)
+    x0s = [torch.randn(6, dtype=torch.float64) for _ in range(len(s))]  # model outputs per step
+    x = torch.randn(6, dtype=torch.float64)
+    naive, ours, prev_x0, h_prev = x.clone(), x.float(), None, None
+    for i in range(len(s)):
+        abar, prev = _abar(s, i)
+        if prev == 1.0:
+            naive = x0s[i]
+        else:
+            lam = lambda a: 0.5 * math.log(a / (1 - a))  # noqa: E731
+            h = lam(prev) - lam(abar)
+            if prev_x0 is None:
+                d = x0s[i]
+            else:
+                r = h_prev / h
+                d = (1 + 1 / (2 * r)) * x0s[i] - 1 / (2 * r) * prev_x0
+            naive = math.sqrt((1 - prev) / (1 - abar)) * naive - math.sqrt(prev) * math.expm1(-h) * d
+            h_prev = h
+        ours = update(ours, x0s[i].float(), (x0s[i - 1] if i else torch.zeros(6)).float(), table, i,
+                      torch.zeros(6))
+        prev_x0 = x0s[i]
+        torch.testing.assert_close(ours, naive.float(), atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_solver_is_rejected():
+    with pytest.raises(CodeFusionError, match="unknown solver 'euler'"):
+        step_table(_chain(5), "euler")
