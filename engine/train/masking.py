@@ -20,7 +20,7 @@ PY_KEYWORDS = set(keyword.kwlist)
 PY_NAMED_CONSTANTS = {"true", "false", "none"}
 BASH_RESERVED = {"if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "until", "case", "esac",
                  "function", "select", "time", "declare", "local", "export", "readonly", "unset"}
-CF_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?=\s*\()")
+CF_FUNCTION = re.compile(r'"(?:[^"\\]|\\.)*"|([A-Za-z_][A-Za-z0-9_]*)(?=\s*\()')  # skips quoted strings
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,7 +52,7 @@ def _is_candidate(node, lang: str) -> bool:
 def candidate_spans(code: str, lang: str) -> list[tuple[int, int]]:
     """Character spans [start, end) of maskable identifiers/keywords, in order."""
     if lang == "cf":
-        return [m.span() for m in CF_FUNCTION.finditer(code)]
+        return [m.span(1) for m in CF_FUNCTION.finditer(code) if m.group(1)]
     data = code.encode("utf-8")
     tree = _parser(lang).parse(data)
     spans = [(n.start_byte, n.end_byte) for n in _leaves(tree.root_node) if _is_candidate(n, lang)]

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from codefusion.checkpoint import load_checkpoint, save_checkpoint
+from codefusion.errors import CheckpointError
+
+
+@pytest.fixture
+def ckpt(tmp_path, tiny_model, tokenizer):
+    return save_checkpoint(tmp_path / "ck", tiny_model, tokenizer, {"note": "test"})
+
+
+def test_round_trip(ckpt, tiny_model):
+    model, tok, config = load_checkpoint(ckpt)
+    assert config["meta"] == {"note": "test"} and model.cfg == tiny_model.cfg
+    for (k, a), (_, b) in zip(tiny_model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), k
+    # T5's tied input embedding stays tied after loading
+    assert model.encoder.t5.shared.weight.data_ptr() == model.encoder.t5.encoder.embed_tokens.weight.data_ptr()
+
+
+def test_bf16_weights_load(tmp_path, tiny_model, tokenizer):
+    path = save_checkpoint(tmp_path / "bf", tiny_model, tokenizer, dtype=torch.bfloat16)
+    assert all(t.dtype == torch.bfloat16 for t in load_file(str(path / "model.safetensors")).values())
+    model, _, _ = load_checkpoint(path)
+    w = tiny_model.embed.weight
+    torch.testing.assert_close(model.embed.weight, w.to(torch.bfloat16).float())
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "tokenizer.json"])
+def test_missing_file(ckpt, name):
+    (ckpt / name).unlink()
+    with pytest.raises(CheckpointError, match=f"{name} is missing"):
+        load_checkpoint(ckpt)
+
+
+def _rewrite(ckpt, edit):
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(ckpt / "model.safetensors"))
+
+
+def test_missing_tensor(ckpt):
+    _rewrite(ckpt, lambda t: t.pop("denoiser.out.weight"))
+    with pytest.raises(CheckpointError, match="lacks tensor 'denoiser.out.weight'"):
+        load_checkpoint(ckpt)
+
+
+def test_misshaped_tensor(ckpt):
+    _rewrite(ckpt, lambda t: t.__setitem__("decoder.pos", torch.zeros(3, 3)))
+    with pytest.raises(CheckpointError, match=r"'decoder.pos' has shape \(3, 3\)"):
+        load_checkpoint(ckpt)
+
+
+def test_wrong_dtype_and_extra_tensor(ckpt):
+    _rewrite(ckpt, lambda t: t.__setitem__("embed.weight", t["embed.weight"].to(torch.int32)))
+    with pytest.raises(CheckpointError, match="dtype torch.int32"):
+        load_checkpoint(ckpt)
+
+
+def test_unexpected_tensor(ckpt):
+    _rewrite(ckpt, lambda t: t.__setitem__("stray", torch.zeros(1)))
+    with pytest.raises(CheckpointError, match="unexpected tensor 'stray'"):
+        load_checkpoint(ckpt)
+
+
+def test_corrupted_safetensors(ckpt):
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_checkpoint(ckpt)
+    (ckpt / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_checkpoint(ckpt)
+
+
+def test_bad_config(ckpt):
+    (ckpt / "config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(ckpt)
+    (ckpt / "config.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        load_checkpoint(ckpt)

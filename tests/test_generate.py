@@ -1,0 +1,147 @@
+"""The API and the `generate` CLI on a tiny random model: determinism, batch ≡ singles, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from codefusion import CodeFusion, GenerationConfig
+from codefusion.backends import available, get_backend
+from codefusion.checkpoint import save_checkpoint
+from codefusion.cli import main
+from codefusion.errors import CodeFusionError
+
+
+@pytest.fixture(scope="module")
+def cf(tiny_model, tokenizer):
+    return CodeFusion(tiny_model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_model, tokenizer):
+    return save_checkpoint(tmp_path_factory.mktemp("ck"), tiny_model, tokenizer)
+
+
+def test_output_shape_and_timings(cf):
+    out = cf.generate(["list files", "sum a list"], GenerationConfig(steps=8, num_samples=3, seed=1))
+    assert len(out.texts) == len(out.scores) == 2 and out.seed == 1
+    for texts, scores in zip(out.texts, out.scores):
+        assert 1 <= len(texts) <= 3 and len(set(texts)) == len(texts) and scores == sorted(scores, reverse=True)
+    assert out.timings["steps"] == 8 and out.timings["total_ms"] >= out.timings["sample_ms"] > 0
+    assert set(json.loads(json.dumps(out.to_json()))) == {"texts", "scores", "seed", "warnings", "timings", "trace"}
+
+
+def test_seeded_determinism(cf):
+    config = GenerationConfig(steps=6, num_samples=2, seed=5)
+    a, b = cf.generate(["find txt files"], config), cf.generate(["find txt files"], config)
+    assert a.texts == b.texts and a.scores == b.scores
+
+
+def _final_x(cf, prompts, config, n=None):
+    """The sampled x̂0 rows of a request (to compare numbers, not only strings)."""
+    from codefusion.diffusion.loop import initial_state, run
+    from codefusion.diffusion.schedule import NoiseSchedule
+    from codefusion.diffusion.solvers import step_table
+
+    k = config.num_samples
+    src = cf.tokenizer.encode_source(prompts, [config.lang] * len(prompts), cf.cfg.max_source_len)
+    memory = cf.backend.encode(src).repeat_interleave(k)
+    table = step_table(NoiseSchedule.sqrt().respace(config.steps), config.solver)
+    seeds = torch.full((len(prompts) * k,), config.seed)
+    samples = torch.arange(k).repeat(len(prompts))
+    n = n or cf.cfg.max_target_len
+    return run(cf.backend, initial_state(cf.backend, memory, table, seeds, samples, n)).x_t
+
+
+@pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp_2m"])
+def test_batch_of_n_equals_n_singles(cf, solver):
+    prompts = ["list all files", "show disk usage now please", "top value"]
+    config = GenerationConfig(steps=5, num_samples=2, seed=3, solver=solver)
+    batch = _final_x(cf, prompts, config)
+    singles = torch.cat([_final_x(cf, [p], config) for p in prompts])
+    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=1e-5)
+    assert cf.generate(prompts, config).texts == [cf.generate([p], config).texts[0] for p in prompts]
+
+
+def test_different_seeds_differ(cf):
+    a = _final_x(cf, ["x"], GenerationConfig(steps=3, seed=0))
+    b = _final_x(cf, ["x"], GenerationConfig(steps=3, seed=1))
+    assert not torch.allclose(a, b)
+
+
+def test_trace_and_max_length(cf):
+    out = cf.generate(["list files"], GenerationConfig(steps=10, trace_steps=(2, 10), max_length=10))
+    assert [t["step"] for t in out.trace] == [2, 10] and out.trace[1]["timestep"] == 0
+    # max_length 10 runs at the 16-token bucket and keeps the first 10 tokens
+    x = _final_x(cf, ["list files"], GenerationConfig(steps=10), n=16)
+    ids, _ = cf.backend.decode(x, cf.backend.encode(cf.tokenizer.encode_source(["list files"], ["bash"], 32)))
+    assert out.texts[0] == [cf.tokenizer.decode(ids[0, :10].tolist())]
+
+
+def test_long_prompt_is_truncated_with_a_warning(cf):
+    out = cf.generate(["files " * 200], GenerationConfig(steps=2))
+    assert out.warnings == [f"prompt 0 truncated to {cf.cfg.max_source_len} tokens"]
+
+
+@pytest.mark.parametrize("prompts,config,message", [
+    ([""], GenerationConfig(), "prompt 0 is empty"),
+    (["ok", "  \n\t"], GenerationConfig(), "prompt 1 is empty"),
+    ([], GenerationConfig(), "non-empty list"),
+    ([3], GenerationConfig(), "prompt 0 is a int"),
+    (["x"], GenerationConfig(lang="java"), "unknown language 'java'"),
+    (["x"], GenerationConfig(steps=0), "steps must be an integer in 1..1200"),
+    (["x"], GenerationConfig(steps=1201), "steps must be an integer in 1..1200"),
+    (["x"], GenerationConfig(num_samples=0), "num_samples must be an integer ≥ 1"),
+    (["x"], GenerationConfig(solver="euler"), "unknown solver 'euler'"),
+    (["x"], GenerationConfig(seed=-1), "seed must be an integer"),
+    (["x"], GenerationConfig(max_length=999), "max_length must be an integer in 1..32"),
+    (["x"], GenerationConfig(steps=5, trace_steps=(9,)), "trace_steps must be step counts in 1..5"),
+    (["x"], GenerationConfig(early_exit=True), "early_exit is not supported"),
+])
+def test_bad_input(cf, prompts, config, message):
+    with pytest.raises(CodeFusionError, match=message):
+        cf.generate(prompts, config)
+
+
+def test_backend_registry_is_lazy_and_checked():
+    assert "reference" in available()
+    with pytest.raises(CodeFusionError, match="unknown backend 'tensorrt'"):
+        get_backend("tensorrt")
+    code = "import sys, codefusion; from codefusion import backends; " \
+           "print(any(m.split('.')[0] in ('triton', 'onnxruntime', 'tensorrt') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_cli_generate_json(ckpt, capsys):
+    assert main(["generate", "list files", "--model", str(ckpt), "--steps", "4", "--num-samples", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["timings"]) == {"encode_ms", "sample_ms", "decode_ms", "total_ms", "steps"}
+    assert out["seed"] == 0 and len(out["texts"]) == 1 and out["timings"]["steps"] == 4
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "steps must be an integer"),
+    (["--lang", "rust"], "unknown language 'rust'"),
+    (["--num-samples", "0"], "num_samples"),
+    (["--backend", "nope"], "unknown backend 'nope'"),
+    (["--dtype", "int8"], "unknown dtype 'int8'"),
+])
+def test_cli_errors_are_one_line(ckpt, capsys, args, message):
+    assert main(["generate", "list files", "--model", str(ckpt), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_missing_model_and_empty_prompt(tmp_path, ckpt, capsys):
+    assert main(["generate", "x", "--model", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["generate", "   ", "--model", str(ckpt)]) == 2
+    assert "prompt 0 is empty" in capsys.readouterr().err
+
+
+def test_python_dash_m(ckpt):
+    r = subprocess.run([sys.executable, "-m", "codefusion", "generate", "list files", "--model", str(ckpt),
+                        "--steps", "2", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["timings"]["steps"] == 2

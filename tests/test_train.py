@@ -1,0 +1,104 @@
+"""Training end to end on tiny data: the overfit check with the 1200-step reference sampler,
+pre-training → fine-tuning, resume, the tokenizer command, and bad data."""
+import json
+
+import pytest
+
+from codefusion import CodeFusion, GenerationConfig
+from codefusion.cli import main
+from codefusion.errors import CodeFusionError, DataError
+from codefusion.train.data import load_split
+from codefusion.train.trainer import TrainConfig, train
+
+from conftest import PAIRS
+
+
+def test_tiny_model_overfits_8_pairs_with_the_1200_step_reference_sampler(overfit_dir):
+    cf = CodeFusion.from_pretrained(overfit_dir)
+    prompts, codes = zip(*PAIRS["nl2bash"])
+    out = cf.generate(list(prompts), GenerationConfig(lang="bash", steps=1200, seed=0))
+    assert out.timings["steps"] == 1200
+    assert [texts[0] for texts in out.texts] == list(codes)
+
+
+def test_checkpoint_records_the_run(overfit_dir):
+    config = json.loads((overfit_dir / "config.json").read_text())
+    run = config["meta"]["history"][-1]
+    assert run["task"] == "finetune" and run["steps"] == 600 and run["wall_s"] > 0
+    log = [json.loads(line) for line in (overfit_dir / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 1 and log[-1]["final"] and "ce" in log[1]
+
+
+def _cfg(tmp_path, data_dir, **kw):
+    base = dict(preset="tiny", data=str(data_dir), out=str(tmp_path / "run"), max_steps=6, batch_size=4,
+                dev_rows=4, dev_every=3, dev_steps=2, dtype="float32", warmup=2)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_pretrain_then_finetune_from_init(tmp_path, data_dir):
+    pre = train(_cfg(tmp_path, data_dir, task="pretrain", out=str(tmp_path / "pre")))
+    log = [json.loads(line) for line in (pre / "train_log.jsonl").read_text().splitlines()]
+    assert any("dev" in row for row in log)
+    fine = train(_cfg(tmp_path, data_dir, task="finetune", init=str(pre), out=str(tmp_path / "fine")))
+    history = json.loads((fine / "config.json").read_text())["meta"]["history"]
+    assert [h["task"] for h in history] == ["pretrain", "finetune"]
+
+
+def test_resume_continues_the_step_count(tmp_path, data_dir):
+    out = train(_cfg(tmp_path, data_dir, max_steps=4))
+    with pytest.raises(CodeFusionError, match="already holds a checkpoint"):
+        train(_cfg(tmp_path, data_dir, max_steps=4))
+    train(_cfg(tmp_path, data_dir, max_steps=7, resume=True))
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["step"] == 7
+
+
+def test_resume_without_state(tmp_path, data_dir):
+    with pytest.raises(CodeFusionError, match="does not exist"):
+        train(_cfg(tmp_path, data_dir, resume=True))
+
+
+def test_minutes_budget_stops_the_run(tmp_path, data_dir):
+    out = train(_cfg(tmp_path, data_dir, max_steps=10_000, minutes=0.02, dev_rows=0))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] < 10_000
+
+
+def _bad_data(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    (bad / "cf").mkdir(parents=True)
+    good = (data_dir / "cf" / "train.jsonl").read_text().splitlines()
+    lines = [good[0], '{"nl": "x", "code": ', good[1], '{"nl": "y"}', "[1, 2]", good[2]]
+    (bad / "cf" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return bad
+
+
+def test_malformed_line_stops_with_file_and_line(tmp_path, data_dir):
+    bad = _bad_data(tmp_path, data_dir)
+    with pytest.raises(DataError, match=r"cf/train.jsonl:2: not valid JSON .*--on-bad-line skip"):
+        load_split(bad, "cf", "train")
+
+
+def test_malformed_lines_skipped_when_asked(tmp_path, data_dir, capsys):
+    rows = load_split(_bad_data(tmp_path, data_dir), "cf", "train", on_bad_line="skip")
+    assert len(rows) == 3 and all(r.lang == "cf" for r in rows)
+    err = capsys.readouterr().err
+    assert "train.jsonl:2:" in err and "train.jsonl:4: field 'code'" in err and "train.jsonl:5: not a JSON object" in err
+
+
+def test_data_selection_errors(tmp_path, data_dir):
+    with pytest.raises(DataError, match="does not exist"):
+        load_split(tmp_path / "nowhere", None, "train")
+    with pytest.raises(DataError, match="unknown dataset 'spider'"):
+        load_split(data_dir, "nl2bash,spider", "train")
+    assert {e.lang for e in load_split(data_dir, None, "train")} == {"bash", "python", "cf"}
+
+
+def test_cli_tokenizer_and_train(tmp_path, data_dir, capsys):
+    tok = tmp_path / "tok.json"
+    assert main(["tokenizer", "--data", str(data_dir), "--vocab-size", "300", "--out", str(tok)]) == 0
+    assert main(["train", "--preset", "tiny", "--data", str(data_dir), "--datasets", "cf", "--out", str(tmp_path / "r"),
+                 "--tokenizer", str(tok), "--max-steps", "3", "--batch-size", "2", "--dev-rows", "0",
+                 "--dtype", "float32"]) == 0
+    assert (tmp_path / "r" / "model.safetensors").is_file()
+    assert main(["train", "--preset", "huge", "--data", str(data_dir), "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
