@@ -75,13 +75,13 @@ def dpmpp_2m_coefficients(s: NoiseSchedule) -> tuple[torch.Tensor, ...]:
     lam_t = 0.5 * (abar.log() - (1 - abar).log())
     lam_s = 0.5 * (prev.log() - (1 - prev).log())
     h = lam_s - lam_t
-    r = torch.cat([torch.full((1,), float("inf"), dtype=h.dtype), h[:-1] / h[1:]])
+    r = torch.cat([torch.full_like(h[:1], float("inf")), h[:-1] / h[1:]])
     phi = -prev.sqrt() * torch.expm1(-h)  # −α_prev (e^{−h} − 1)
     a = phi * (1 + 0.5 / r)
     c = -phi * (0.5 / r)
     b = ((1 - prev) / (1 - abar)).sqrt()
-    one, zero = torch.ones(1, dtype=a.dtype), torch.zeros(1, dtype=a.dtype)
-    return torch.cat([a, one]), torch.cat([b, zero]), torch.cat([c, zero]), torch.zeros(len(s), dtype=a.dtype)
+    one, zero = torch.ones_like(s.alphas_cumprod[:1]), torch.zeros_like(s.alphas_cumprod[:1])
+    return torch.cat([a, one]), torch.cat([b, zero]), torch.cat([c, zero]), torch.zeros_like(s.alphas_cumprod)
 
 
 def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0) -> StepTable:
