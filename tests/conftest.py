@@ -16,6 +16,21 @@ from codefusion.config import get_preset  # noqa: E402
 from codefusion.model import CodeFusionModel  # noqa: E402
 from codefusion.tokenizer import CodeTokenizer  # noqa: E402
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: `cuda` tests skip without a GPU; `slow` tests run only with --runslow."""
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    not_asked = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(not_asked)
+
+
 PAIRS = {
     "nl2bash": [("list all files", "ls -la"), ("find txt files", "find . -name '*.txt'"),
                 ("count lines in a.txt", "wc -l a.txt"), ("show disk usage", "df -h"),

@@ -79,6 +79,8 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
         raise CodeFusionError(f"{out} already holds a checkpoint: pass --resume to continue it or choose another --out")
     if cfg.init:
         model, tok, config = load_checkpoint(cfg.init)
+        if model.cfg.name != cfg.preset:
+            tqdm.write(f"note: --init {cfg.init} is a {model.cfg.name!r} model; its preset and tokenizer are used")
         return model, tok, {"init": str(cfg.init), "history": config.get("meta", {}).get("history", [])}
     preset = get_preset(cfg.preset)
     if cfg.tokenizer:
