@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning after pre-training)")
     r.add_argument("--tokenizer", default=None, help="tokenizer.json (default: train one on the data)")
+    r.add_argument("--codet5", default=None, help="local CodeT5 directory: start E and the tokenizer from it")
     r.add_argument("--resume", action="store_true")
     r.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     r.add_argument("--max-steps", type=int, default=None)

@@ -102,3 +102,31 @@ def test_cli_tokenizer_and_train(tmp_path, data_dir, capsys):
     assert (tmp_path / "r" / "model.safetensors").is_file()
     assert main(["train", "--preset", "huge", "--data", str(data_dir), "--out", str(tmp_path / "r2")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_encoder_starts_from_a_local_codet5_directory(tmp_path, data_dir):
+    """A CodeT5-shaped directory (config + safetensors + RoBERTa BPE files) seeds E and the tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5EncoderModel
+
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.config import get_preset
+    from codefusion.model.encoder import t5_config
+
+    codet5 = tmp_path / "codet5"
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator([c for rows in PAIRS.values() for _, c in rows] * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<s>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    codet5.mkdir()
+    bpe.model.save(str(codet5))
+    torch.manual_seed(1)
+    encoder = T5EncoderModel(t5_config(__import__("dataclasses").replace(get_preset("tiny"), vocab_size=320)))
+    encoder.save_pretrained(str(codet5))
+    out = train(_cfg(tmp_path, data_dir, codet5=str(codet5), max_steps=1, lr=1e-12, warmup=1, dev_rows=0))
+    model, tok, config = load_checkpoint(out)
+    assert tok.kind == "codet5" and model.cfg.vocab_size == 320 and config["meta"]["encoder_init"] == str(codet5)
+    torch.testing.assert_close(model.encoder.t5.encoder.block[0].layer[0].SelfAttention.q.weight,
+                               encoder.encoder.block[0].layer[0].SelfAttention.q.weight, atol=1e-6, rtol=0)

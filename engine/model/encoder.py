@@ -31,6 +31,13 @@ class Encoder(nn.Module):
         """src_ids, src_mask: (B, S) → E_s (B, S, enc_d_model)."""
         return self.t5(input_ids=src_ids, attention_mask=src_mask).last_hidden_state
 
+    @staticmethod
+    def codet5_vocab_size(path: str | Path) -> int:
+        try:
+            return T5Config.from_pretrained(str(path), local_files_only=True).vocab_size
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a T5/CodeT5 directory: {str(e).splitlines()[0]}") from None
+
     def load_codet5(self, path: str | Path, vocab_size: int) -> None:
         """Copy weights from a local CodeT5/T5 checkpoint directory (its shape must match the preset)."""
         try:

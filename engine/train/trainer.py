@@ -23,6 +23,7 @@ from ..config import get_preset
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
 from ..model import CodeFusionModel
+from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
 from .data import Example, load_split
@@ -41,6 +42,7 @@ class TrainConfig:
     datasets: str | None = None
     init: str | None = None
     tokenizer: str | None = None
+    codet5: str | None = None  # local CodeT5 directory: its tokenizer and encoder weights start E
     resume: bool = False
     minutes: float | None = None
     max_steps: int = 100_000
@@ -83,13 +85,17 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
             tqdm.write(f"note: --init {cfg.init} is a {model.cfg.name!r} model; its preset and tokenizer are used")
         return model, tok, {"init": str(cfg.init), "history": config.get("meta", {}).get("history", [])}
     preset = get_preset(cfg.preset)
-    if cfg.tokenizer:
-        tok = CodeTokenizer.load(cfg.tokenizer)
+    if cfg.codet5 or cfg.tokenizer:
+        tok = CodeTokenizer.load(cfg.codet5 or cfg.tokenizer)
     else:
         texts = [t for e in train for t in (e.code, e.nl) if t]
         tok = CodeTokenizer.train(texts, preset.vocab_size)
-    model_cfg = dataclasses.replace(preset, vocab_size=tok.vocab_size)
-    return CodeFusionModel(model_cfg), tok, {"history": []}
+    # CodeT5's embedding has rows beyond its BPE vocabulary (<extra_id_*>): keep them all
+    vocab = max(tok.vocab_size, Encoder.codet5_vocab_size(cfg.codet5)) if cfg.codet5 else tok.vocab_size
+    model = CodeFusionModel(dataclasses.replace(preset, vocab_size=vocab))
+    if cfg.codet5:
+        model.encoder.load_codet5(cfg.codet5, vocab)
+    return model, tok, {"history": [], **({"encoder_init": str(cfg.codet5)} if cfg.codet5 else {})}
 
 
 def train(cfg: TrainConfig) -> Path:
