@@ -45,7 +45,7 @@ class TrainConfig:
     codet5: str | None = None  # local CodeT5 directory: its tokenizer and encoder weights start E
     resume: bool = False
     minutes: float | None = None
-    max_steps: int = 100_000
+    max_steps: int | None = None  # at least one of max_steps / minutes
     batch_size: int = 64
     lr: float = 5e-4
     warmup: int = 500
@@ -62,7 +62,7 @@ class TrainConfig:
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    warm = min(cfg.warmup, max(1, cfg.max_steps // 10))
+    warm = min(cfg.warmup, max(1, cfg.max_steps // 10)) if cfg.max_steps else cfg.warmup
     if step < warm:
         return cfg.lr * (step + 1) / warm
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
@@ -101,6 +101,8 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
 def train(cfg: TrainConfig) -> Path:
     if cfg.task not in TASKS:
         raise CodeFusionError(f"--task must be pretrain or finetune, got {cfg.task!r}")
+    if not cfg.max_steps and not cfg.minutes:
+        raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     torch.manual_seed(cfg.seed)
     split = "pretrain" if cfg.task == "pretrain" else "train"
     examples = _examples(cfg, split)
@@ -127,13 +129,14 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> P
     budget = cfg.minutes * 60 if cfg.minutes else None
     t0, last_save = time.perf_counter() - counters["elapsed_s"], time.perf_counter()
     step = counters["step"]
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.task}", dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=cfg.task, dynamic_ncols=True)
+    max_steps = cfg.max_steps or float("inf")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype in ("bfloat16", "bf16"))
-    while step < cfg.max_steps:
+    while step < max_steps:
         elapsed = time.perf_counter() - t0
         if budget is not None and elapsed >= budget:
             break
-        progress = max(step / cfg.max_steps, elapsed / budget if budget else 0.0)
+        progress = max(step / max_steps, elapsed / budget if budget else 0.0)
         lr = lr_at(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
