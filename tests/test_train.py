@@ -102,6 +102,8 @@ def test_cli_tokenizer_and_train(tmp_path, data_dir, capsys):
     assert (tmp_path / "r" / "model.safetensors").is_file()
     assert main(["train", "--preset", "huge", "--data", str(data_dir), "--out", str(tmp_path / "r2")]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--data", str(data_dir), "--out", str(tmp_path / "r3")]) == 2
+    assert "give the run a length" in capsys.readouterr().err
 
 
 def test_encoder_starts_from_a_local_codet5_directory(tmp_path, data_dir):

@@ -101,6 +101,7 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
 def train(cfg: TrainConfig) -> Path:
     if cfg.task not in TASKS:
         raise CodeFusionError(f"--task must be pretrain or finetune, got {cfg.task!r}")
+    get_preset(cfg.preset)  # an unknown name fails before any data is read
     if not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     torch.manual_seed(cfg.seed)
