@@ -132,3 +132,18 @@ def test_encoder_starts_from_a_local_codet5_directory(tmp_path, data_dir):
     assert tok.kind == "codet5" and model.cfg.vocab_size == 320 and config["meta"]["encoder_init"] == str(codet5)
     torch.testing.assert_close(model.encoder.t5.encoder.block[0].layer[0].SelfAttention.q.weight,
                                encoder.encoder.block[0].layer[0].SelfAttention.q.weight, atol=1e-6, rtol=0)
+
+
+def test_dev_check_rows_cover_every_language(data_dir):
+    from codefusion.train.trainer import _balanced
+
+    rows = _balanced(load_split(data_dir, None, "dev"), 6)
+    assert [r.lang for r in rows] == ["bash", "python", "cf"] * 2
+
+
+def test_no_row_fits_the_target_length(tmp_path):
+    from conftest import write_data
+
+    data = write_data(tmp_path / "long", {"nl2bash": [("long", "echo " + "x " * 200)]})
+    with pytest.raises(DataError, match="no training row fits"):
+        train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "r"), max_steps=1, dev_rows=0))

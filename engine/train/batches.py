@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ModelConfig
+from ..errors import DataError
 from ..tokenizer import CodeTokenizer
 from .data import Example
 from .masking import cpd_mask
@@ -69,7 +70,7 @@ class TaskBatches:
         self.sampler = BucketSampler([len(c) for c in self.code_ids], cfg, batch_size, seed)
         self.rng = random.Random(seed + 1)
         if not len(self.sampler):
-            raise ValueError("no example fits the preset's max_target_len")
+            raise DataError(f"no training row fits the preset's {cfg.max_target_len}-token target length")
 
     def batch(self, step: int) -> Batch:
         task = self.tasks[step % len(self.tasks)]

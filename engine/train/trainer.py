@@ -72,6 +72,19 @@ def _examples(cfg: TrainConfig, split: str) -> list[Example]:
     return load_split(cfg.data, cfg.datasets, split, cfg.on_bad_line)
 
 
+def _balanced(rows: list[Example], n: int) -> list[Example]:
+    """Up to n rows, taken in turn from each language, so the dev check covers all of them."""
+    by_lang: dict[str, list[Example]] = {}
+    for r in rows:
+        by_lang.setdefault(r.lang, []).append(r)
+    picked: list[Example] = []
+    for i in range(max((len(q) for q in by_lang.values()), default=0)):
+        picked += [q[i] for q in by_lang.values() if i < len(q)]
+        if len(picked) >= n:
+            break
+    return picked[:n]
+
+
 def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
     out = Path(cfg.out)
     if cfg.resume:
@@ -107,7 +120,7 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     split = "pretrain" if cfg.task == "pretrain" else "train"
     examples = _examples(cfg, split)
-    dev = _examples(cfg, "dev")[: cfg.dev_rows] if cfg.dev_rows else []
+    dev = _balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
     model, tok, meta = _build_model(cfg, examples)
     device = torch.device(cfg.device)
     model.to(device).train()
