@@ -39,6 +39,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8"],
+        "test": ["pytest>=8"],
         "eval": ["sacrebleu>=2.4"],
         "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
         "triton": ["triton>=3.6"],
