@@ -196,7 +196,7 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
     terms["loss"].backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
     optimizer.step()
-    return {k: round(float(v.detach()), 5) for k, v in {**terms, "grad_norm": grad_norm}.items()}
+    return {k: float(f"{float(v.detach()):.5g}") for k, v in {**terms, "grad_norm": grad_norm}.items()}
 
 
 def _save(cfg, model, tok, optimizer, meta, step, elapsed, dev_result=None) -> None:
