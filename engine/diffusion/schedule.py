@@ -78,10 +78,6 @@ class NoiseSchedule:
         kept = torch.tensor(kept, dtype=torch.int64)
         return NoiseSchedule._from_table(sqrt_alphas_cumprod_table(T), kept, T, self.timesteps.device)
 
-    def to(self, device) -> "NoiseSchedule":
-        return NoiseSchedule(self.timesteps.to(device), self.alphas_cumprod.to(device),
-                             self.alphas_cumprod_prev.to(device), self.T)
-
     @property
     def betas(self) -> torch.Tensor:
         """β of the (respaced) chain: 1 − ᾱ_t / ᾱ_prev (improved-diffusion respace.py)."""
