@@ -68,7 +68,8 @@ def _bad_data(tmp_path, data_dir):
     (bad / "cf").mkdir(parents=True)
     good = (data_dir / "cf" / "train.jsonl").read_text().splitlines()
     lines = [good[0], '{"nl": "x", "code": ', good[1], '{"nl": "y"}', "[1, 2]", good[2]]
-    (bad / "cf" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    data = "\n".join(lines).encode() + b'\n{"nl": "z", "code": "\xff"}\n'
+    (bad / "cf" / "train.jsonl").write_bytes(data)
     return bad
 
 
@@ -83,6 +84,7 @@ def test_malformed_lines_skipped_when_asked(tmp_path, data_dir, capsys):
     assert len(rows) == 3 and all(r.lang == "cf" for r in rows)
     err = capsys.readouterr().err
     assert "train.jsonl:2:" in err and "train.jsonl:4: field 'code'" in err and "train.jsonl:5: not a JSON object" in err
+    assert "train.jsonl:7: not UTF-8" in err
 
 
 def test_data_selection_errors(tmp_path, data_dir):

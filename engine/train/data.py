@@ -24,39 +24,40 @@ class Example:
     lang: str
 
 
-def read_jsonl(path: Path, on_bad_line: str = "stop", need_nl: bool = True) -> tuple[list[dict], int]:
-    """→ (rows, number of skipped lines). Blank lines are ignored."""
+def read_jsonl(path: Path, on_bad_line: str = "stop", need_nl: bool = True) -> list[dict]:
+    """Rows of a JSONL file; blank lines are ignored, bad lines stop or are skipped (with a warning)."""
     if on_bad_line not in ("stop", "skip"):
         raise DataError(f"--on-bad-line must be skip or stop, got {on_bad_line!r}")
-    rows, skipped = [], 0
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
-            problem = _problem(line, need_nl)
+            row, problem = _parse(raw, need_nl)
             if problem is None:
-                rows.append(json.loads(line))
+                rows.append(row)
                 continue
             message = f"{path}:{lineno}: {problem}"
             if on_bad_line == "stop":
                 raise DataError(f"{message}; fix the line or pass --on-bad-line skip")
             print(f"warning: skipped {message}", file=sys.stderr)
-            skipped += 1
-    return rows, skipped
+    return rows
 
 
-def _problem(line: str, need_nl: bool) -> str | None:
+def _parse(raw: bytes, need_nl: bool) -> tuple[dict | None, str | None]:
+    """→ (row, None) or (None, what is wrong with the line)."""
     try:
-        row = json.loads(line)
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 (byte {e.start + 1})"
     except json.JSONDecodeError as e:
-        return f"not valid JSON ({e.msg} at column {e.colno})"
+        return None, f"not valid JSON ({e.msg} at column {e.colno})"
     if not isinstance(row, dict):
-        return "not a JSON object"
-    fields = ("nl", "code") if need_nl else ("code",)
-    for key in fields:
+        return None, "not a JSON object"
+    for key in ("nl", "code") if need_nl else ("code",):
         if not isinstance(row.get(key), str) or not row[key].strip():
-            return f"field {key!r} is missing or not a non-empty string"
-    return None
+            return None, f"field {key!r} is missing or not a non-empty string"
+    return row, None
 
 
 def select_datasets(data_dir: str | Path, datasets: str | None) -> tuple[Path, list[str]]:
@@ -82,7 +83,7 @@ def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_li
         path = data_dir / name / f"{split}.jsonl"
         if not path.is_file():
             raise DataError(f"{path} is missing: dataset {name} has no {split} split")
-        rows, _ = read_jsonl(path, on_bad_line, need_nl=split != "pretrain")
+        rows = read_jsonl(path, on_bad_line, need_nl=split != "pretrain")
         out += [Example(str(r.get("id", f"{name}-{i}")), r.get("nl", "") or "", r["code"], DATASET_LANG[name])
                 for i, r in enumerate(rows)]
     return out
