@@ -35,12 +35,10 @@ def _generate(args) -> int:
 
 def _tokenizer(args) -> int:
     from .tokenizer import CodeTokenizer
-    from .train.data import load_split
+    from .train.data import load_split, tokenizer_texts
 
-    texts = []
-    for split in args.splits.split(","):
-        for e in load_split(args.data, args.datasets, split, args.on_bad_line):
-            texts += [e.code] + ([e.nl] if e.nl else [])
+    texts = [t for split in args.splits.split(",")
+             for t in tokenizer_texts(load_split(args.data, args.datasets, split, args.on_bad_line))]
     tok = CodeTokenizer.train(texts, args.vocab_size)
     tok.save(args.out)
     print(f"wrote {args.out}: {tok.vocab_size} tokens from {len(texts)} texts", file=sys.stderr)

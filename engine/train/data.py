@@ -87,3 +87,8 @@ def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_li
         out += [Example(str(r.get("id", f"{name}-{i}")), r.get("nl", "") or "", r["code"], DATASET_LANG[name])
                 for i, r in enumerate(rows)]
     return out
+
+
+def tokenizer_texts(examples: list[Example]) -> list[str]:
+    """What the BPE tokenizer trains on: every program and every non-empty utterance."""
+    return [t for e in examples for t in (e.code, e.nl) if t]

@@ -26,7 +26,7 @@ from ..model import CodeFusionModel
 from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
-from .data import Example, load_split
+from .data import Example, load_split, tokenizer_texts
 from .devcheck import dev_check
 from .state import load_trainer_state, save_trainer_state
 
@@ -86,12 +86,9 @@ def _balanced(rows: list[Example], n: int) -> list[Example]:
 
 
 def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
-    out = Path(cfg.out)
     if cfg.resume:
-        model, tok, config = load_checkpoint(out)
+        model, tok, config = load_checkpoint(cfg.out)
         return model, tok, config.get("meta", {})
-    if (out / CONFIG).exists():
-        raise CodeFusionError(f"{out} already holds a checkpoint: pass --resume to continue it or choose another --out")
     if cfg.init:
         model, tok, config = load_checkpoint(cfg.init)
         if model.cfg.name != cfg.preset:
@@ -101,8 +98,7 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
     if cfg.codet5 or cfg.tokenizer:
         tok = CodeTokenizer.load(cfg.codet5 or cfg.tokenizer)
     else:
-        texts = [t for e in train for t in (e.code, e.nl) if t]
-        tok = CodeTokenizer.train(texts, preset.vocab_size)
+        tok = CodeTokenizer.train(tokenizer_texts(train), preset.vocab_size)
     # CodeT5's embedding has rows beyond its BPE vocabulary (<extra_id_*>): keep them all
     vocab = max(tok.vocab_size, Encoder.codet5_vocab_size(cfg.codet5)) if cfg.codet5 else tok.vocab_size
     model = CodeFusionModel(dataclasses.replace(preset, vocab_size=vocab))
@@ -117,6 +113,8 @@ def train(cfg: TrainConfig) -> Path:
     get_preset(cfg.preset)  # an unknown name fails before any data is read
     if not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
+    if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
+        raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose another --out")
     torch.manual_seed(cfg.seed)
     split = "pretrain" if cfg.task == "pretrain" else "train"
     examples = _examples(cfg, split)
