@@ -89,6 +89,20 @@ def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_li
     return out
 
 
+def unique_programs(examples: list[Example]) -> tuple[list[Example], int]:
+    """The first occurrence of each (language, program): the code-only corpora repeat lines many times
+    (cf pre-training: 226k lines, 3.5k distinct), which would spend most of pre-training on a few
+    thousand programs. Returns the kept rows and how many were dropped."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for e in examples:
+        key = (e.lang, " ".join(e.code.split()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(e)
+    return kept, len(examples) - len(kept)
+
+
 def tokenizer_texts(examples: list[Example]) -> list[str]:
     """What the BPE tokenizer trains on: every program and every non-empty utterance."""
     return [t for e in examples for t in (e.code, e.nl) if t]

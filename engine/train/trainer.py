@@ -26,7 +26,7 @@ from ..model import CodeFusionModel
 from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
-from .data import Example, load_split, tokenizer_texts
+from .data import Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
 from .state import load_trainer_state, save_trainer_state
 
@@ -118,6 +118,9 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     split = "pretrain" if cfg.task == "pretrain" else "train"
     examples = _examples(cfg, split)
+    if cfg.task == "pretrain":
+        examples, repeats = unique_programs(examples)
+        tqdm.write(f"note: pre-training on {len(examples)} distinct programs ({repeats} repeated lines left out)")
     dev = _balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
     model, tok, meta = _build_model(cfg, examples)
     device = torch.device(cfg.device)

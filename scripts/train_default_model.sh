@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Reproduces the embedded default model (models/small): one command, about 100 minutes on a 2-core CPU.
+#   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MINUTES] [FINETUNE_MINUTES]
+# DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl).
+# 1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
+# 2. pre-training (CodeFusion §3.2: unsupervised generation alternating with CPD) on the distinct
+#    programs of the three code-only corpora;
+# 3. fine-tuning on the three train splits (NL → code), starting from the pre-trained weights.
+# Both phases: bf16 autocast, batch 64, AdamW lr 1e-3, warm-up then cosine to zero over the budget.
+set -euo pipefail
+data=${1:?usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]}
+out=${2:?usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]}
+pre_min=${3:-30}
+fine_min=${4:-60}
+mkdir -p "$out"
+codefusion tokenizer --data "$data" --splits train,pretrain --vocab-size 8192 --out "$out/tokenizer.json"
+codefusion train --preset small --data "$data" --task pretrain --tokenizer "$out/tokenizer.json" \
+    --out "$out/pretrain" --minutes "$pre_min" --lr 1e-3 --warmup 300 --seed 0
+codefusion train --preset small --data "$data" --task finetune --init "$out/pretrain" \
+    --out "$out/finetune" --minutes "$fine_min" --lr 1e-3 --warmup 200 --seed 0
+echo "default model: $out/finetune"
