@@ -7,6 +7,7 @@ PACKAGES = {
     "codefusion.diffusion": "engine/diffusion",
     "codefusion.backends": "engine/backends",
     "codefusion.train": "engine/train",
+    "codefusion.eval": "engine/eval",
     "codefusion.kernels": "kernels",
     "codefusion.export": "export",
     "codefusion.bench": "bench",

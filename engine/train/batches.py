@@ -3,7 +3,10 @@
 Every example goes to the shortest length bucket of the preset that holds its code + </s>; a batch
 comes from one bucket and is padded to that bucket's length, so the model learns to generate at
 every bucket length (a short request runs at a short n). Buckets are picked in proportion to their
-size; inside a bucket, examples are visited in shuffled epochs.
+size; inside a bucket, examples are visited in shuffled epochs. With probability ``upsize`` a batch
+is padded to a random longer bucket instead: otherwise a bucket only ever sees programs that
+overflow the one below it, and a short program requested at a longer length (the default, or a
+length predicted too long) comes out stretched to fill it.
 
 Tasks (CodeFusion §3.2):
     finetune   E_s = E([<lang>] utterance)                          → code
@@ -63,8 +66,9 @@ class TaskBatches:
     """Turns sampled indices into Batches; ``tasks`` cycles per step (pretraining alternates)."""
 
     def __init__(self, examples: list[Example], tokenizer: CodeTokenizer, cfg: ModelConfig, tasks: tuple[str, ...],
-                 batch_size: int, seed: int):
+                 batch_size: int, seed: int, upsize: float = 0.0):
         self.examples, self.tok, self.cfg, self.tasks = examples, tokenizer, cfg, tasks
+        self.upsize = upsize
         self.code_ids = tokenizer.encode_text([e.code for e in examples])
         self.nl_ids = tokenizer.encode_text([e.nl for e in examples]) if "finetune" in tasks else None
         self.sampler = BucketSampler([len(c) for c in self.code_ids], cfg, batch_size, seed)
@@ -75,6 +79,9 @@ class TaskBatches:
     def batch(self, step: int) -> Batch:
         task = self.tasks[step % len(self.tasks)]
         n, idx = self.sampler.next()
+        longer = [b for b in self.cfg.length_buckets if b > n]
+        if longer and self.rng.random() < self.upsize:
+            n = self.rng.choice(longer)
         tgt = self.tok.encode_target([self.code_ids[i] for i in idx], n)
         if task == "generate":
             return Batch(task, tgt, None, None)

@@ -47,6 +47,7 @@ class TrainConfig:
     minutes: float | None = None
     max_steps: int | None = None  # at least one of max_steps / minutes
     batch_size: int = 64
+    upsize: float = 0.5  # share of batches padded to a random longer length bucket (see batches.py)
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -111,6 +112,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.task not in TASKS:
         raise CodeFusionError(f"--task must be pretrain or finetune, got {cfg.task!r}")
     get_preset(cfg.preset)  # an unknown name fails before any data is read
+    if not 0.0 <= cfg.upsize <= 1.0:
+        raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
     if not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
@@ -125,7 +128,7 @@ def train(cfg: TrainConfig) -> Path:
     model, tok, meta = _build_model(cfg, examples)
     device = torch.device(cfg.device)
     model.to(device).train()
-    batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed)
+    batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed, cfg.upsize)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     counters = {"step": 0, "elapsed_s": 0.0}
     if cfg.resume:

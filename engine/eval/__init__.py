@@ -1,0 +1,1 @@
+"""Evaluation the way the CodeFusion paper measures: metrics per language and ``codefusion eval``."""
