@@ -31,10 +31,11 @@ class GenerationOutput:
     timings: dict[str, float]  # encode_ms, sample_ms, decode_ms, total_ms, steps
     warnings: list[str] = field(default_factory=list)
     trace: list[dict] | None = None  # [{"step", "timestep", "texts": per prompt, per sample}]
+    samples: list[list[str]] | None = None  # per prompt: all k decoded samples in sample order (repeats kept)
 
     def to_json(self) -> dict:
         return {"texts": self.texts, "scores": self.scores, "seed": self.seed, "warnings": self.warnings,
-                "timings": self.timings, "trace": self.trace}
+                "timings": self.timings, "trace": self.trace, "samples": self.samples}
 
 
 def default_model_dir() -> Path:
@@ -95,12 +96,12 @@ class CodeFusion:
         ids, logp = ids[:, :n_max].cpu(), logp[:, :n_max].cpu()
         t_decoded = time.perf_counter()
         # 6. detokenize and rank
-        texts, scores = self._rank(ids, logp, len(prompts), k)
+        texts, scores, sample_texts = self._rank(ids, logp, len(prompts), k)
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         timings = {"encode_ms": ms(t_start, t_encoded), "sample_ms": ms(t_encoded, t_sampled),
                    "decode_ms": ms(t_sampled, t_decoded), "total_ms": ms(t_start, time.perf_counter()),
                    "steps": len(table)}
-        return GenerationOutput(texts, scores, config.seed, timings, warnings, trace)
+        return GenerationOutput(texts, scores, config.seed, timings, warnings, trace, sample_texts)
 
     def _sample(self, state, config: GenerationConfig, n_prompts: int, n_max: int):
         """Run the loop; with ``trace_steps``, stop after each requested step count and decode x̂0."""
@@ -119,17 +120,19 @@ class CodeFusion:
 
     def _rank(self, ids: torch.Tensor, logp: torch.Tensor, n_prompts: int, k: int):
         """Score = mean log-prob up to and including the first </s>; dedupe; best first (ties: sample order)."""
-        texts, scores = [], []
+        texts, scores, samples = [], [], []
         for p in range(n_prompts):
             best: dict[str, float] = {}
+            samples.append([])
             for row in range(p * k, (p + 1) * k):
                 row_ids = ids[row].tolist()
                 length = min(self.tokenizer.content_length(row_ids) + 1, len(row_ids))
                 score = float(logp[row, :length].mean())
                 text = self.tokenizer.decode(row_ids)
+                samples[-1].append(text)
                 if text not in best or score > best[text]:
                     best[text] = score
             ranked = sorted(best.items(), key=lambda kv: -kv[1])
             texts.append([t for t, _ in ranked])
             scores.append([round(s, 6) for _, s in ranked])
-        return texts, scores
+        return texts, scores, samples

@@ -1,4 +1,4 @@
-"""Command line: ``codefusion generate | tokenizer | train`` (DESIGN §5).
+"""Command line: ``codefusion generate | eval | tokenizer | train`` (DESIGN §5).
 
 Errors a user can fix print ``error: <one line>`` on stderr and exit with status 2; ``--json``
 output is one JSON object on stdout.
@@ -30,6 +30,43 @@ def _generate(args) -> int:
         print(f"# step {step['step']} (t={step['timestep']}): {step['texts'][0][0]}")
     for text, score in zip(out.texts[0], out.scores[0]):
         print(text if len(out.texts[0]) == 1 else f"{score:8.4f}  {text}")
+    return 0
+
+
+def _eval(args) -> int:
+    from pathlib import Path
+
+    from .api import CodeFusion
+    from .config import GenerationConfig
+    from .eval.evaluate import evaluate, format_report
+    from .train.data import DATASET_LANG, read_jsonl
+
+    path = Path(args.data)
+    if not path.is_file():
+        raise CodeFusionError(f"--data {path} is not a file: give a JSONL split such as shared/data/nl2bash/dev.jsonl")
+    lang = args.lang or DATASET_LANG.get(path.parent.name)
+    if lang is None:
+        raise CodeFusionError(f"cannot tell the language of {path}: pass --lang bash|python|cf")
+    if args.predictions and Path(args.predictions).exists() and not args.force:
+        raise CodeFusionError(f"--predictions {args.predictions} exists: choose another path or pass --force")
+    rows = read_jsonl(path, args.on_bad_line)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
+        rows = rows[:args.limit]
+    cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    config = GenerationConfig(lang=lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
+                              seed=args.seed, max_length=args.max_length, eta=args.eta)
+    result = evaluate(cf, rows, lang, config, args.batch_size, progress=not args.json, codebert=args.codebert)
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        title = (f"{path} · {result.n} rows · {lang} · {config.steps} steps {config.solver} · "
+                 f"k={config.num_samples} · seed {config.seed}")
+        print(format_report(result, title))
     return 0
 
 
@@ -74,6 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float32")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=_generate)
+
+    e = sub.add_parser("eval", help="generate for a JSONL split and score it the way the CodeFusion paper does")
+    e.add_argument("--data", required=True, help="JSONL rows {id, nl, code[, data, labels]}")
+    e.add_argument("--lang", default=None, help="bash | python | cf (default: from the dataset folder's name)")
+    e.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    e.add_argument("--limit", type=int, default=None, help="evaluate the first N rows")
+    e.add_argument("--steps", type=int, default=1200)
+    e.add_argument("--solver", default="ddpm", help="ddpm | ddim | dpmpp_2m")
+    e.add_argument("--eta", type=float, default=0.0, help="DDIM η")
+    e.add_argument("--num-samples", type=int, default=1, help="k samples per row; top-1/3/5 are reported up to k")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
+    e.add_argument("--batch-size", type=int, default=64, help="sequences (rows × samples) per denoising batch")
+    e.add_argument("--backend", default="reference")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--dtype", default="float32")
+    e.add_argument("--codebert", default=None, help="local CodeBERT directory: also report CodeBERTScore F1")
+    e.add_argument("--predictions", default=None, help="write one JSONL row per example here")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --predictions file")
+    e.add_argument("--on-bad-line", default="stop", choices=["stop", "skip"])
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_eval)
 
     t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer on a data folder")
     t.add_argument("--data", required=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default model (models/small): one command, about 100 minutes on a 2-core CPU.
+# Reproduces the embedded default model (models/small): one command, about 105 minutes on a 2-core CPU.
 #   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MINUTES] [FINETUNE_MINUTES]
 # DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl).
 # 1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
@@ -11,7 +11,7 @@ set -euo pipefail
 data=${1:?usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]}
 out=${2:?usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]}
 pre_min=${3:-30}
-fine_min=${4:-60}
+fine_min=${4:-70}
 mkdir -p "$out"
 codefusion tokenizer --data "$data" --splits train,pretrain --vocab-size 8192 --out "$out/tokenizer.json"
 codefusion train --preset small --data "$data" --task pretrain --tokenizer "$out/tokenizer.json" \

@@ -29,7 +29,8 @@ def test_output_shape_and_timings(cf):
     for texts, scores in zip(out.texts, out.scores):
         assert 1 <= len(texts) <= 3 and len(set(texts)) == len(texts) and scores == sorted(scores, reverse=True)
     assert out.timings["steps"] == 8 and out.timings["total_ms"] >= out.timings["sample_ms"] > 0
-    assert set(json.loads(json.dumps(out.to_json()))) == {"texts", "scores", "seed", "warnings", "timings", "trace"}
+    assert set(json.loads(json.dumps(out.to_json()))) == {"texts", "scores", "seed", "warnings", "timings", "trace", "samples"}
+    assert [len(s) for s in out.samples] == [3, 3] and all(set(t) == set(s) for t, s in zip(out.texts, out.samples))
 
 
 def test_seeded_determinism(cf):

@@ -1,0 +1,118 @@
+"""The metrics of ``codefusion eval``, one row at a time, and their corpus aggregates.
+
+Per row (pred = a generated program, ref = the reference, top = the k generations, best first):
+    exact_match@k     some of the top k equals ref after collapsing whitespace
+    bleu@k            corpus BLEU (sacrebleu, 13a tokens, exp smoothing) over each row's best-of-k
+                      by sentence BLEU; @1 is plain corpus BLEU of the top-1 programs
+    syntax_valid@1    the top-1 parses: Python `ast`, Bash (bash.is_valid), CF rules (cf.is_valid)
+    template_match@k  Bash only: some of the top k has ref's NL2Bash template (bash.template_match)
+    exec_match@k      CF only: some of the top k, run on the row's table, gives its labels
+    distinct_n@k      distinct n-grams / all n-grams over the k samples of a row (whitespace tokens)
+    edit_distance@k   mean pairwise token edit distance / longer length over the k samples
+
+Corpus figures are means over rows, except BLEU, which pools n-gram counts (``corpus_bleu``); both
+come with a percentile bootstrap 95% interval over rows (``bootstrap_ci``).
+"""
+from __future__ import annotations
+
+import ast
+import itertools
+import warnings
+
+import numpy as np
+
+
+def normalize(code: str) -> str:
+    return " ".join(code.split())
+
+
+def exact_match(pred: str, ref: str) -> bool:
+    return normalize(pred) == normalize(ref)
+
+
+def python_valid(code: str) -> bool:
+    try:
+        with warnings.catch_warnings():  # invalid escape sequences are warnings, not syntax errors
+            warnings.simplefilter("ignore")
+            ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
+        return False
+    return True
+
+
+def syntax_valid(code: str, lang: str) -> bool:
+    if not code.strip():
+        return False
+    if lang == "python":
+        return python_valid(code)
+    if lang == "bash":
+        from . import bash
+        return bash.is_valid(code)
+    from . import cf
+    return cf.is_valid(code)
+
+
+# --- BLEU: per-row n-gram statistics, pooled per corpus (so rows can be resampled) ---------------
+
+def _bleu():
+    from sacrebleu.metrics import BLEU
+    return BLEU(tokenize="13a")
+
+
+def bleu_stats(pred: str, ref: str, metric=None) -> np.ndarray:
+    """(10,) = matches for 1..4-grams, totals for 1..4-grams, hypothesis length, reference length."""
+    s = (metric or _bleu()).corpus_score([pred], [[ref]])
+    return np.array([*s.counts, *s.totals, s.sys_len, s.ref_len], dtype=np.int64)
+
+
+def corpus_bleu(stats: np.ndarray) -> float:
+    """BLEU (0–100) of the rows whose statistics are stacked in ``stats`` (m, 10)."""
+    from sacrebleu.metrics import BLEU
+    tot = stats.sum(axis=0).tolist()
+    return float(BLEU.compute_bleu(tot[0:4], tot[4:8], tot[8], tot[9], smooth_method="exp").score)
+
+
+def sentence_bleu(stats: np.ndarray) -> float:
+    return corpus_bleu(stats[None])
+
+
+# --- diversity of one row's k samples ------------------------------------------------------------
+
+def distinct_n(texts: list[str], n: int) -> float:
+    grams = [tuple(toks[i:i + n]) for toks in (t.split() for t in texts) for i in range(len(toks) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _edit(a: list[str], b: list[str]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def edit_distance(texts: list[str]) -> float:
+    """Mean over pairs of token-level Levenshtein distance / the longer length (0 = all identical)."""
+    pairs = list(itertools.combinations([t.split() for t in texts], 2))
+    if not pairs:
+        return 0.0
+    return float(np.mean([_edit(a, b) / max(len(a), len(b), 1) for a, b in pairs]))
+
+
+# --- confidence intervals ------------------------------------------------------------------------
+
+def bootstrap_ci(values: np.ndarray, statistic=None, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of ``statistic`` (default: the mean) over the rows of ``values``."""
+    values = np.asarray(values)
+    m = len(values)
+    if m == 0:
+        return (float("nan"), float("nan"))
+    idx = np.random.default_rng(seed).integers(0, m, size=(resamples, m))
+    if statistic is None:
+        draws = values[idx].mean(axis=1)
+    else:
+        draws = np.array([statistic(values[i]) for i in idx])
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return (float(lo), float(hi))

@@ -1,0 +1,140 @@
+"""Hand-worked checks of the Bash metrics: validity and NL2Bash-style template match."""
+from __future__ import annotations
+
+import pytest
+
+from codefusion.eval.bash import is_valid, template, template_match
+
+VALID = [
+    "ls -la /tmp",
+    "find . -name '*.py' -exec rm {} \\;",
+    "find . -name '*.py' -exec rm {} +",
+    "find . -name '*.py' -exec rm {}",  # find would fail at run time, but the syntax is fine
+    "cat a | grep -v b | wc -l && echo done || echo fail; ls &",
+    "echo $(date +%s) `pwd` > out 2>&1",
+    "for f in *.txt; do mv \"$f\" \"$f.bak\"; done",
+    "time find . -type f | wc -l",  # bashlex: NotImplementedError -> tree-sitter decides
+    "echo $((1 + 2))",
+    "[[ -f x ]] && echo yes",  # bashlex rejects [[ ]], tree-sitter accepts
+    "case $x in a) ls;; esac",
+    "find -inum 804180 -exec rm {} \\",  # trailing backslash: bash accepts it at EOF
+]
+
+INVALID = [
+    "",
+    "echo 'unbalanced",
+    'grep "foo bar file.txt',
+    "echo $(ls",
+    "(cd /tmp && ls",
+    "ls )",
+    "find . -name '*.py' | | wc -l",
+    "done mkdir -p x",  # tree-sitter alone accepts this
+    "find . -type f ;; -mtime +7",  # tree-sitter alone accepts this
+    'print("hello")',  # a Python call: tree-sitter accepts it, bashlex and bash do not
+    "[[ -f x ]] && done ls",  # bashlex cannot judge [[ ]]; tree-sitter misses the stray `done`
+    "time ls ;; wc",  # bashlex cannot judge `time`; tree-sitter misses the stray `;;`
+    "if true; then ls",
+    "du -s <file>",
+]
+
+
+@pytest.mark.parametrize("cmd", VALID)
+def test_valid(cmd):
+    assert is_valid(cmd)
+
+
+@pytest.mark.parametrize("cmd", INVALID)
+def test_invalid(cmd):
+    assert not is_valid(cmd)
+
+
+MATCH = [
+    ("find . -name '*.py' -mtime -1", 'find /home -name "*.txt" -mtime +7'),
+    ("ls -la /tmp", "ls -l -a /var"),
+    ("ls -la /tmp", "ls -al /var"),
+    ("find . -exec rm {} \\;", "find /x -exec rm '{}' +"),
+    ("grep 'a b' f.txt", 'grep "c" g.txt'),
+    ("find . -type f -name x", "find . -name y -type f"),
+    ("find . -not -name x", "find . ! -name y"),
+    ("cat a | sort -k2 | uniq -c", "cat b | sort -k 3 | uniq -c"),
+    ("echo $(pwd)", "echo `pwd`"),
+    ("ls 2>/dev/null", "ls 2> err.log"),
+    ("find . -name x -o -name y", "find . -name a -or -name b"),
+    ("/bin/rm -rf x", "rm -fr y"),
+    ("head -5 f", "head -10 g"),
+    ("xargs -I {} mv {} /x", "xargs -I{} mv {} /y"),
+    ("cut --delimiter=: -f1 f", "cut --delimiter , -f 2 g"),
+]
+
+NO_MATCH = [
+    ("ls -l /tmp", "ls -a /tmp"),  # different flag
+    ("cat f | wc -l", "wc -l f"),  # pipe vs no pipe
+    ("cat f | wc -l", "cat f && wc -l"),
+    ("find . -name x", "find . -iname x"),
+    ("find . -exec rm {} \\;", "find . -exec rm {}"),  # missing terminator
+    ("find . -exec rm {} \\;", "find . -execdir rm {} \\;"),
+    ("find . -exec rm {} \\;", "find . -exec rm -f {} \\;"),
+    ("ls /tmp", "ls /tmp /var"),  # argument count is part of the template
+    ("ls", "ls > out"),
+    ("ls 2>/dev/null", "ls >/dev/null"),
+    ("echo $(pwd)", "echo $(date)"),
+    ("sudo rm x", "rm x"),
+    ("xargs rm", "xargs rm -f"),
+    ("find . -name x -delete", "find . -delete -name x"),  # action order matters
+    ("find . -name x -o -type f", "find . -name x -type f"),
+    ("ls", "echo 'unbalanced"),  # unparsable -> no match
+]
+
+
+@pytest.mark.parametrize("pred,ref", MATCH)
+def test_template_match(pred, ref):
+    assert template_match(pred, ref)
+
+
+@pytest.mark.parametrize("pred,ref", NO_MATCH)
+def test_template_no_match(pred, ref):
+    assert not template_match(pred, ref)
+
+
+def test_unparsable_has_no_template():
+    assert template("echo 'unbalanced") is None
+    assert template("(cd x; ls") is None
+    assert not template_match("echo 'x", "echo 'x")
+
+
+RM = ("cmd", "rm", (), ("_",), ())
+EXACT = [
+    ("find . -name \"*.py\" -mtime -1", ("cmd", "find", ("-mtime", "-name"), ("_",), ())),
+    ("ls -la /tmp", ("cmd", "ls", ("-a", "-l"), ("_",), ())),
+    ("find . -type f -exec rm {} \\; 2>/dev/null | wc -l",
+     ("pipeline",
+      ("cmd", "find", ("-type", ("-exec", RM)), ("_",), (("2>", "_"),)),
+      "|",
+      ("cmd", "wc", ("-l",), (), ()))),
+    ("find /tmp ! -name x \\( -perm -111 -o -size +1M \\) -print",
+     ("cmd", "find", (("!", "-name"), "(", "-perm", "-o", "-size", ")", "-print"), ("_",), ())),
+    ("echo `pwd` > f && sudo -u bob xargs -0 rm",
+     ("list",
+      ("cmd", "echo", (), (("$()", ("cmd", "pwd", (), (), ())),), ((">", "_"),)),
+      "&&",
+      ("cmd", "sudo", ("-u",),
+       ("_", ("cmd", "xargs", ("-#",), (("cmd", "rm", (), (), ()),), ())), ()))),
+    ("diff <(ls a) <(ls b) 2>&1",
+     ("cmd", "diff", (), (("<()", ("cmd", "ls", (), ("_",), ())),) * 2, (("2>&", "1"),))),
+    ("x=$(pwd); (cd x; ls) &",
+     ("list", ("cmd", "=", (), (), (("=", ("$()", ("cmd", "pwd", (), (), ()))),)), ";",
+      ("compound", "(", ("list", ("cmd", "cd", (), ("_",), ()), ";", ("cmd", "ls", (), (), ())),
+       ")"), "&")),
+    ("for f in *.txt; do mv \"$f\" x; done",
+     ("for", "_", "in", "_", "do", ("cmd", "mv", (), ("_", "_"), ()), "done")),
+]
+
+
+@pytest.mark.parametrize("cmd,expected", EXACT)
+def test_template_exact(cmd, expected):
+    assert template(cmd) == expected
+
+
+def test_time_keyword_and_arithmetic_are_bridged():
+    assert template("time ls -l") == ("cmd", "time", (), (("cmd", "ls", ("-l",), (), ()),), ())
+    assert template("head -n $((1+2)) f") == ("cmd", "head", ("-n",), ("_", "_"), ())
