@@ -38,6 +38,9 @@ class GenerationOutput:
                 "timings": self.timings, "trace": self.trace, "samples": self.samples}
 
 
+LENGTH_QUANTILE = 0.9  # run at the bucket holding 90% of the predicted length distribution
+
+
 def default_model_dir() -> Path:
     from codefusion.models import DEFAULT_DIR
     return DEFAULT_DIR
@@ -69,15 +72,16 @@ class CodeFusion:
         config = config or GenerationConfig()
         prompts = check_prompts(prompts)
         check_config(config, self.cfg, self.backend.name)
-        n_max = config.max_length or self.cfg.max_target_len
-        n = self.cfg.bucket_for(n_max)
         k, warnings = config.num_samples, []
         # 2. tokenize
         source = self.tokenizer.encode_source(prompts, [config.lang] * len(prompts), self.cfg.max_source_len)
         warnings += [f"prompt {j} truncated to {self.cfg.max_source_len} tokens"
                      for j, cut in enumerate(source.truncated) if cut]
-        # 3. encode (once per prompt), then one row per (prompt, sample)
-        memory = self.backend.encode(source).repeat_interleave(k)
+        # 3. encode (once per prompt), choose the target length, then one row per (prompt, sample)
+        memory = self.backend.encode(source)
+        n_max = self.target_length(memory, config)
+        n = self.cfg.bucket_for(n_max)
+        memory = memory.repeat_interleave(k)
         self.backend.synchronize()
         t_encoded = time.perf_counter()
         # 4. sample
@@ -100,8 +104,24 @@ class CodeFusion:
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         timings = {"encode_ms": ms(t_start, t_encoded), "sample_ms": ms(t_encoded, t_sampled),
                    "decode_ms": ms(t_sampled, t_decoded), "total_ms": ms(t_start, time.perf_counter()),
-                   "steps": len(table)}
+                   "steps": len(table), "length": n}
         return GenerationOutput(texts, scores, config.seed, timings, warnings, trace, sample_texts)
+
+    def length_buckets(self, prompts: list[str], lang: str) -> list[int]:
+        """The bucket each prompt would run at alone (with no max_length): lets a caller batch like with like."""
+        source = self.tokenizer.encode_source(check_prompts(prompts), [lang] * len(prompts), self.cfg.max_source_len)
+        lengths = self.backend.lengths(self.backend.encode(source), LENGTH_QUANTILE)
+        if lengths is None:
+            return [self.cfg.max_target_len] * len(prompts)
+        return [self.cfg.bucket_for(int(n)) for n in lengths]
+
+    def target_length(self, memory, config: GenerationConfig) -> int:
+        """The user's max_length (output cut there); else the bucket of the length head's LENGTH_QUANTILE
+        over the batch (the whole bucket kept: a prediction is not a limit); else the model's maximum."""
+        if config.max_length is not None:
+            return config.max_length
+        lengths = self.backend.lengths(memory, LENGTH_QUANTILE)
+        return self.cfg.max_target_len if lengths is None else self.cfg.bucket_for(int(lengths.max()))
 
     def _sample(self, state, config: GenerationConfig, n_prompts: int, n_max: int):
         """Run the loop; with ``trace_steps``, stop after each requested step count and decode x̂0."""

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="small")
     r.add_argument("--data", required=True)
     r.add_argument("--datasets", default=None, help="comma-separated: nl2bash,conala,cf (default: all present)")
-    r.add_argument("--task", default="finetune", choices=["pretrain", "finetune"])
+    r.add_argument("--task", default="finetune", choices=["pretrain", "finetune", "length"],
+                   help="length: fit the length head of the --init model (its other weights frozen)")
     r.add_argument("--out", required=True)
     r.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning after pre-training)")
     r.add_argument("--tokenizer", default=None, help="tokenizer.json (default: train one on the data)")

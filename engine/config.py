@@ -49,6 +49,7 @@ class ModelConfig:
     tie_head: bool = True
     embed_init_std: float = 1.0
     dropout: float = 0.1
+    length_head: bool = False  # p(n | E_s), trained after the diffusion model (codefusion train --task length)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or self.enc_d_model % self.enc_heads:

@@ -61,6 +61,15 @@ class Backend:
         """→ (token ids (B, n) int64, their log-probabilities (B, n) fp32)."""
         raise NotImplementedError
 
+    def lengths(self, memory: Memory, quantile: float) -> torch.Tensor | None:
+        """(B,) predicted target lengths (tokens + </s>) on the host, or None without a length head."""
+        if self.model.length_head is None:
+            return None
+        from ..model.length import length_quantile
+        with torch.inference_mode():
+            logits = self.model.length_logits(memory.states, memory.mask)
+        return length_quantile(logits, quantile).cpu()
+
     def step(self, state: SamplerState, i) -> SamplerState:
         t = state.table.timesteps[i]
         x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)

@@ -52,15 +52,25 @@ def check_rows(rows: list[dict], lang: str) -> None:
 
 
 def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int, progress: bool = True):
-    """(top-k distinct programs best first, all k samples) per row, in batches of ≤ batch_size sequences."""
+    """(top-k distinct programs best first, all k samples) per row, in batches of ≤ batch_size sequences.
+    Without a max_length, rows are batched by the length bucket the model predicts for each, so a
+    batch runs at its own bucket rather than at the longest one of a mixed batch."""
     per_batch = max(1, batch_size // config.num_samples)
-    tops, samples = [], []
+    prompts = [r["nl"] for r in rows]
+    if config.max_length:
+        buckets = [0] * len(rows)
+    else:
+        buckets = [b for i in range(0, len(rows), 256) for b in cf.length_buckets(prompts[i:i + 256], config.lang)]
+    order = sorted(range(len(rows)), key=lambda i: buckets[i])
+    tops, samples = [None] * len(rows), [None] * len(rows)
     bar = tqdm(total=len(rows), desc=f"eval {config.lang}", unit="row", disable=not progress, dynamic_ncols=True)
-    for start in range(0, len(rows), per_batch):
-        chunk = rows[start:start + per_batch]
-        out = cf.generate([r["nl"] for r in chunk], config)
-        tops += out.texts
-        samples += out.samples
+    start = 0
+    while start < len(order):
+        chunk = [i for i in order[start:start + per_batch] if buckets[i] == buckets[order[start]]]
+        out = cf.generate([prompts[i] for i in chunk], config)
+        for i, top, smp in zip(chunk, out.texts, out.samples):
+            tops[i], samples[i] = top, smp
+        start += len(chunk)
         bar.update(len(chunk))
     bar.close()
     return tops, samples

@@ -5,6 +5,7 @@
     D    = D(x̂0, E_s)                     (B, n, d_emb)
     p(y) = softmax(H(D))                  (B, n, V)
     L(y) = embed(y)                       (B, n, d_emb)   training target x0
+    p(n) = length_head(E_s)               (B, n_max)      optional: the target length
 
 No loop, timing or device logic lives here: the sampler and the backends own those.
 """
@@ -18,6 +19,7 @@ from ..diffusion.schedule import sqrt_alphas_cumprod_table
 from .decoder import Decoder, Head
 from .denoiser import Denoiser
 from .encoder import Encoder
+from .length import LengthHead
 
 
 class CodeFusionModel(nn.Module):
@@ -30,6 +32,7 @@ class CodeFusionModel(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_embed)
         nn.init.normal_(self.embed.weight, std=cfg.embed_init_std)
         self.head = Head(cfg)
+        self.length_head = LengthHead(cfg) if cfg.length_head else None
         abar = sqrt_alphas_cumprod_table(cfg.diffusion_steps).to(torch.float32)
         self.register_buffer("alphas_cumprod", abar, persistent=False)
 
@@ -52,9 +55,15 @@ class CodeFusionModel(nn.Module):
     def logits(self, d_out: torch.Tensor) -> torch.Tensor:
         return self.head(d_out, self.embed.weight)
 
+    def length_logits(self, mem: torch.Tensor, mem_mask: torch.Tensor) -> torch.Tensor:
+        """(B, max_target_len) logits of the target length (tokens + </s>); needs ``cfg.length_head``."""
+        return self.length_head(mem, mem_mask)
+
     def num_parameters(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         parts = {"encoder": count(self.encoder), "denoiser": count(self.denoiser), "decoder": count(self.decoder),
                  "embedding+head": count(self.embed) + count(self.head)}
+        if self.length_head is not None:
+            parts["length_head"] = count(self.length_head)
         parts["total"] = sum(parts.values())
         return parts

@@ -109,15 +109,18 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
 
 
 def train(cfg: TrainConfig) -> Path:
-    if cfg.task not in TASKS:
-        raise CodeFusionError(f"--task must be pretrain or finetune, got {cfg.task!r}")
+    if cfg.task not in (*TASKS, "length"):
+        raise CodeFusionError(f"--task must be pretrain, finetune or length, got {cfg.task!r}")
     get_preset(cfg.preset)  # an unknown name fails before any data is read
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
-    if not cfg.max_steps and not cfg.minutes:
+    if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
         raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose another --out")
+    if cfg.task == "length":
+        from .length import train_length_head
+        return train_length_head(cfg)
     torch.manual_seed(cfg.seed)
     split = "pretrain" if cfg.task == "pretrain" else "train"
     examples = _examples(cfg, split)
