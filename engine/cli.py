@@ -1,4 +1,4 @@
-"""Command line: ``codefusion generate | eval | tokenizer | train`` (DESIGN §5).
+"""Command line: ``codefusion generate | eval | pack | tokenizer | train`` (DESIGN §5).
 
 Errors a user can fix print ``error: <one line>`` on stderr and exit with status 2; ``--json``
 output is one JSON object on stdout.
@@ -70,6 +70,21 @@ def _eval(args) -> int:
     return 0
 
 
+def _pack(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
+    from .validate import parse_dtype
+
+    if (Path(args.out) / CONFIG).exists() and not args.force:
+        raise CodeFusionError(f"{args.out} already holds a checkpoint: choose another --out or pass --force")
+    model, tok, config = load_checkpoint(args.model)
+    out = save_checkpoint(args.out, model, tok, config.get("meta"), dtype=parse_dtype(args.dtype))
+    size = (out / "model.safetensors").stat().st_size / 2**20
+    print(f"wrote {out}: weights {size:.1f} MiB in {args.dtype}", file=sys.stderr)
+    return 0
+
+
 def _tokenizer(args) -> int:
     from .tokenizer import CodeTokenizer
     from .train.data import load_split, tokenizer_texts
@@ -133,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--on-bad-line", default="stop", choices=["stop", "skip"])
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)
+
+    k = sub.add_parser("pack", help="copy a checkpoint for shipping: weights only, in bf16 or fp32")
+    k.add_argument("--model", required=True, help="checkpoint directory")
+    k.add_argument("--out", required=True)
+    k.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) | float32")
+    k.add_argument("--force", action="store_true", help="overwrite a checkpoint in --out")
+    k.set_defaults(func=_pack)
 
     t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer on a data folder")
     t.add_argument("--data", required=True)
