@@ -89,3 +89,19 @@ def test_bad_config(ckpt):
     (ckpt / "config.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(CheckpointError, match="format_version 99"):
         load_checkpoint(ckpt)
+
+
+def test_pack_writes_bf16_weights_that_load_as_the_rounded_model(tmp_path, tiny_model, tokenizer, capsys):
+    from codefusion.cli import main
+
+    src = save_checkpoint(tmp_path / "src", tiny_model, tokenizer, {"history": [{"task": "finetune"}]})
+    assert main(["pack", "--model", str(src), "--out", str(tmp_path / "bf16")]) == 0
+    packed, _, config = load_checkpoint(tmp_path / "bf16")
+    assert config["meta"]["history"] == [{"task": "finetune"}]
+    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), packed.state_dict().items()):
+        assert torch.equal(a.to(torch.bfloat16).float(), b), name
+    ratio = (tmp_path / "bf16" / "model.safetensors").stat().st_size / (src / "model.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.55
+    assert main(["pack", "--model", str(src), "--out", str(tmp_path / "bf16")]) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert main(["pack", "--model", str(src), "--out", str(tmp_path / "h"), "--dtype", "float16"]) == 2

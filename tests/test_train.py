@@ -149,3 +149,12 @@ def test_no_row_fits_the_target_length(tmp_path):
     data = write_data(tmp_path / "long", {"nl2bash": [("long", "echo " + "x " * 200)]})
     with pytest.raises(DataError, match="no training row fits"):
         train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "r"), max_steps=1, dev_rows=0))
+
+
+def test_training_curve_png(overfit_dir, tmp_path):
+    from codefusion.train.curve import main as curve
+
+    out = tmp_path / "curve.png"
+    assert curve([str(overfit_dir), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert curve([str(tmp_path), "--out", str(out)]) == 2  # no train_log.jsonl there

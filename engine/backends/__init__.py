@@ -9,6 +9,7 @@ from .base import Backend, Memory, SamplerState
 
 _REGISTRY: dict[str, str] = {
     "reference": "codefusion.backends.reference:ReferenceBackend",
+    "torch": "codefusion.backends.fast:TorchBackend",
 }
 
 
