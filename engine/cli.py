@@ -1,4 +1,4 @@
-"""Command line: ``codefusion generate | eval | pack | tokenizer | train`` (DESIGN §5).
+"""Command line: ``codefusion generate | eval | bench | pack | tokenizer | train`` (DESIGN §5).
 
 Errors a user can fix print ``error: <one line>`` on stderr and exit with status 2; ``--json``
 output is one JSON object on stdout.
@@ -109,6 +109,7 @@ def _train(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="codefusion", description="CodeFusion: diffusion models for code generation")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("bench", help="benchmarks: codefusion bench latency|parity --help")
 
     g = sub.add_parser("generate", help="generate code from a natural-language request")
     g.add_argument("text")
@@ -196,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the bench suite parses its own flags (codefusion.bench.cli)
+        try:
+            from codefusion.bench.cli import main as bench_main
+            return bench_main(argv[1:])
+        except CodeFusionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

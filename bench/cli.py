@@ -1,0 +1,107 @@
+"""``codefusion bench latency | parity``: common flags, model loading, JSON / Markdown / PNG output."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from codefusion.errors import CodeFusionError
+
+from . import report
+from .prompts import PROMPTS
+
+LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "n", "ms_per_step_p50",
+                   "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step"]
+PARITY_COLUMNS = ["backend", "device", "dtype", "steps", "solver", "prompts", "samples", "n", "max_abs_err",
+                  "token_agreement", "program_agreement"]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise CodeFusionError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def load_model(args):
+    """--preset: random weights and a tokenizer trained on the built-in prompts; else --model (or the default)."""
+    if args.preset:
+        import dataclasses
+
+        from codefusion.config import get_preset
+        from codefusion.model import CodeFusionModel
+        from codefusion.tokenizer import CodeTokenizer
+
+        cfg = get_preset(args.preset)
+        tok = CodeTokenizer.train([p for ps in PROMPTS.values() for p in ps] * 4, min(cfg.vocab_size, 2000))
+        torch.manual_seed(0)
+        return CodeFusionModel(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, tok.vocab_size))).eval(), tok
+    from codefusion.api import default_model_dir
+    from codefusion.checkpoint import load_checkpoint
+    model, tok, _ = load_checkpoint(args.model or default_model_dir())
+    return model, tok
+
+
+def load_prompts(args) -> list[str]:
+    if not args.data:
+        return PROMPTS[args.lang]
+    from codefusion.train.data import read_jsonl
+    rows = read_jsonl(Path(args.data))
+    return [r["nl"] for r in rows][: args.limit or None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="codefusion bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="suite", required=True)
+    for name, backends, dtypes, batch, steps in (("latency", "reference,torch", "float32,bfloat16", "1,8,64", "20"),
+                                                 ("parity", "torch", "float32,bfloat16", "16", "1200")):
+        s = sub.add_parser(name)
+        g = s.add_mutually_exclusive_group()
+        g.add_argument("--preset", default=None, help="random weights of a preset (engine timing)")
+        g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+        s.add_argument("--backend", default=backends)
+        s.add_argument("--dtype", default=dtypes)
+        s.add_argument("--batch", default=batch, help="prompts per call (comma-separated for latency)")
+        s.add_argument("--steps", default=steps)
+        s.add_argument("--solver", default="ddpm")
+        s.add_argument("--num-samples", type=int, default=1)
+        s.add_argument("--max-length", type=int, default=None)
+        s.add_argument("--lang", default="bash")
+        s.add_argument("--data", default=None, help="JSONL rows whose nl fields are the prompts")
+        s.add_argument("--limit", type=int, default=None)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--repeats", type=int, default=5)
+        s.add_argument("--device", default="cpu")
+        s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
+        s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    model, tok = load_model(args)
+    prompts = load_prompts(args)
+    backends, dtypes = args.backend.split(","), args.dtype.split(",")
+    meta = {"suite": args.suite, "model": args.model or ("preset:" + args.preset if args.preset else "default"),
+            "lang": args.lang, "prompts": len(prompts)}
+    if args.suite == "latency":
+        from .latency import latency
+        rows = latency(model, tok, prompts, args.lang, backends, dtypes, _ints(args.batch), _ints(args.steps),
+                       args.solver, args.num_samples, args.max_length, args.repeats, args.device, not args.json)
+        files = report.write(args.out, "latency", rows, LATENCY_COLUMNS, meta)
+        png = report.plot_latency(rows, Path(args.out) / "latency.png")
+        files += [png] if png else []
+    else:
+        from .parity import parity
+        rows = parity(model, tok, prompts, args.lang, backends, dtypes, _ints(args.steps)[0], args.solver, args.seed,
+                      args.num_samples, args.max_length, _ints(args.batch)[0], args.device, not args.json)
+        files = report.write(args.out, "parity", rows, PARITY_COLUMNS, meta)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(report.markdown(rows, LATENCY_COLUMNS if args.suite == "latency" else PARITY_COLUMNS))
+        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
+    return 0

@@ -1,0 +1,66 @@
+"""``codefusion bench latency``: end-to-end and per-step latency per backend × dtype × batch × steps.
+
+Each configuration builds its engine and makes one first call (cold start: backend set-up, caches,
+compilation or capture where a backend has them), then ``repeats`` timed calls of ``generate``.
+Reported: ms per denoising step (the sample phase / steps) and end-to-end ms, p50 and p90 over the
+repeats, the cold start apart, and beside them the step's FLOPs and the bytes it must read
+(weights once + cached cross-attention K/V), so the distance to the machine's floor shows.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from codefusion import CodeFusion, GenerationConfig
+
+
+def step_cost(cfg, batch: int, n: int, S: int, dtype_bytes: int) -> dict[str, float]:
+    """FLOPs and bytes of one denoiser step with cached cross K/V (matmuls and attention only)."""
+    d, dff, L, T = cfg.d_model, cfg.d_ff, cfg.denoiser_layers, batch * n
+    d_in = cfg.d_embed * (2 if cfg.self_condition else 1)
+    per_block = 2 * T * (3 * d * d + d * d + 2 * d * d + 2 * d * dff) + 4 * batch * n * d * (n + S)
+    flops = L * per_block + 2 * T * (d_in * d + d * cfg.d_embed)
+    weights = L * (6 * d * d + 2 * d * dff) + d_in * d + d * cfg.d_embed
+    kv = L * 2 * batch * S * d
+    return {"gflop_per_step": round(flops / 1e9, 4), "mb_per_step": round((weights + kv) * dtype_bytes / 2**20, 2)}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def latency(model, tokenizer, prompts: list[str], lang: str, backends: list[str], dtypes: list[str],
+            batches: list[int], steps_list: list[int], solver: str = "ddpm", num_samples: int = 1,
+            max_length: int | None = None, repeats: int = 5, device: str = "cpu", progress: bool = True) -> list[dict]:
+    rows = []
+    combos = [(b, d) for b in backends for d in dtypes]
+    for name, dtype in tqdm(combos, desc="latency", disable=not progress):
+        t0 = time.perf_counter()
+        cf = CodeFusion(copy.deepcopy(model), tokenizer, name, device, dtype)
+        for batch in batches:
+            batch_prompts = (prompts * (batch // len(prompts) + 1))[:batch]
+            for steps in steps_list:
+                config = GenerationConfig(lang=lang, steps=steps, solver=solver, num_samples=num_samples,
+                                          max_length=max_length)
+                first = cf.generate(batch_prompts, config)
+                cold_ms = (time.perf_counter() - t0) * 1e3
+                runs = [cf.generate(batch_prompts, config).timings for _ in range(repeats)]
+                per_step = [r["sample_ms"] / r["steps"] for r in runs]
+                total = [r["total_ms"] for r in runs]
+                n = first.timings["length"]
+                rows.append({"backend": name, "device": str(cf.backend.device), "dtype": dtype, "batch": batch,
+                             "samples": num_samples, "steps": steps, "solver": solver, "n": n,
+                             "ms_per_step_p50": round(statistics.median(per_step), 3),
+                             "ms_per_step_p90": round(_pct(per_step, 0.9), 3),
+                             "total_ms_p50": round(statistics.median(total), 2),
+                             "total_ms_p90": round(_pct(total, 0.9), 2), "cold_start_ms": round(cold_ms, 1),
+                             "repeats": repeats,
+                             **step_cost(cf.cfg, batch * num_samples, n, cf.cfg.max_source_len,
+                                         torch.finfo(cf.backend.dtype).bits // 8)})
+                t0 = time.perf_counter()  # later configurations of this engine are warm
+    return rows

@@ -1,0 +1,60 @@
+"""Bench output: one JSON file ({"environment", "rows"}), a Markdown table, and a PNG where it helps."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def environment() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except OSError:
+        commit = ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(), "commit": commit or "unknown"}
+
+
+def markdown(rows: list[dict], columns: list[str]) -> str:
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write(out_dir: str | Path, name: str, rows: list[dict], columns: list[str], meta: dict) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    (out / f"{name}.json").write_text(json.dumps({"environment": env, **meta, "rows": rows}, indent=1) + "\n")
+    header = f"# {name}\n\n{json.dumps(env)}\n\n{json.dumps(meta)}\n\n"
+    (out / f"{name}.md").write_text(header + markdown(rows, columns))
+    return [out / f"{name}.json", out / f"{name}.md"]
+
+
+def plot_latency(rows: list[dict], path: Path) -> Path | None:
+    """ms per step against batch, one line per (backend, dtype, steps)."""
+    if len({r["batch"] for r in rows}) < 2:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in sorted({(r["backend"], r["dtype"], r["steps"]) for r in rows}):
+        sel = sorted((r for r in rows if (r["backend"], r["dtype"], r["steps"]) == key), key=lambda r: r["batch"])
+        ax.plot([r["batch"] for r in sel], [r["ms_per_step_p50"] for r in sel], "o-", label=" ".join(map(str, key)))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch (prompts)")
+    ax.set_ylabel("ms per denoising step (p50)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
