@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
                       args.num_samples, args.max_length, _ints(args.batch)[0], args.device, not args.json)
         files = report.write(args.out, "parity", rows, PARITY_COLUMNS, meta)
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"environment": report.environment(), **meta, "rows": rows}))
     else:
         print(report.markdown(rows, LATENCY_COLUMNS if args.suite == "latency" else PARITY_COLUMNS))
         print("wrote " + ", ".join(map(str, files)), file=sys.stderr)

@@ -15,7 +15,7 @@ def test_bench_parity_cli_torch_fp32_matches_reference(tmp_path, capsys):
     from codefusion.cli import main
     assert main(["bench", "parity", "--preset", "tiny", "--dtype", "float32", "--steps", "8", "--out",
                  str(tmp_path), "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert (row["backend"], row["dtype"], row["steps"], row["prompts"]) == ("torch", "float32", 8, 8)
     assert row["max_abs_err"] <= 1e-5 and row["token_agreement"] == 1.0 and row["program_agreement"] == 1.0
     saved = json.loads((tmp_path / "parity.json").read_text())
@@ -29,7 +29,7 @@ def test_bench_latency_rows_and_plot(tmp_path, capsys):
     from codefusion.cli import main
     assert main(["bench", "latency", "--preset", "tiny", "--backend", "torch", "--dtype", "float32", "--batch", "1,2",
                  "--steps", "3", "--repeats", "2", "--out", str(tmp_path), "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)["rows"]
     assert [(r["batch"], r["steps"]) for r in rows] == [(1, 3), (2, 3)]
     for r in rows:
         assert 0 < r["ms_per_step_p50"] <= r["ms_per_step_p90"] and r["total_ms_p50"] <= r["total_ms_p90"]
