@@ -87,7 +87,7 @@ class CodeFusion:
         # 4. sample
         device = self.backend.device
         table = step_table(NoiseSchedule.sqrt(self.cfg.diffusion_steps, device).respace(config.steps), config.solver,
-                           config.eta)
+                           config.eta, config.clamp)
         rows = len(prompts) * k
         seeds = torch.full((rows,), config.seed, dtype=torch.int64, device=device)
         samples = torch.arange(k, dtype=torch.int64, device=device).repeat(len(prompts))

@@ -118,3 +118,4 @@ class GenerationConfig:
     early_exit: bool = False
     eta: float = 0.0  # DDIM η (0 = deterministic DDIM)
     trace_steps: tuple[int, ...] = field(default_factory=tuple)
+    clamp: bool = False  # round x̂0 to the nearest code embedding every step (off in the reference sampler)

@@ -93,3 +93,28 @@ def test_dpmpp_2m_matches_the_multistep_recursion():
 def test_unknown_solver_is_rejected():
     with pytest.raises(CodeFusionError, match="unknown solver 'euler'"):
         step_table(_chain(5), "euler")
+
+
+def test_nearest_embedding_rounds_to_rows_of_L(tiny_model):
+    from codefusion.backends import get_backend
+    backend = get_backend("reference")(tiny_model, torch.device("cpu"), torch.float32)
+    emb = tiny_model.embed.weight.detach()
+    ids = torch.tensor([[3, 7, 7, 11]])
+    noisy = emb[ids] + 0.01 * torch.randn(1, 4, emb.shape[1], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(backend.nearest_embedding(noisy), emb[ids])
+    x = torch.randn(2, 5, emb.shape[1], generator=torch.Generator().manual_seed(1))
+    brute = torch.cdist(x.reshape(-1, emb.shape[1]), emb).argmin(dim=-1)  # the naive oracle
+    assert torch.equal(backend.nearest_embedding(x).reshape(-1, emb.shape[1]), emb[brute])
+
+
+def test_clamped_sampling_ends_on_embedding_rows(tiny_model, tokenizer):
+    from codefusion.backends import get_backend
+    from codefusion.diffusion.loop import initial_state, run
+    backend = get_backend("reference")(tiny_model, torch.device("cpu"), torch.float32)
+    memory = backend.encode(tokenizer.encode_source(["list files"], ["bash"], 16))
+    emb = tiny_model.embed.weight.detach()
+    for clamp in (True, False):
+        table = step_table(NoiseSchedule.sqrt().respace(6), "ddpm", clamp=clamp)
+        state = run(backend, initial_state(backend, memory, table, torch.tensor([0]), torch.tensor([0]), 16))
+        on_rows = (torch.cdist(state.x_t[0], emb).min(dim=-1).values < 1e-5).all()
+        assert bool(on_rows) is clamp  # the last step returns x̂0: clamped, it is made of rows of L

@@ -73,8 +73,18 @@ class Backend:
     def step(self, state: SamplerState, i) -> SamplerState:
         t = state.table.timesteps[i]
         x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
+        if state.table.clamp:
+            x0 = self.nearest_embedding(x0)
         z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]))
         return replace(state, x_t=update(state.x_t, x0, state.x0_hat, state.table, i, z), x0_hat=x0)
+
+    def nearest_embedding(self, x0: torch.Tensor) -> torch.Tensor:
+        """Each position of x̂0 (B, n, d) replaced by its nearest row of L (Li et al. 2022, "clamping"):
+        argmin_w ‖x − L_w‖² = argmax_w (x·L_w − ‖L_w‖²/2). fp32 throughout."""
+        with torch.inference_mode():
+            emb = self.model.embed.weight.to(device=x0.device, dtype=torch.float32)  # (V, d)
+            ids = (x0 @ emb.T - 0.5 * emb.pow(2).sum(-1)).argmax(dim=-1)
+            return emb[ids]
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

@@ -33,6 +33,7 @@ class StepTable:
     sigma: torch.Tensor
     sqrt_abar: torch.Tensor  # √ᾱ_t, for converting an eps prediction to x̂0
     solver: str
+    clamp: bool = False  # round x̂0 to the nearest code embedding every step (Diffusion-LM's clamping)
 
     def __len__(self) -> int:
         return self.timesteps.shape[0]
@@ -84,7 +85,7 @@ def dpmpp_2m_coefficients(s: NoiseSchedule) -> tuple[torch.Tensor, ...]:
     return torch.cat([a, one]), torch.cat([b, zero]), torch.cat([c, zero]), torch.zeros_like(s.alphas_cumprod)
 
 
-def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0) -> StepTable:
+def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0, clamp: bool = False) -> StepTable:
     if solver == "ddpm":
         coefs = ddpm_coefficients(schedule)
     elif solver == "ddim":
@@ -94,7 +95,8 @@ def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0) 
     else:
         raise CodeFusionError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
     a, b, c, sigma = (x.to(torch.float32) for x in coefs)
-    return StepTable(schedule.timesteps, a, b, c, sigma, schedule.alphas_cumprod.sqrt().to(torch.float32), solver)
+    return StepTable(schedule.timesteps, a, b, c, sigma, schedule.alphas_cumprod.sqrt().to(torch.float32), solver,
+                     clamp)
 
 
 def update(x_t: torch.Tensor, x0_hat: torch.Tensor, x0_prev: torch.Tensor, table: StepTable, i,
