@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,6 +39,8 @@ class GenerationOutput:
 
 
 LENGTH_QUANTILE = 0.9  # run at the bucket holding 90% of the predicted length distribution
+EARLY_EXIT_CHECKS = 20  # early exit: decode x̂0 this many times over a run …
+EARLY_EXIT_PATIENCE = 3  # … and freeze a sample whose tokens held for this many checks
 
 
 def default_model_dir() -> Path:
@@ -92,7 +94,7 @@ class CodeFusion:
         seeds = torch.full((rows,), config.seed, dtype=torch.int64, device=device)
         samples = torch.arange(k, dtype=torch.int64, device=device).repeat(len(prompts))
         state = initial_state(self.backend, memory, table, seeds, samples, n)
-        state, trace = self._sample(state, config, len(prompts), n_max)
+        state, trace, steps_run = self._sample(state, config, len(prompts), n_max)
         self.backend.synchronize()
         t_sampled = time.perf_counter()
         # 5. decode
@@ -104,7 +106,7 @@ class CodeFusion:
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         timings = {"encode_ms": ms(t_start, t_encoded), "sample_ms": ms(t_encoded, t_sampled),
                    "decode_ms": ms(t_sampled, t_decoded), "total_ms": ms(t_start, time.perf_counter()),
-                   "steps": len(table), "length": n}
+                   "steps": steps_run, "length": n}
         return GenerationOutput(texts, scores, config.seed, timings, warnings, trace, sample_texts)
 
     def length_buckets(self, prompts: list[str], lang: str) -> list[int]:
@@ -124,9 +126,13 @@ class CodeFusion:
         return self.cfg.max_target_len if lengths is None else self.cfg.bucket_for(int(lengths.max()))
 
     def _sample(self, state, config: GenerationConfig, n_prompts: int, n_max: int):
-        """Run the loop; with ``trace_steps``, stop after each requested step count and decode x̂0."""
+        """Run the loop → (state, trace, steps run). With ``trace_steps``, stop after each requested step
+        count and decode x̂0; with ``early_exit``, stop once every sample's tokens have settled."""
+        if config.early_exit:
+            state, steps_run = self._sample_early_exit(state)
+            return state, None, steps_run
         if not config.trace_steps:
-            return run(self.backend, state), None
+            return run(self.backend, state), None, len(state.table)
         trace, done = [], 0
         for stop in sorted(set(config.trace_steps)):
             state = run(self.backend, state, done, stop)
@@ -136,7 +142,32 @@ class CodeFusion:
             k = config.num_samples
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
                           "texts": [flat[p * k:(p + 1) * k] for p in range(n_prompts)]})
-        return run(self.backend, state, done), trace
+        return run(self.backend, state, done), trace, len(state.table)
+
+    def _sample_early_exit(self, state):
+        """DESIGN §3: every K/EARLY_EXIT_CHECKS steps decode x̂0; a sample whose tokens were unchanged for
+        EARLY_EXIT_PATIENCE checks is frozen (its x̂0 becomes its result, by a masked where); the loop
+        stops when all are. One host sync per check, none inside the chunks."""
+        K = len(state.table)
+        every = max(1, K // EARLY_EXIT_CHECKS)
+        frozen = torch.zeros(state.x_t.shape[0], dtype=torch.bool, device=state.x_t.device)
+        stable = torch.zeros_like(frozen, dtype=torch.int64)
+        result, last, done = state.x_t, None, 0
+        while done < K:
+            state = run(self.backend, state, done, min(done + every, K))
+            done = min(done + every, K)
+            if done == K:
+                break
+            ids, _ = self.backend.decode(state.x0_hat, state.memory)
+            if last is not None:
+                stable = torch.where((ids == last).all(dim=1), stable + 1, 0)
+            last = ids
+            settle = (stable >= EARLY_EXIT_PATIENCE) & ~frozen
+            result = torch.where(settle[:, None, None], state.x0_hat, result)
+            frozen = frozen | settle
+            if bool(frozen.all()):
+                break
+        return replace(state, x_t=torch.where(frozen[:, None, None], result, state.x_t)), done
 
     def _rank(self, ids: torch.Tensor, logp: torch.Tensor, n_prompts: int, k: int):
         """Score = mean log-prob up to and including the first </s>; dedupe; best first (ties: sample order)."""

@@ -20,7 +20,7 @@ def _generate(args) -> int:
     trace = tuple(int(s) for s in args.trace.split(",")) if args.trace else ()
     config = GenerationConfig(lang=args.lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, trace_steps=trace, eta=args.eta,
-                              clamp=args.clamp)
+                              clamp=args.clamp, early_exit=args.early_exit)
     out = cf.generate([args.text], config)
     if args.json:
         print(json.dumps(out.to_json(), ensure_ascii=False))
@@ -57,7 +57,8 @@ def _eval(args) -> int:
         rows = rows[:args.limit]
     cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     config = GenerationConfig(lang=lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
-                              seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp)
+                              seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp,
+                              early_exit=args.early_exit)
     result = evaluate(cf, rows, lang, config, args.batch_size, progress=not args.json, codebert=args.codebert)
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as f:
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
     g.add_argument("--clamp", action="store_true", help="round x̂0 to the nearest code embedding every step")
+    g.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     g.add_argument("--trace", default=None, help="comma-separated step counts at which to show the decoded x̂0")
     g.add_argument("--backend", default="reference")
     g.add_argument("--device", default="cpu")
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=int, default=1, help="k samples per row; top-1/3/5 are reported up to k")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--clamp", action="store_true", help="round x̂0 to the nearest code embedding every step")
+    e.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     e.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
     e.add_argument("--batch-size", type=int, default=64, help="sequences (rows × samples) per denoising batch")
     e.add_argument("--backend", default="reference")

@@ -47,9 +47,11 @@ def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
     bad = [s for s in c.trace_steps if not _is_int(s) or not 1 <= s <= c.steps]
     if bad:
         raise CodeFusionError(f"trace_steps must be step counts in 1..{c.steps}, got {bad[0]!r}")
-    if c.early_exit:
-        raise CodeFusionError(f"early_exit is not supported by the {backend!r} backend; run all steps "
-                              "(early_exit=False)")
+    if c.early_exit and backend == "reference":
+        raise CodeFusionError("early_exit is not supported by the 'reference' backend (the oracle runs every "
+                              "step): use backend='torch', or early_exit=False")
+    if c.early_exit and c.trace_steps:
+        raise CodeFusionError("early_exit and trace_steps cannot be combined: ask for one of them")
 
 
 def parse_dtype(dtype) -> torch.dtype:

@@ -98,7 +98,7 @@ def test_long_prompt_is_truncated_with_a_warning(cf):
     (["x"], GenerationConfig(seed=-1), "seed must be an integer"),
     (["x"], GenerationConfig(max_length=999), "max_length must be an integer in 1..32"),
     (["x"], GenerationConfig(steps=5, trace_steps=(9,)), "trace_steps must be step counts in 1..5"),
-    (["x"], GenerationConfig(early_exit=True), "early_exit is not supported"),
+    (["x"], GenerationConfig(early_exit=True), "early_exit is not supported by the .reference. backend"),
 ])
 def test_bad_input(cf, prompts, config, message):
     with pytest.raises(CodeFusionError, match=message):
@@ -117,7 +117,7 @@ def test_backend_registry_is_lazy_and_checked():
 def test_cli_generate_json(ckpt, capsys):
     assert main(["generate", "list files", "--model", str(ckpt), "--steps", "4", "--num-samples", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["timings"]) == {"encode_ms", "sample_ms", "decode_ms", "total_ms", "steps"}
+    assert set(out["timings"]) == {"encode_ms", "sample_ms", "decode_ms", "total_ms", "steps", "length"}
     assert out["seed"] == 0 and len(out["texts"]) == 1 and out["timings"]["steps"] == 4
 
 

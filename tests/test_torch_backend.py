@@ -86,3 +86,24 @@ def test_loop_runs_on_meta_tensors(tiny_model):
 def test_fp16_on_cpu_is_refused(tiny_model):
     with pytest.raises(CodeFusionError, match="float16 runs on GPU only"):
         get_backend("torch")(tiny_model, CPU, torch.float16)
+
+
+def test_early_exit_stops_once_tokens_settle(overfit_dir):
+    """On a model that knows its 8 programs, tokens settle long before step 400 of 400; the answer
+    is the one the full run gives, and timings report the steps actually run."""
+    from conftest import PAIRS
+    cf = CodeFusion.from_pretrained(overfit_dir, backend="torch")
+    prompts = [nl for nl, _ in PAIRS["nl2bash"][:3]]
+    full = cf.generate(prompts, GenerationConfig(steps=400))
+    early = cf.generate(prompts, GenerationConfig(steps=400, early_exit=True))
+    assert early.timings["steps"] < 400 and early.timings["steps"] % 20 == 0  # whole chunks of K/20 steps
+    assert early.texts == full.texts
+
+
+def test_early_exit_errors():
+    from codefusion.validate import check_config
+    from codefusion.config import get_preset
+    with pytest.raises(CodeFusionError, match="'reference' backend"):
+        check_config(GenerationConfig(early_exit=True), get_preset("tiny"), "reference")
+    with pytest.raises(CodeFusionError, match="cannot be combined"):
+        check_config(GenerationConfig(early_exit=True, steps=10, trace_steps=(5,)), get_preset("tiny"), "torch")
