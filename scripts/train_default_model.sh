@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default model (models/small): one command, about 105 minutes on a 2-core CPU.
+# Reproduces the embedded default model (models/): one command, about 105 minutes on a 2-core CPU.
 #   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MINUTES] [FINETUNE_MINUTES]
 # DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl).
 # 1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
 # 2. pre-training (CodeFusion §3.2: unsupervised generation alternating with CPD) on the distinct
 #    programs of the three code-only corpora;
-# 3. fine-tuning on the three train splits (NL → code), starting from the pre-trained weights.
-# Both phases: bf16 autocast, batch 64, AdamW lr 1e-3, warm-up then cosine to zero over the budget.
+# 3. fine-tuning on the three train splits (NL → code), starting from the pre-trained weights;
+# 4. the length head p(n | E_s) fitted on the fine-tuned model (its other weights frozen);
+# 5. the shipping copy: bf16 weights in OUT_DIR/default (copy its files into models/).
+# Phases 2–3: bf16 autocast, batch 64, AdamW lr 1e-3, warm-up then cosine to zero over the budget,
+# half of the batches padded to a longer length bucket (--upsize 0.5).
 set -euo pipefail
-data=${1:?usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]}
-out=${2:?usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]}
+usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN]"
+data=${1:?$usage}
+out=${2:?$usage}
 pre_min=${3:-30}
 fine_min=${4:-70}
 mkdir -p "$out"
@@ -18,4 +22,7 @@ codefusion train --preset small --data "$data" --task pretrain --tokenizer "$out
     --out "$out/pretrain" --minutes "$pre_min" --lr 1e-3 --warmup 300 --seed 0
 codefusion train --preset small --data "$data" --task finetune --init "$out/pretrain" \
     --out "$out/finetune" --minutes "$fine_min" --lr 1e-3 --warmup 200 --seed 0
-echo "default model: $out/finetune"
+codefusion train --task length --init "$out/finetune" --data "$data" --out "$out/length" \
+    --lr 1e-3 --seed 0
+codefusion pack --model "$out/length" --out "$out/default" --dtype bfloat16
+echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"
