@@ -22,7 +22,7 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     # The embedded default checkpoint travels with the package, so a non-editable install has it too.
-    package_data={"codefusion.models": ["*.json", "*.safetensors", "*.md"]},
+    package_data={"codefusion.models": ["*.json", "*.safetensors", "*.md", "*.png"]},
     include_package_data=True,
     # torch is a range, never a pin: the README installs the CPU wheel first (torch==2.13.0), and a
     # range it satisfies makes pip keep it instead of pulling a multi-GB CUDA build.

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--solver", default="ddpm")
         s.add_argument("--num-samples", type=int, default=1)
         s.add_argument("--max-length", type=int, default=None)
-        s.add_argument("--lang", default="bash")
+        s.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
         s.add_argument("--data", default=None, help="JSONL rows whose nl fields are the prompts")
         s.add_argument("--limit", type=int, default=None)
         s.add_argument("--seed", type=int, default=0)
@@ -80,9 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check(args, model) -> None:
+    """Every flag that becomes a GenerationConfig is checked like a request, before any work."""
+    from codefusion.config import GenerationConfig
+    from codefusion.validate import check_config
+    for backend in args.backend.split(","):
+        for steps in _ints(args.steps):
+            check_config(GenerationConfig(lang=args.lang, steps=steps, solver=args.solver,
+                                          num_samples=args.num_samples, seed=args.seed, max_length=args.max_length),
+                         model.cfg, backend)
+    if min(_ints(args.batch), default=0) < 1 or args.repeats < 1:
+        raise CodeFusionError("--batch and --repeats must be at least 1")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     model, tok = load_model(args)
+    _check(args, model)
     prompts = load_prompts(args)
     backends, dtypes = args.backend.split(","), args.dtype.split(",")
     meta = {"suite": args.suite, "model": args.model or ("preset:" + args.preset if args.preset else "default"),

@@ -149,7 +149,7 @@ class CodeFusion:
         EARLY_EXIT_PATIENCE checks is frozen (its x̂0 becomes its result, by a masked where); the loop
         stops when all are. One host sync per check, none inside the chunks."""
         K = len(state.table)
-        every = max(1, K // EARLY_EXIT_CHECKS)
+        every = -(-K // EARLY_EXIT_CHECKS)  # ceil: at most EARLY_EXIT_CHECKS checks
         frozen = torch.zeros(state.x_t.shape[0], dtype=torch.bool, device=state.x_t.device)
         stable = torch.zeros_like(frozen, dtype=torch.int64)
         result, last, done = state.x_t, None, 0

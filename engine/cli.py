@@ -50,6 +50,8 @@ def _eval(args) -> int:
         raise CodeFusionError(f"cannot tell the language of {path}: pass --lang bash|python|cf")
     if args.predictions and Path(args.predictions).exists() and not args.force:
         raise CodeFusionError(f"--predictions {args.predictions} exists: choose another path or pass --force")
+    if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
+        raise CodeFusionError(f"--predictions {args.predictions}: its folder does not exist; create it first")
     rows = read_jsonl(path, args.on_bad_line)
     if args.limit is not None:
         if args.limit < 1:

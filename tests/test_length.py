@@ -50,13 +50,20 @@ def test_length_task_needs_init(tmp_path):
         train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), task="length"))
 
 
-def test_eval_batches_rows_by_predicted_bucket(length_dir):
-    """Rows come back in input order whatever the batching."""
+def test_eval_batches_rows_by_predicted_bucket(length_dir, monkeypatch):
+    """Each generate call gets rows of one predicted bucket; rows come back in input order."""
     from codefusion.eval.evaluate import generate_all
 
     cf = CodeFusion.from_pretrained(length_dir)
     rows = [{"nl": nl, "code": code} for nl, code in PAIRS["nl2bash"]]
+    buckets = [16, 32, 16, 32, 32, 16, 16, 32]
+    bucket_of = {r["nl"]: b for r, b in zip(rows, buckets)}
+    monkeypatch.setattr(cf, "length_buckets", lambda prompts, lang: [bucket_of[p] for p in prompts])
+    calls, real = [], cf.generate
+    monkeypatch.setattr(cf, "generate", lambda prompts, config: calls.append(prompts) or real(prompts, config))
     config = GenerationConfig(steps=3, seed=2)
     tops, _ = generate_all(cf, rows, config, batch_size=3, progress=False)
-    singles = [cf.generate([r["nl"]], config).texts[0] for r in rows]
+    assert [len({bucket_of[p] for p in call}) for call in calls] == [1] * len(calls)
+    assert sorted(len(c) for c in calls) == [1, 1, 3, 3]  # 4 rows of each bucket, batches of ≤ 3
+    singles = [real([r["nl"]], config).texts[0] for r in rows]
     assert tops == singles

@@ -21,9 +21,18 @@ def _pair(model, dtype=torch.float32):
     return ref, fast
 
 
+def _variant(tiny_model, self_condition: bool, prediction: str):
+    """The tiny preset with self-conditioning and/or eps-prediction (the shipped `small` self-conditions)."""
+    import dataclasses
+    torch.manual_seed(1)
+    return CodeFusionModel(dataclasses.replace(tiny_model.cfg, self_condition=self_condition,
+                                               prediction=prediction)).eval()
+
+
 @pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp_2m"])
-def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver):
-    ref, fast = _pair(tiny_model)
+@pytest.mark.parametrize("self_condition,prediction", [(False, "x0"), (True, "x0"), (True, "eps")])
+def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver, self_condition, prediction):
+    ref, fast = _pair(_variant(tiny_model, self_condition, prediction))
     src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 16)
     table = step_table(NoiseSchedule.sqrt().respace(12), solver)
     seeds, samples = torch.tensor([3, 3]), torch.tensor([0, 1])
@@ -32,22 +41,31 @@ def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver):
     worst = 0.0
     for i in range(len(table)):
         a, b = ref.step(a, i), fast.step(b, i)
-        worst = max(worst, float((a.x0_hat - b.x0_hat).abs().max()))
-    assert worst <= 1e-5, f"max |Δx̂0| = {worst:.3g}"
+        # relative to max(1, |x̂0|): an untrained eps-model's x̂0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ reaches 1e3 near t = T
+        size = max(1.0, float(a.x0_hat.abs().max()))
+        worst = max(worst, float((a.x0_hat - b.x0_hat).abs().max()) / size)
+    assert worst <= 1e-5, f"max |Δx̂0| / max(1, |x̂0|) = {worst:.3g}"
     ids_a, logp_a = ref.decode(a.x_t, a.memory)
     ids_b, logp_b = fast.decode(b.x_t, b.memory)
     assert torch.equal(ids_a, ids_b)
     torch.testing.assert_close(logp_a, logp_b, atol=1e-5, rtol=1e-5)
 
 
-def test_generate_agrees_with_reference_fp32_and_bf16(tiny_model, tokenizer):
+def test_generate_agrees_with_reference_fp32(tiny_model, tokenizer):
     prompts = ["list all files", "find txt files", "count lines in a.txt"]
     config = GenerationConfig(steps=30, num_samples=2, seed=4)
     ref = CodeFusion(tiny_model, tokenizer, "reference").generate(prompts, config)
     fp32 = CodeFusion(tiny_model, tokenizer, "torch").generate(prompts, config)
     assert fp32.texts == ref.texts and fp32.samples == ref.samples
-    bf16 = CodeFusion(tiny_model, tokenizer, "torch", dtype="bfloat16").generate(prompts, config)
-    assert len(bf16.texts) == 3  # bf16 agreement on a trained model is measured by `bench parity`
+
+
+def test_bf16_stays_close_to_the_fp32_reference(tiny_model, tokenizer):
+    """bf16 networks, fp32 state: per-step |Δx̂0| bounded (bf16 has 8 mantissa bits; the tiny model's x̂0
+    are O(1)), final tokens mostly equal. The trained-model figure comes from `bench parity`."""
+    from codefusion.bench.parity import parity
+    (row,) = parity(tiny_model, tokenizer, ["list all files", "find txt files", "sum a list x"], "bash", ["torch"],
+                    ["bfloat16"], steps=12, progress=False)
+    assert row["max_abs_err"] < 0.1 and row["token_agreement"] >= 0.9, row
 
 
 def test_reference_model_is_left_untouched(tiny_model):
@@ -76,8 +94,8 @@ def test_loop_runs_on_meta_tensors(tiny_model):
                for _ in range(cfg.denoiser_layers + cfg.decoder_layers))
     mask = torch.ones(B, S, dtype=torch.bool, device=meta)
     memory = FastMemory(torch.empty(B, S, cfg.enc_d_model, device=meta), mask, kv, mask[:, None, None, :])
-    for solver in ("ddpm", "ddim", "dpmpp_2m"):
-        table = step_table(NoiseSchedule.sqrt(1200, meta).respace(6), solver)
+    for solver, clamp in (("ddpm", False), ("ddim", True), ("dpmpp_2m", False)):
+        table = step_table(NoiseSchedule.sqrt(1200, meta).respace(6), solver, clamp=clamp)
         seeds = torch.zeros(B, dtype=torch.int64, device=meta)
         state = run(fast, initial_state(fast, memory, table, seeds, seeds.clone(), 16))
         assert state.x_t.device == meta and state.x_t.shape == (B, 16, cfg.d_embed)

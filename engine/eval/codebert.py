@@ -21,7 +21,7 @@ def _load(path: str):
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModel.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, TypeError, KeyError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CodeFusionError(f"--codebert {path}: not a local transformers model with a tokenizer ({first})") from None
     return tok, model.eval()

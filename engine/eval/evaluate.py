@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..config import GenerationConfig
 from ..errors import DataError
+from ..validate import check_config
 from . import metrics as M
 
 LANGS = ("bash", "python", "cf")
@@ -135,6 +136,12 @@ def aggregate(scored: list[dict], resamples: int = 1000, seed: int = 0):
 def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_size: int = 64,
              progress: bool = True, codebert: str | None = None) -> EvalResult:
     check_rows(rows, lang)
+    check_config(config, cf.cfg, cf.backend.name)  # before any generation: a bad flag fails in a second
+    if batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+    if codebert:
+        from .codebert import _load
+        _load(codebert)  # a wrong directory fails now, not after the whole run
     ks = report_ks(config.num_samples)
     tops, samples = generate_all(cf, rows, config, batch_size, progress)
     from sacrebleu.metrics import BLEU

@@ -78,9 +78,10 @@ def sentence_bleu(stats: np.ndarray) -> float:
 
 # --- diversity of one row's k samples ------------------------------------------------------------
 
-def distinct_n(texts: list[str], n: int) -> float:
+def distinct_n(texts: list[str], n: int) -> float | None:
+    """None when no sample has n tokens (e.g. 4-grams of `ls -la`): such rows are left out of the mean."""
     grams = [tuple(toks[i:i + n]) for toks in (t.split() for t in texts) for i in range(len(toks) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    return len(set(grams)) / len(grams) if grams else None
 
 
 def _edit(a: list[str], b: list[str]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,13 @@ def read_log(run: Path) -> tuple[list[dict], list[dict]]:
     path = run / "train_log.jsonl"
     if not path.is_file():
         raise CodeFusionError(f"{path} is missing: pass run directories written by `codefusion train`")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if "loss" in r], [r for r in rows if "dev" in r and r["dev"]]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written by a run still in progress
+            continue
+    return [r for r in rows if "loss" in r], [r for r in rows if r.get("dev")]
 
 
 def _smooth(y: np.ndarray, w: int = 20) -> np.ndarray:
@@ -44,6 +50,8 @@ def plot(runs: list[Path], out: Path) -> Path:
             raise CodeFusionError(f"{run / 'train_log.jsonl'} has no logged step")
         steps = np.array([r["step"] for r in losses]) + offset
         for j, (term, color) in enumerate((("ce", "C0"), ("mse", "C1"), ("dec_mse", "C2"))):
+            if any(term not in r for r in losses):
+                continue
             raw = np.array([r[term] for r in losses])
             y = _smooth(raw)
             top.plot(steps, raw, color=color, alpha=0.2, lw=0.6)
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(plot(args.runs, args.out))
     except CodeFusionError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
