@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-steps", type=int, default=None)
     r.add_argument("--batch-size", type=int, default=None)
     r.add_argument("--lr", type=float, default=None)
+    r.add_argument("--t-sampling", default=None, choices=["uniform", "high"],
+                   help="training timesteps: uniform (default) or biased towards high noise")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

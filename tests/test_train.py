@@ -3,6 +3,7 @@ pre-training → fine-tuning, resume, the tokenizer command, and bad data."""
 import json
 
 import pytest
+import torch
 
 from codefusion import CodeFusion, GenerationConfig
 from codefusion.cli import main
@@ -158,3 +159,18 @@ def test_training_curve_png(overfit_dir, tmp_path):
     assert curve([str(overfit_dir), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     assert curve([str(tmp_path), "--out", str(out)]) == 2  # no train_log.jsonl there
+
+
+def test_high_noise_timestep_sampling():
+    from codefusion.train.trainer import sample_t
+    torch.manual_seed(0)
+    t = sample_t("high", 200_000, 1200, "cpu")
+    assert int(t.min()) >= 0 and int(t.max()) == 1199
+    assert abs(float((t >= 600).float().mean()) - (1 - (1 - 0.5 ** 0.5))) < 0.005  # P(t/T ≥ ½) = √½ ≈ 0.707
+    u = sample_t("uniform", 200_000, 1200, "cpu")
+    assert abs(float((u >= 600).float().mean()) - 0.5) < 0.005
+
+
+def test_bad_t_sampling_is_refused(tmp_path):
+    with pytest.raises(CodeFusionError, match="--t-sampling must be uniform or high"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_sampling="low"))

@@ -48,6 +48,7 @@ class TrainConfig:
     max_steps: int | None = None  # at least one of max_steps / minutes
     batch_size: int = 64
     upsize: float = 0.5  # share of batches padded to a random longer length bucket (see batches.py)
+    t_sampling: str = "uniform"  # "high": t/T = 1 − (1−u)², 71% of draws in the noisier half (see sample_t)
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -112,6 +113,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.task not in (*TASKS, "length"):
         raise CodeFusionError(f"--task must be pretrain, finetune or length, got {cfg.task!r}")
     get_preset(cfg.preset)  # an unknown name fails before any data is read
+    if cfg.t_sampling not in ("uniform", "high"):
+        raise CodeFusionError(f"--t-sampling must be uniform or high, got {cfg.t_sampling!r}")
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
@@ -184,6 +187,17 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> P
     return out
 
 
+def sample_t(how: str, B: int, T: int, device) -> torch.Tensor:
+    """Training timesteps. "uniform": t ~ U{0..T−1}. "high": t = ⌊T·(1 − (1−u)²)⌋, density rising towards
+    t = T, where x_t holds almost nothing and only the condition E_s can tell the code: a model trained
+    uniformly can learn to denoise from x_t alone and ignore E_s (measured on this project's `small`:
+    dev token accuracy the same with shuffled conditions), which collapses sampling from pure noise."""
+    if how == "uniform":
+        return torch.randint(0, T, (B,), device=device)
+    u = torch.rand(B, device=device)
+    return ((1 - (1 - u) ** 2) * T).long().clamp(max=T - 1)
+
+
 def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, float]:
     tgt = batch.tgt.to(device)
     B, n = tgt.shape
@@ -194,7 +208,7 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
         else:
             mem_mask = batch.src_mask.to(device)
             mem = model.encode(batch.src_ids.to(device), mem_mask)
-        t = torch.randint(0, model.cfg.diffusion_steps, (B,), device=device)
+        t = sample_t(cfg.t_sampling, B, model.cfg.diffusion_steps, device)
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
