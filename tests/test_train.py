@@ -11,7 +11,7 @@ from codefusion.errors import CodeFusionError, DataError
 from codefusion.train.data import load_split
 from codefusion.train.trainer import TrainConfig, train
 
-from conftest import PAIRS
+from conftest import PAIRS, write_data
 
 
 def test_tiny_model_overfits_8_pairs_with_the_1200_step_reference_sampler(overfit_dir):
@@ -174,3 +174,11 @@ def test_high_noise_timestep_sampling():
 def test_bad_t_sampling_is_refused(tmp_path):
     with pytest.raises(CodeFusionError, match="--t-sampling must be uniform or high"):
         train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_sampling="low"))
+
+
+def test_condition_probe_on_the_overfit_model(overfit_dir, tmp_path):
+    """The overfit model must use its condition: at t = T−1 only E_s tells the 8 programs apart."""
+    from codefusion.train.probe import probe
+    data = write_data(tmp_path / "data", {"nl2bash": PAIRS["nl2bash"]})
+    rows = {r["t"]: r for r in probe(str(overfit_dir), str(data), rows=8, n=16)}
+    assert rows[1199]["rows"] == 8 and rows[1199]["acc_right"] > rows[1199]["acc_shuffled"] + 0.3
