@@ -58,8 +58,9 @@ def plot(runs: list[Path], out: Path) -> Path:
             top.plot(steps[len(steps) - len(y):], y, color=color, label=term if i == 0 else None)
         if devs:
             ds = [d["step"] + offset for d in devs]
-            bottom.plot(ds, [d["dev"]["exact"] for d in devs], "o-", color="C3", label="exact" if i == 0 else None)
-            bottom.plot(ds, [d["dev"]["token_f1"] for d in devs], "s-", color="C4", label="token F1" if i == 0 else None)
+            first = not bottom.get_legend_handles_labels()[0]
+            bottom.plot(ds, [d["dev"]["exact"] for d in devs], "o-", color="C3", label="exact" if first else None)
+            bottom.plot(ds, [d["dev"]["token_f1"] for d in devs], "s-", color="C4", label="token F1" if first else None)
         for ax in (top, bottom):
             ax.axvline(offset, color="grey", lw=0.8, ls="--")
         top.text(offset, 1.0, f" {run.name}", transform=top.get_xaxis_transform(), va="top", fontsize=8)
