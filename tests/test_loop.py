@@ -36,3 +36,20 @@ def test_step_index_may_be_a_device_tensor(tiny_model, tokenizer):
     for i in range(5):
         a, b = backend.step(a, i), backend.step(b, torch.tensor(i))
     torch.testing.assert_close(a.x_t, b.x_t, atol=0, rtol=0)
+
+
+def test_a_device_tensor_step_index_never_syncs(tiny_model):
+    """A captured k-step graph keeps its counter on the device: step(state, i) with i a `meta` tensor
+    must not call .item() anywhere (timesteps, solver coefficients, noise)."""
+    meta = torch.device("meta")
+    with meta:
+        model = CodeFusionModel(tiny_model.cfg)
+    backend = get_backend("reference")(model, meta, torch.float32)
+    cfg = model.cfg
+    memory = Memory(torch.empty(2, 9, cfg.enc_d_model, device=meta), torch.ones(2, 9, dtype=torch.bool, device=meta))
+    table = step_table(NoiseSchedule.sqrt(1200, meta).respace(4), "dpmpp_2m")
+    seeds = torch.zeros(2, dtype=torch.int64, device=meta)
+    state = initial_state(backend, memory, table, seeds, seeds.clone(), 16)
+    for i in range(4):
+        state = backend.step(state, torch.tensor(i, device=meta))
+    assert state.x_t.shape == (2, 16, cfg.d_embed) and state.x_t.device == meta

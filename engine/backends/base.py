@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..diffusion.solvers import StepTable, update
+from ..diffusion.solvers import StepTable, at, update
 from ..noise import gaussian
 from ..tokenizer import SourceBatch
 
@@ -71,7 +71,7 @@ class Backend:
         return length_quantile(logits, quantile).cpu()
 
     def step(self, state: SamplerState, i) -> SamplerState:
-        t = state.table.timesteps[i]
+        t = at(state.table.timesteps, i).reshape(())
         x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
         if state.table.clamp:
             x0 = self.nearest_embedding(x0)

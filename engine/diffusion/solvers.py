@@ -99,7 +99,13 @@ def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0, 
                      clamp)
 
 
+def at(column: torch.Tensor, i) -> torch.Tensor:
+    """column[i] for an int step, or a (1,) gather for a device-tensor step: indexing with a 0-d tensor
+    would call .item() (a host sync, fatal inside a captured graph)."""
+    return column[i] if isinstance(i, int) else column.index_select(0, i.reshape(1).to(column.device))
+
+
 def update(x_t: torch.Tensor, x0_hat: torch.Tensor, x0_prev: torch.Tensor, table: StepTable, i,
            z: torch.Tensor) -> torch.Tensor:
     """(★) for step i (an int or a 0-d device tensor): all operands fp32, (B, n, d)."""
-    return table.a[i] * x0_hat + table.b[i] * x_t + table.c[i] * x0_prev + table.sigma[i] * z
+    return at(table.a, i) * x0_hat + at(table.b, i) * x_t + at(table.c, i) * x0_prev + at(table.sigma, i) * z
