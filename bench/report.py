@@ -9,15 +9,20 @@ from pathlib import Path
 import torch
 
 
-def environment() -> dict:
+def versions() -> dict:
+    """Machine, thread count, versions and commit: what every bench record carries."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except OSError:
         commit = ""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(), "gpu": gpu,
+    return {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "commit": commit or "unknown"}
+
+
+def environment() -> dict:
+    """``versions()`` plus the GPU, if any."""
+    return {**versions(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 
 from codefusion.backends import get_backend
+from codefusion.bench.report import versions as environment
 from codefusion.config import get_preset
 from codefusion.diffusion.loop import initial_state
 from codefusion.diffusion.schedule import NoiseSchedule
@@ -53,16 +51,6 @@ def time_steps(preset: str, backend: str, dtype: str, batch: int, n: int | None,
             "S": S, "ms_per_step_p50": round(statistics.median(ms), 2), "ms_per_step_p10": round(q(0.1), 2),
             "ms_per_step_p90": round(q(0.9), 2), "timed_steps": timed,
             "full_1200_steps_s": round(statistics.median(ms) * cfg.diffusion_steps / 1e3, 1)}
-
-
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "commit": commit or "unknown"}
 
 
 def main() -> None:

@@ -10,13 +10,19 @@ from codefusion.diffusion.solvers import step_table
 from codefusion.model import CodeFusionModel
 
 
-def test_loop_runs_on_meta_tensors(tiny_model):
+def _meta_backend(cfg, batch: int):
+    """The reference backend and an encoded memory of ``batch`` rows, all on `meta` (any host sync raises)."""
     meta = torch.device("meta")
     with meta:
-        model = CodeFusionModel(tiny_model.cfg)
+        model = CodeFusionModel(cfg)
     backend = get_backend("reference")(model, meta, torch.float32)
-    cfg = model.cfg
-    memory = Memory(torch.empty(4, 9, cfg.enc_d_model, device=meta), torch.ones(4, 9, dtype=torch.bool, device=meta))
+    mask = torch.ones(batch, 9, dtype=torch.bool, device=meta)
+    return backend, Memory(torch.empty(batch, 9, cfg.enc_d_model, device=meta), mask), meta
+
+
+def test_loop_runs_on_meta_tensors(tiny_model):
+    backend, memory, meta = _meta_backend(tiny_model.cfg, 4)
+    cfg = tiny_model.cfg
     for solver in ("ddpm", "ddim", "dpmpp_2m"):
         table = step_table(NoiseSchedule.sqrt(1200, meta).respace(6), solver)
         seeds = torch.zeros(4, dtype=torch.int64, device=meta)
@@ -41,12 +47,8 @@ def test_step_index_may_be_a_device_tensor(tiny_model, tokenizer):
 def test_a_device_tensor_step_index_never_syncs(tiny_model):
     """A captured k-step graph keeps its counter on the device: step(state, i) with i a `meta` tensor
     must not call .item() anywhere (timesteps, solver coefficients, noise)."""
-    meta = torch.device("meta")
-    with meta:
-        model = CodeFusionModel(tiny_model.cfg)
-    backend = get_backend("reference")(model, meta, torch.float32)
-    cfg = model.cfg
-    memory = Memory(torch.empty(2, 9, cfg.enc_d_model, device=meta), torch.ones(2, 9, dtype=torch.bool, device=meta))
+    backend, memory, meta = _meta_backend(tiny_model.cfg, 2)
+    cfg = tiny_model.cfg
     table = step_table(NoiseSchedule.sqrt(1200, meta).respace(4), "dpmpp_2m")
     seeds = torch.zeros(2, dtype=torch.int64, device=meta)
     state = initial_state(backend, memory, table, seeds, seeds.clone(), 16)

@@ -66,8 +66,9 @@ class Backend:
         if self.model.length_head is None:
             return None
         from ..model.length import length_quantile
+        head_dtype = self.model.length_head.net[0].weight.dtype  # E_s may be bf16 while the head is not
         with torch.inference_mode():
-            logits = self.model.length_logits(memory.states, memory.mask)
+            logits = self.model.length_logits(memory.states.to(head_dtype), memory.mask)
         return length_quantile(logits, quantile).cpu()
 
     def step(self, state: SamplerState, i) -> SamplerState:

@@ -137,11 +137,3 @@ class TorchBackend(Backend):
         logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
         best, ids = logp.max(dim=-1)
         return ids, best
-
-    def lengths(self, memory: Memory, quantile: float):
-        if self.model.length_head is None:
-            return None
-        from ..model.length import length_quantile
-        with torch.inference_mode():
-            logits = self.model.length_logits(memory.states.float(), memory.mask)
-        return length_quantile(logits, quantile).cpu()

@@ -22,9 +22,13 @@ class LengthHead(nn.Module):
 
     def forward(self, mem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """mem: (B, S, d_enc), mask: (B, S) bool → logits (B, max_target_len)."""
-        m = mask.unsqueeze(-1).to(mem.dtype)
-        pooled = (mem * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
-        return self.net(pooled)
+        return self.net(pool(mem, mask))
+
+
+def pool(mem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of E_s over the source positions: (B, S, d) → (B, d)."""
+    m = mask.unsqueeze(-1).to(mem.dtype)
+    return (mem * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
 
 
 def length_quantile(logits: torch.Tensor, quantile: float) -> torch.Tensor:

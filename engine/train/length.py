@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..api import LENGTH_QUANTILE
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import CodeFusionError
-from ..model.length import LengthHead, length_quantile
+from ..model.length import LengthHead, length_quantile, pool
 from .data import load_split
 
 
@@ -30,9 +30,7 @@ def _features(model, tok, examples, batch: int = 256) -> tuple[torch.Tensor, tor
     for i in tqdm(range(0, len(examples), batch), desc="encode", leave=False):
         chunk = examples[i:i + batch]
         src = tok.encode_source([e.nl for e in chunk], [e.lang for e in chunk], model.cfg.max_source_len)
-        mem = model.encode(src.ids, src.mask)
-        m = src.mask.unsqueeze(-1).float()
-        pooled.append((mem * m).sum(1) / m.sum(1).clamp(min=1))
+        pooled.append(pool(model.encode(src.ids, src.mask), src.mask))
         lengths = [len(ids) + 1 for ids in tok.encode_text([e.code for e in chunk])]
         target.append(torch.tensor([min(n, model.cfg.max_target_len) - 1 for n in lengths]))
     return torch.cat(pooled), torch.cat(target)
