@@ -14,6 +14,8 @@
 # Phases 2–4: bf16 autocast, batch 64, AdamW, warm-up then cosine to zero over each budget, half
 # of the batches padded to a longer length bucket (--upsize 0.5). Budgets are wall-clock minutes,
 # so the number of steps depends on the machine and its load (models/README.md gives the counts).
+# Environment: DEVICE (cpu | cuda, default cpu), BATCH (default 64), TOKENIZER (an existing
+# tokenizer.json to reuse instead of step 1, e.g. models/tokenizer.json).
 set -euo pipefail
 usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]"
 data=${1:?$usage}
@@ -21,13 +23,20 @@ out=${2:?$usage}
 pre_min=${3:-20}
 fine_min=${4:-55}
 high_min=${5:-33}
+device=${DEVICE:-cpu}
+batch=${BATCH:-64}
 mkdir -p "$out"
-codefusion tokenizer --data "$data" --splits train,pretrain --vocab-size 8192 --out "$out/tokenizer.json"
-codefusion train --preset small --data "$data" --task pretrain --tokenizer "$out/tokenizer.json" \
+if [[ -n "${TOKENIZER:-}" ]]; then
+    cp "$TOKENIZER" "$out/tokenizer.json"
+else
+    codefusion tokenizer --data "$data" --splits train,pretrain --vocab-size 8192 --out "$out/tokenizer.json"
+fi
+common=(--data "$data" --device "$device" --batch-size "$batch")
+codefusion train --preset small "${common[@]}" --task pretrain --tokenizer "$out/tokenizer.json" \
     --out "$out/pretrain" --minutes "$pre_min" --lr 1e-3 --warmup 300 --seed 0
-codefusion train --preset small --data "$data" --task finetune --init "$out/pretrain" \
+codefusion train --preset small "${common[@]}" --task finetune --init "$out/pretrain" \
     --out "$out/finetune" --minutes "$fine_min" --lr 1e-3 --warmup 200 --seed 0
-codefusion train --preset small --data "$data" --task finetune --init "$out/finetune" \
+codefusion train --preset small "${common[@]}" --task finetune --init "$out/finetune" \
     --out "$out/finetune_high_t" --minutes "$high_min" --lr 5e-4 --warmup 50 --t-sampling high --seed 1
 codefusion train --task length --init "$out/finetune_high_t" --data "$data" --out "$out/length" \
     --lr 1e-3 --seed 0
