@@ -10,6 +10,9 @@ from .base import Backend, Memory, SamplerState
 _REGISTRY: dict[str, str] = {
     "reference": "codefusion.backends.reference:ReferenceBackend",
     "torch": "codefusion.backends.fast:TorchBackend",
+    "triton": "codefusion.backends.fused:TritonBackend",
+    "onnxruntime": "codefusion.export.ort:OrtBackend",
+    "tensorrt": "codefusion.export.tensorrt:TensorRTBackend",
 }
 
 

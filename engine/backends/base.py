@@ -71,6 +71,12 @@ class Backend:
             logits = self.model.length_logits(memory.states.to(head_dtype), memory.mask)
         return length_quantile(logits, quantile).cpu()
 
+    def run_steps(self, state: SamplerState, start: int, stop: int) -> SamplerState:
+        """Steps [start, stop) of the loop. A backend may replay them from a captured graph."""
+        for i in range(start, stop):
+            state = self.step(state, i)
+        return state
+
     def step(self, state: SamplerState, i) -> SamplerState:
         t = at(state.table.timesteps, i).reshape(())
         x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)

@@ -7,7 +7,8 @@ What changes against ``reference`` (same weights, same math, fewer and larger op
     - self-attention Q, K, V from one fused (3d × d) projection;
     - ``F.scaled_dot_product_attention`` instead of the written-out softmax;
     - weights cast once to the compute dtype (fp32, bf16 — AMX on CPU, tensor cores on GPU —
-      or fp16 on GPU); the diffusion state, noise and solver update stay fp32.
+      or fp16 on GPU); the diffusion state, noise and solver update stay fp32;
+    - on GPU, the loop's steps replayed from CUDA graphs (graphs.py).
 
 The model passed in is untouched (kept fp32 for the length head): the backend works on a copy.
 """
@@ -24,6 +25,7 @@ from ..errors import CodeFusionError
 from ..model.layers import sinusoidal
 from ..tokenizer import SourceBatch
 from .base import Backend, Memory
+from .graphs import StepGraphs
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +111,13 @@ class TorchBackend(Backend):
             self.embed_weight = model.embed.weight.to(dtype)
             self.head = model.head.to(dtype)
         self.abar = model.alphas_cumprod.to(device)
+        # GPU: the loop replays CUDA graphs of its steps (graphs.py); CPU has no launch cost to save
+        self.graphs = StepGraphs(self.step) if device.type == "cuda" else None
+
+    def run_steps(self, state, start: int, stop: int):
+        if self.graphs is None:
+            return super().run_steps(state, start, stop)
+        return self.graphs.run(state, start, stop)
 
     @torch.inference_mode()
     def encode(self, source: SourceBatch) -> FastMemory:

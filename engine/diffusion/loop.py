@@ -20,6 +20,6 @@ def initial_state(backend: Backend, memory: Memory, table: StepTable, seeds: tor
 
 
 def run(backend: Backend, state: SamplerState, start: int = 0, stop: int | None = None) -> SamplerState:
-    for i in range(start, len(state.table) if stop is None else stop):
-        state = backend.step(state, i)
-    return state
+    """Steps [start, stop) (default: to the end) through the backend's ``run_steps`` (a Python loop
+    of ``step``, or a CUDA-graph replay of the same steps)."""
+    return backend.run_steps(state, start, len(state.table) if stop is None else stop)

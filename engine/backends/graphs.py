@@ -1,0 +1,143 @@
+"""CUDA-graph capture of the sampling loop (DESIGN §3): one small class owns it.
+
+A chunk of c denoising steps [start, start + c) is captured once per key
+
+    (row bucket, target length n, kept steps K, c)
+
+and replayed with static buffers. The step counter is a device tensor inside the graph (the loop
+never syncs with the host, tests/test_loop.py), so one graph serves every start: only the first
+index is copied in before a replay. The whole loop is one chunk (c = K); early exit and trace run
+chunks of their own length and check on the host between replays (one sync per chunk).
+
+Rows are padded up to a power of two (``ROW_BUCKETS``) with copies of row 0, so batch sizes 5..8
+share one graph; the padded rows are computed and dropped. The noise of a row depends only on its
+(seed, sample) key, so padding never changes a real row's result.
+
+``freeze()`` turns capture off: a server warms the shapes it serves with ``capture()`` and then
+gets a clear error for any other shape instead of a capture stall (hundreds of ms) mid-traffic.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from ..errors import CodeFusionError
+
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def row_bucket(rows: int) -> int:
+    for b in ROW_BUCKETS:
+        if rows <= b:
+            return b
+    return rows
+
+
+def _map(obj, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """fn applied to every tensor of a (nested) frozen dataclass / tuple; other leaves kept."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple):
+        return tuple(_map(o, fn) for o in obj)
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(obj, **{f.name: _map(getattr(obj, f.name), fn)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    _map(obj, lambda t: out.append(t) or t)
+    return out
+
+
+class _Chunk:
+    """One captured chunk: static input state, static step counter, the graph and its output state."""
+
+    def __init__(self, state, step_fn, steps: int, capture):
+        self.inputs = _map(state, torch.clone)  # static addresses the graph reads
+        self.start = torch.zeros((), dtype=torch.int64, device=state.x_t.device)
+
+        def body():
+            s, i = self.inputs, self.start.clone()
+            for _ in range(steps):
+                s = step_fn(s, i)
+                i = i + 1
+            return s.x_t, s.x0_hat
+
+        self.replay, (self.x_t, self.x0_hat) = capture(body)
+
+    def __call__(self, state, start: int):
+        for dst, src in zip(_tensors(self.inputs), _tensors(state)):
+            dst.copy_(src)
+        self.start.fill_(start)
+        self.replay()
+        return self.x_t.clone(), self.x0_hat.clone()  # the next replay overwrites the graph's outputs
+
+
+def cuda_capture(body):
+    """→ (replay, outputs): warm up on a side stream, then capture ``body`` into a CUDA graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        body()  # allocator and kernel selection settle outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph.replay, out
+
+
+class StepGraphs:
+    """Captured chunks of a backend's ``step``, keyed by (row bucket, n, K, chunk length)."""
+
+    def __init__(self, step_fn, capture=cuda_capture):
+        self.step_fn, self.capture = step_fn, capture
+        self.chunks: dict[tuple[int, int, int, int], _Chunk] = {}
+        self.frozen = False
+
+    def key(self, state, steps: int) -> tuple[int, int, int, int]:
+        rows, n = state.x_t.shape[:2]
+        return row_bucket(rows), n, len(state.table), steps
+
+    def freeze(self) -> None:
+        self.frozen = True
+
+    def run(self, state, start: int, stop: int):
+        """Steps [start, stop) by replaying the chunk of length stop − start (captured on first use)."""
+        if stop <= start:
+            return state
+        with torch.inference_mode():  # static buffers are inference tensors, updated in place
+            return self._run(state, start, stop)
+
+    def _run(self, state, start: int, stop: int):
+        rows = state.x_t.shape[0]
+        key = self.key(state, stop - start)
+        padded = _pad_rows(state, key[0])
+        chunk = self.chunks.get(key)
+        if chunk is None:
+            if self.frozen:
+                shapes = ", ".join(f"rows≤{b} n={n} K={k} chunk={c}" for b, n, k, c in sorted(self.chunks)) or "none"
+                raise CodeFusionError(f"no CUDA graph for rows≤{key[0]}, length {key[1]}, {key[2]} steps, chunk "
+                                      f"{key[3]} (captured: {shapes}); capture it before freeze()")
+            chunk = self.chunks[key] = _Chunk(padded, self.step_fn, stop - start, self.capture)
+        x_t, x0_hat = chunk(padded, start)
+        return dataclasses.replace(state, x_t=x_t[:rows], x0_hat=x0_hat[:rows])
+
+
+def _pad_rows(state, bucket: int):
+    """The state with every per-row tensor padded to ``bucket`` rows (copies of row 0); the step
+    table (per step, not per row) is left alone."""
+    rows = state.x_t.shape[0]
+    if rows == bucket:
+        return state
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 0 or t.shape[0] != rows:
+            return t
+        return torch.cat([t, t[:1].expand(bucket - rows, *t.shape[1:])])
+
+    table = state.table
+    return dataclasses.replace(_map(dataclasses.replace(state, table=None), pad), table=table)
