@@ -1,4 +1,4 @@
-"""``codefusion bench latency | parity``: common flags, model loading, JSON / Markdown / PNG output."""
+"""``codefusion bench latency | parity | quality``: common flags, model loading, JSON / Markdown / PNG output."""
 from __future__ import annotations
 
 import argparse
@@ -77,7 +77,65 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="cpu")
         s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
         s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    q = sub.add_parser("quality", help="dev metrics vs steps × solvers, early exit, length buckets (paired)")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
+    g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    q.add_argument("--data", required=True, help="dev JSONL ({id, nl, code[, data, labels]})")
+    q.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
+    q.add_argument("--limit", type=int, default=200)
+    q.add_argument("--steps", default="1200,200,100,50,20,10,5")
+    q.add_argument("--solver", default="ddpm,ddim,dpmpp_2m")
+    q.add_argument("--no-early-exit", dest="early_exit", action="store_false")
+    q.add_argument("--no-length", dest="full_length", action="store_false",
+                   help="skip the row that runs every request at the longest length bucket")
+    q.add_argument("--num-samples", type=int, default=1)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--backend", default="torch")
+    q.add_argument("--dtype", default="bfloat16")
+    q.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--out", default="bench/results")
+    q.add_argument("--json", action="store_true")
     return p
+
+
+def _quality(args, model, tok) -> int:
+    from codefusion.api import CodeFusion
+    from codefusion.config import GenerationConfig
+    from codefusion.eval.evaluate import check_rows
+    from codefusion.train.data import read_jsonl
+    from codefusion.validate import check_config
+
+    from .quality import headline, plot_quality, quality
+
+    steps, solvers = _ints(args.steps), [s for s in args.solver.split(",") if s]
+    for solver in solvers:
+        for s in steps:
+            check_config(GenerationConfig(lang=args.lang, steps=s, solver=solver, num_samples=args.num_samples),
+                         model.cfg, args.backend)
+    if args.limit is not None and args.limit < 1:
+        raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
+    rows = read_jsonl(Path(args.data))[: args.limit or None]
+    check_rows(rows, args.lang)
+    cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
+    table = quality(cf, rows, args.lang, steps, solvers, args.seed, args.num_samples, args.batch, args.early_exit,
+                    args.full_length, progress=not args.json)
+    meta = {"suite": "quality", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
+            "lang": args.lang, "data": args.data, "rows": len(rows), "backend": args.backend, "dtype": args.dtype,
+            "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"}
+    columns = ["solver", "steps", "variant", "n", "ms_per_row"]
+    for name in headline(args.lang):
+        columns += [name, f"diff_{name}", f"diff_ci95_{name}"]
+    files = report.write(args.out, f"quality_{args.lang}", table, columns, meta)
+    png = plot_quality(table, args.lang, Path(args.out) / f"quality_{args.lang}.png")
+    files += [png] if png else []
+    if args.json:
+        print(json.dumps({"environment": report.environment(), **meta, "rows": table}))
+    else:
+        print(report.markdown(table, columns))
+        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
+    return 0
 
 
 def _check(args, model) -> None:
@@ -96,6 +154,8 @@ def _check(args, model) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     model, tok = load_model(args)
+    if args.suite == "quality":
+        return _quality(args, model, tok)
     _check(args, model)
     prompts = load_prompts(args)
     backends, dtypes = args.backend.split(","), args.dtype.split(",")

@@ -26,7 +26,12 @@ def environment() -> dict:
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, list):  # an interval
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return str(v)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -42,3 +42,42 @@ def test_bench_bad_flag_is_one_line(capsys):
     from codefusion.cli import main
     assert main(["bench", "latency", "--preset", "tiny", "--batch", "1,x"]) == 2
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_paired_difference_and_interval():
+    from codefusion.bench.quality import paired
+    base = [{"exact_match@1": v} for v in (1, 1, 0, 0, 1, None)]
+    other = [{"exact_match@1": v} for v in (1, 0, 0, 0, 1, 1)]
+    diff, (lo, hi) = paired(base, other, "exact_match@1")
+    assert diff == -0.2 and lo <= diff <= hi and lo >= -0.6 and hi == 0.0  # row 5 lacks a base value
+    same, interval = paired(base, base, "exact_match@1")
+    assert same == 0.0 and interval == [0.0, 0.0]
+    assert paired(base, other, "template_match@1") is None
+
+
+def test_bench_quality_paired_rows_and_plot(overfit_dir, data_dir, tmp_path, capsys):
+    import json
+
+    from codefusion.cli import main
+    assert main(["bench", "quality", "--model", str(overfit_dir), "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
+                 "--lang", "bash", "--steps", "40,4", "--solver", "ddpm,ddim", "--out", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["rows"]
+    labels = [(r["solver"], r["steps"], r["variant"]) for r in rows]
+    assert labels == [("ddpm", 40, "baseline"), ("ddpm", 4, ""), ("ddpm", 40, "early_exit"), ("ddim", 40, ""),
+                      ("ddim", 4, ""), ("ddim", 40, "early_exit"), ("ddpm", 40, "length=32")]
+    base = rows[0]
+    assert base["n"] == 8 and "diff_exact_match@1" not in base and out["baseline"] == "ddpm, 40 steps"
+    for r in rows[1:]:  # paired over the same 8 rows: the difference of means is the difference
+        assert abs(r["diff_exact_match@1"] - (r["exact_match@1"] - base["exact_match@1"])) < 1e-6
+        lo, hi = r["diff_ci95_syntax_valid@1"]
+        assert lo <= r["diff_syntax_valid@1"] <= hi
+    assert (tmp_path / "quality_bash.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| ddpm | 40 | baseline | 8 |" in (tmp_path / "quality_bash.md").read_text()
+
+
+def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
+    from codefusion.cli import main
+    assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
+                 "--solver", "euler"]) == 2
+    assert "unknown solver 'euler'" in capsys.readouterr().err

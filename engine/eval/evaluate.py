@@ -31,6 +31,7 @@ class EvalResult:
     not_computed: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)  # one per example: what --predictions writes
+    scored: list[dict] = field(default_factory=list, repr=False)  # per-row values incl. BLEU stats (paired tests)
 
     def to_json(self) -> dict:
         return {"n": self.n, "metrics": self.metrics, "ci95": self.ci95, "counts": self.counts, **self.config,
@@ -169,7 +170,7 @@ def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_si
     per_row = [{"id": r.get("id", str(i)), "nl": r["nl"], "reference": r["code"], "generations": t, "samples": smp,
                 "metrics": {k: v for k, v in s.items() if not k.startswith("_")}}
                for i, (r, t, smp, s) in enumerate(zip(rows, tops, samples, scored))]
-    return EvalResult(len(rows), metrics, ci, counts, config_json, not_computed, notes, per_row)
+    return EvalResult(len(rows), metrics, ci, counts, config_json, not_computed, notes, per_row, scored)
 
 
 def format_report(result: EvalResult, title: str) -> str:
