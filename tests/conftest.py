@@ -9,8 +9,12 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import torch  # noqa: E402  (importing torch does not import Triton; loading a model does, via torch._dynamo)
+
+if not torch.cuda.is_available():  # Triton kernels run under the interpreter on CPU: set before Triton loads
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from codefusion.config import get_preset  # noqa: E402
 from codefusion.model import CodeFusionModel  # noqa: E402

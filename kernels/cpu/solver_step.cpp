@@ -1,0 +1,99 @@
+// Fused denoising step on the CPU: counter-based noise (Philox4x32-10 + Box–Muller, engine/noise.py) and
+// the solver update (★) of engine/diffusion/solvers.py in one pass over the state, OpenMP over
+// (row, chunk), the integer and update loops vectorised by the compiler (AVX-512 where -march=native has it).
+//
+//   i = step[0], t = timesteps[i]
+//   z[e] = lane e%4 of BoxMuller(Philox(counter=(e/4, sample, t, 1), key=(seed lo, seed hi)))
+//   out = a[i]·x̂0 + b[i]·x_t (+ c[i]·x̂0_prev) + σ[i]·z                  all fp32
+//
+// Bytes per element: 12 read (16 with x̂0_prev) + 4 written, against ~40 torch ops over int64 (B, n·d/4)
+// temporaries. Pointers come in as integers from the checked Python wrapper (kernels/solver_step_cpu.py);
+// only pybind11 headers are used, so it builds in seconds.
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+constexpr uint32_t STREAM_STEP = 1;
+constexpr int64_t CHUNK = 256;  // Philox blocks per inner tile (1024 elements): fits L1 with its temporaries
+
+inline float uniform(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f); }
+
+// One tile of up to CHUNK Philox blocks of one row: words into w[4][CHUNK] (vectorisable, no branches).
+inline void philox_tile(int64_t g0, int64_t count, uint32_t sample, uint32_t t, uint32_t key0, uint32_t key1,
+                        uint32_t (*w)[CHUNK]) {
+#pragma omp simd
+  for (int64_t j = 0; j < count; ++j) {
+    uint32_t c0 = static_cast<uint32_t>(g0 + j), c1 = sample, c2 = t, c3 = STREAM_STEP, k0 = key0, k1 = key1;
+    for (int r = 0; r < 10; ++r) {
+      if (r) { k0 += W0; k1 += W1; }
+      const uint64_t p0 = static_cast<uint64_t>(c0) * M0, p1 = static_cast<uint64_t>(c2) * M1;
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0, n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+      c1 = static_cast<uint32_t>(p1);
+      c3 = static_cast<uint32_t>(p0);
+      c0 = n0;
+      c2 = n2;
+    }
+    w[0][j] = c0; w[1][j] = c1; w[2][j] = c2; w[3][j] = c3;
+  }
+}
+
+void solver_step(uintptr_t xt_p, uintptr_t x0_p, uintptr_t xp_p, uintptr_t out_p, uintptr_t a_p, uintptr_t b_p,
+                 uintptr_t c_p, uintptr_t sigma_p, uintptr_t t_p, uintptr_t step_p, uintptr_t seed_p,
+                 uintptr_t sample_p, int64_t rows, int64_t numel, bool has_prev) {
+  const float* xt = reinterpret_cast<const float*>(xt_p);
+  const float* x0 = reinterpret_cast<const float*>(x0_p);
+  const float* xp = reinterpret_cast<const float*>(xp_p);
+  float* out = reinterpret_cast<float*>(out_p);
+  const int64_t i = *reinterpret_cast<const int64_t*>(step_p);
+  const float a = reinterpret_cast<const float*>(a_p)[i], b = reinterpret_cast<const float*>(b_p)[i];
+  const float c = has_prev ? reinterpret_cast<const float*>(c_p)[i] : 0.0f;
+  const float sigma = reinterpret_cast<const float*>(sigma_p)[i];
+  const uint32_t t = static_cast<uint32_t>(reinterpret_cast<const int64_t*>(t_p)[i]);
+  const int64_t* seeds = reinterpret_cast<const int64_t*>(seed_p);
+  const int64_t* samples = reinterpret_cast<const int64_t*>(sample_p);
+  const int64_t groups = (numel + 3) / 4, tiles = (groups + CHUNK - 1) / CHUNK;
+  const float two_pi = static_cast<float>(2.0 * M_PI);  // fp32(2π), as torch rounds the Python scalar
+
+  pybind11::gil_scoped_release no_gil;
+#pragma omp parallel for collapse(2) schedule(static) if (rows * numel > 32768)
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      alignas(64) uint32_t w[4][CHUNK];
+      alignas(64) float z[4 * CHUNK];
+      const uint64_t seed = static_cast<uint64_t>(seeds[row]);
+      const int64_t g0 = tile * CHUNK, count = groups - g0 < CHUNK ? groups - g0 : CHUNK;
+      philox_tile(g0, count, static_cast<uint32_t>(samples[row]), t, static_cast<uint32_t>(seed),
+                  static_cast<uint32_t>(seed >> 32), w);
+      for (int64_t j = 0; j < count; ++j) {  // Box–Muller: glibc logf/sincosf, < 1 ulp each
+        const float r01 = std::sqrt(-2.0f * std::log(uniform(w[0][j])));
+        const float r23 = std::sqrt(-2.0f * std::log(uniform(w[2][j])));
+        const float th01 = two_pi * uniform(w[1][j]), th23 = two_pi * uniform(w[3][j]);
+        z[4 * j + 0] = r01 * std::cos(th01);
+        z[4 * j + 1] = r01 * std::sin(th01);
+        z[4 * j + 2] = r23 * std::cos(th23);
+        z[4 * j + 3] = r23 * std::sin(th23);
+      }
+      const int64_t e0 = 4 * g0, len = numel - e0 < 4 * CHUNK ? numel - e0 : 4 * CHUNK;
+      const int64_t base = row * numel + e0;
+      if (has_prev) {
+#pragma omp simd
+        for (int64_t e = 0; e < len; ++e)
+          out[base + e] = a * x0[base + e] + b * xt[base + e] + c * xp[base + e] + sigma * z[e];
+      } else {
+#pragma omp simd
+        for (int64_t e = 0; e < len; ++e) out[base + e] = a * x0[base + e] + b * xt[base + e] + sigma * z[e];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused counter-based noise + solver update (★) on the CPU";
+  m.def("solver_step", &solver_step, "x_prev = a·x̂0 + b·x_t (+ c·x̂0_prev) + σ·z, z drawn in place");
+}
