@@ -60,6 +60,13 @@ class CodeFusion:
     def from_pretrained(cls, path: str | Path | None = None, backend: str = "reference", device: str = "cpu",
                         dtype: str = "float32") -> "CodeFusion":
         """Load a checkpoint directory; ``None`` loads the embedded default model."""
+        if path is not None and (Path(path) / "manifest.json").is_file():  # `codefusion export` output: no torch weights
+            backend_cls = backends.get_backend(backend)
+            if not hasattr(backend_cls, "load_export"):
+                raise CheckpointError(f"{path} is an export directory (graphs, no torch weights): run it with "
+                                      "backend='onnxruntime' or 'tensorrt', or pass the checkpoint it came from")
+            model, tokenizer, config = backend_cls.load_export(Path(path))
+            return cls(model, tokenizer, backend, device, dtype, config)
         if path is None:
             path = default_model_dir()
             if not (path / "model.safetensors").is_file():

@@ -1,0 +1,140 @@
+"""``codefusion export onnx``: the torch backend's fp32 model → three ONNX graphs + manifest.
+
+    export_dir/  encoder.onnx  denoiser.onnx  decoder.onnx      one per spec (specs.py)
+                 embedding.safetensors                          L (V, d_embed) fp32, for --clamp
+                 tokenizer.json  config.json                    copied from the checkpoint
+                 manifest.json                                  opset, exporter, versions, hashes, model config
+
+Exporter: ``torch.export.export`` with the spec's dynamic dims → ``run_decompositions()`` → ONNX via the
+dynamo exporter (``torch.onnx.export(program, dynamo=True, opset_version=N)``, onnxscript behind it).
+Decomposing first is not optional: handing the module straight to the ONNX exporter fails on T5's
+attention output reshape under a symbolic batch (torch 2.13: "Cannot view a tensor … as a tensor with
+shape (s24, 32, 64)"); the default decomposition table keeps the copy that reshape needs.
+Graphs are written without external data (the ``paper`` encoder is 141 MB, far below protobuf's 2 GB).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .graphs import build_graphs
+from .manifest import EMBEDDING, MANIFEST, ExportError, file_sha256, weights_sha256, write_manifest
+from .specs import DTYPES, GraphSpec, graph_specs
+
+DEFAULT_OPSET = 20  # LayerNormalization (17), GELU (20); 23 maps SDPA to the Attention op
+MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's range (onnxscript 0.7, onnx 1.23)
+EXPORT_DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16"}
+
+
+def parse_export_dtype(dtype: str) -> str:
+    if dtype not in EXPORT_DTYPES:
+        raise ExportError(f"--dtype {dtype!r} cannot be exported: choose fp32 or fp16")
+    return EXPORT_DTYPES[dtype]
+
+
+def check_out_dir(out: str | Path, force: bool) -> Path:
+    """Refuse an existing directory unless --force (then only the files of an export are overwritten)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists: choose another --out or pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a directory: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _dynamic_shapes(module: torch.nn.Module, spec: GraphSpec) -> tuple:
+    """torch.export dynamic_shapes in the structure of ``forward``'s arguments (the K/V are ``*kv``)."""
+    dims = {d: torch.export.Dim(d, min=lo, max=hi) for d, (lo, _, hi) in spec.dims.items()}
+    per_input = [{i: dims[d] for i, d in enumerate(t.shape) if isinstance(d, str)} or None for t in spec.inputs]
+    params = inspect.signature(module.forward).parameters.values()
+    named = sum(p.kind == p.POSITIONAL_OR_KEYWORD for p in params)
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return (*per_input[:named], tuple(per_input[named:]))
+    return tuple(per_input)
+
+
+def export_graph(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: int) -> None:
+    """One module → one checked ONNX file. Sample batch 2 and n = 16 (not 0/1: torch.export specialises those)."""
+    import onnx
+
+    args = tuple(spec.sample_inputs(batch=2, n=min(16, spec.dims["n"][2])).values())
+    with warnings.catch_warnings(), torch.no_grad():
+        # the exporter's constant folder evaluates T5's log(relative position) at 0: harmless warnings
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(module, spec)).run_decompositions()
+        torch.onnx.export(program, args, str(path), dynamo=True, opset_version=opset, external_data=False,
+                          input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+                          verbose=False)
+    onnx.checker.check_model(str(path))
+
+
+def export_graphs(model, out: Path, dtype: str = "float32", opset: int = DEFAULT_OPSET,
+                  extra_files: dict[str, str] | None = None) -> Path:
+    """Graphs + embedding + manifest of ``model`` (a CodeFusionModel) into ``out`` (an existing directory)."""
+    from safetensors.torch import save_file
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset {opset} is not supported: the dynamo exporter writes {MIN_OPSET}..{MAX_OPSET}")
+    t0 = time.perf_counter()
+    specs = graph_specs(model.cfg, dtype)
+    graphs = build_graphs(model, DTYPES[dtype])
+    timings = {}
+    for name, module in graphs.items():
+        t = time.perf_counter()
+        export_graph(module, specs[name], out / specs[name].file, opset)
+        timings[name] = round(time.perf_counter() - t, 2)
+    save_file({"embed": model.embed.weight.detach().float().contiguous()}, str(out / EMBEDDING))
+    files = [specs[n].file for n in graphs] + [EMBEDDING] + sorted(extra_files or {})
+    write_manifest(out, {
+        "opset": opset, "dtype": dtype, "encoder_dtype": "float32",
+        "exporter": "torch.export.export → run_decompositions → torch.onnx.export(dynamo=True)",
+        "versions": _versions(), "model": model.cfg.to_dict(), "weights_sha256": weights_sha256(model),
+        "graphs": {n: _spec_json(s) for n, s in specs.items()},
+        "files": {f: file_sha256(out / f) for f in files},
+        "export_s": {**timings, "total": round(time.perf_counter() - t0, 2)}})
+    return out
+
+
+def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
+                force: bool = False) -> Path:
+    """A checkpoint directory (None: the embedded model) → a self-contained export directory."""
+    import shutil
+
+    from codefusion.api import default_model_dir
+    from codefusion.checkpoint import CONFIG, TOKENIZER, load_checkpoint
+
+    dtype = parse_export_dtype(dtype)
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if (model_dir / MANIFEST).is_file():
+        raise ExportError(f"{model_dir} is already an export directory: pass the checkpoint it came from")
+    model, _, _ = load_checkpoint(model_dir)  # CheckpointError (one line) for anything but a checkpoint
+    out = check_out_dir(out, force)
+    for name in (CONFIG, TOKENIZER):
+        shutil.copyfile(model_dir / name, out / name)
+    return export_graphs(model, out, dtype, opset, {CONFIG: "", TOKENIZER: ""})
+
+
+def _spec_json(spec: GraphSpec) -> dict:
+    io = lambda ts: [[t.name, t.resolved(spec.dtype), list(t.shape)] for t in ts]  # noqa: E731
+    return {"file": spec.file, "inputs": io(spec.inputs), "outputs": io(spec.outputs),
+            "dims": {k: list(v) for k, v in spec.dims.items()}}
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxscript
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def export_summary(out: Path) -> str:
+    m = json.loads((out / MANIFEST).read_text())
+    size = sum((out / f).stat().st_size for f in m["files"]) / 2**20
+    return (f"wrote {out}: {', '.join(g['file'] for g in m['graphs'].values())} (opset {m['opset']}, {m['dtype']}, "
+            f"{size:.1f} MiB) in {m['export_s']['total']:.1f} s; onnx.checker passed")
+
