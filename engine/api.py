@@ -19,7 +19,7 @@ from .config import GenerationConfig
 from .diffusion.loop import initial_state, run
 from .diffusion.schedule import NoiseSchedule
 from .diffusion.solvers import step_table
-from .errors import CheckpointError
+from .errors import CheckpointError, CodeFusionError
 from .validate import check_config, check_prompts, parse_device, parse_dtype
 
 
@@ -41,6 +41,22 @@ class GenerationOutput:
 LENGTH_QUANTILE = 0.9  # run at the bucket holding 90% of the predicted length distribution
 EARLY_EXIT_CHECKS = 20  # early exit: decode x̂0 this many times over a run …
 EARLY_EXIT_PATIENCE = 3  # … and freeze a sample whose tokens held for this many checks
+
+
+def batch_key(config: GenerationConfig) -> GenerationConfig:
+    """What requests must share to run in one denoising batch: everything but seed and num_samples."""
+    return replace(config, seed=0, num_samples=1)
+
+
+def select_rows(memory, rows: torch.Tensor):
+    """The memory (any backend's: E_s, masks, cached K/V) gathered at ``rows`` of its batch dimension."""
+    def pick(x):
+        if isinstance(x, torch.Tensor):
+            return x.index_select(0, rows)
+        if isinstance(x, tuple):
+            return tuple(pick(o) for o in x)
+        return x
+    return replace(memory, **{f: pick(getattr(memory, f)) for f in memory.__dataclass_fields__})
 
 
 def default_model_dir() -> Path:
@@ -76,45 +92,91 @@ class CodeFusion:
         return cls(model, tokenizer, backend, device, dtype, config)
 
     def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None) -> GenerationOutput:
+        return self.generate_many([(prompts, config or GenerationConfig())])[0]
+
+    def generate_many(self, requests: list[tuple[list[str] | str, GenerationConfig]]) -> list[GenerationOutput]:
+        """Several requests in as few denoising batches as possible (the server's dynamic batching).
+
+        They must agree on every GenerationConfig field but ``seed`` and ``num_samples`` (``batch_key``).
+        Every row keeps its own (seed, sample) noise key and requests run at their own length bucket
+        (one batch per bucket), so each output equals ``generate`` of that request alone."""
         t_start = time.perf_counter()
         # 1. validate
-        config = config or GenerationConfig()
-        prompts = check_prompts(prompts)
-        check_config(config, self.cfg, self.backend.name)
-        k, warnings = config.num_samples, []
-        # 2. tokenize
+        if not requests:
+            raise CodeFusionError("generate_many needs at least one (prompts, config) request")
+        reqs = [(check_prompts(p), c) for p, c in requests]
+        for _, c in reqs:
+            check_config(c, self.cfg, self.backend.name)
+            if batch_key(c) != batch_key(reqs[0][1]):
+                raise CodeFusionError("requests batched together must share every GenerationConfig field but "
+                                      "seed and num_samples: split them by batch_key(config)")
+        config = reqs[0][1]
+        # 2. tokenize every prompt of every request
+        prompts = [p for ps, _ in reqs for p in ps]
         source = self.tokenizer.encode_source(prompts, [config.lang] * len(prompts), self.cfg.max_source_len)
-        warnings += [f"prompt {j} truncated to {self.cfg.max_source_len} tokens"
-                     for j, cut in enumerate(source.truncated) if cut]
-        # 3. encode (once per prompt), choose the target length, then one row per (prompt, sample)
+        first = [sum(len(ps) for ps, _ in reqs[:r]) for r in range(len(reqs))]  # request r's first prompt
+        warnings = [[f"prompt {j} truncated to {self.cfg.max_source_len} tokens"
+                     for j in range(len(ps)) if source.truncated[first[r] + j]] for r, (ps, _) in enumerate(reqs)]
+        # 3. encode once; each request's target length (its own prompts only)
         memory = self.backend.encode(source)
-        n_max = self.target_length(memory, config)
-        n = self.cfg.bucket_for(n_max)
-        memory = memory.repeat_interleave(k)
+        lengths = None if config.max_length is not None else self.backend.lengths(memory, LENGTH_QUANTILE)
+        groups: dict[int, list[int]] = {}
+        for r, (ps, _) in enumerate(reqs):
+            n_max = config.max_length or (self.cfg.max_target_len if lengths is None else
+                                          self.cfg.bucket_for(int(lengths[first[r]:first[r] + len(ps)].max())))
+            groups.setdefault(n_max, []).append(r)
         self.backend.synchronize()
         t_encoded = time.perf_counter()
+        outputs: list[GenerationOutput | None] = [None] * len(reqs)
+        for n_max, members in groups.items():  # 4–6 per length bucket
+            for r, out in zip(members, self._generate_group(reqs, members, first, memory, n_max)):
+                out.warnings = warnings[r]
+                outputs[r] = out
+        total = round((time.perf_counter() - t_start) * 1e3, 3)
+        for out in outputs:
+            out.timings = {"encode_ms": round((t_encoded - t_start) * 1e3, 3), **out.timings, "total_ms": total}
+        return outputs
+
+    def _generate_group(self, reqs, members: list[int], first: list[int], memory, n_max: int):
+        """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows
+        (request, prompt, sample), request-major, so each request's rows are contiguous."""
+        t0 = time.perf_counter()
+        config, device = reqs[members[0]][1], self.backend.device
+        n = self.cfg.bucket_for(n_max)
+        prompt_of, seeds, samples, spans = [], [], [], []
+        for r in members:
+            ps, c = reqs[r]
+            spans.append((len(prompt_of), len(ps), c.num_samples))
+            for j in range(len(ps)):
+                prompt_of += [first[r] + j] * c.num_samples
+                seeds += [c.seed] * c.num_samples
+                samples += range(c.num_samples)
         # 4. sample
-        device = self.backend.device
+        rows_memory = select_rows(memory, torch.tensor(prompt_of, device=device))
         table = step_table(NoiseSchedule.sqrt(self.cfg.diffusion_steps, device).respace(config.steps), config.solver,
                            config.eta, config.clamp)
-        rows = len(prompts) * k
-        seeds = torch.full((rows,), config.seed, dtype=torch.int64, device=device)
-        samples = torch.arange(k, dtype=torch.int64, device=device).repeat(len(prompts))
-        state = initial_state(self.backend, memory, table, seeds, samples, n)
-        state, trace, steps_run = self._sample(state, config, len(prompts), n_max)
+        seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
+        samples = torch.tensor(samples, dtype=torch.int64, device=device)
+        state = initial_state(self.backend, rows_memory, table, seeds, samples, n)
+        state, trace, steps_run = self._sample(state, config, n_max)
         self.backend.synchronize()
         t_sampled = time.perf_counter()
         # 5. decode
-        ids, logp = self.backend.decode(state.x_t, memory)
+        ids, logp = self.backend.decode(state.x_t, rows_memory)
         ids, logp = ids[:, :n_max].cpu(), logp[:, :n_max].cpu()
         t_decoded = time.perf_counter()
-        # 6. detokenize and rank
-        texts, scores, sample_texts = self._rank(ids, logp, len(prompts), k)
+        # 6. detokenize and rank, per request
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
-        timings = {"encode_ms": ms(t_start, t_encoded), "sample_ms": ms(t_encoded, t_sampled),
-                   "decode_ms": ms(t_sampled, t_decoded), "total_ms": ms(t_start, time.perf_counter()),
-                   "steps": steps_run, "length": n}
-        return GenerationOutput(texts, scores, config.seed, timings, warnings, trace, sample_texts)
+        outs = []
+        for r, (a, n_prompts, k) in zip(members, spans):
+            texts, scores, sample_texts = self._rank(ids[a:a + n_prompts * k], logp[a:a + n_prompts * k], n_prompts, k)
+            req_trace = None if trace is None else [
+                {"step": e["step"], "timestep": e["timestep"],
+                 "texts": [e["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]} for e in trace]
+            timings = {"sample_ms": ms(t0, t_sampled), "decode_ms": ms(t_sampled, t_decoded), "steps": steps_run,
+                       "length": n, "batch_rows": len(prompt_of)}
+            outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts))
+        return outs
 
     def length_buckets(self, prompts: list[str], lang: str) -> list[int]:
         """The bucket each prompt would run at alone (with no max_length): lets a caller batch like with like."""
@@ -124,17 +186,9 @@ class CodeFusion:
             return [self.cfg.max_target_len] * len(prompts)
         return [self.cfg.bucket_for(int(n)) for n in lengths]
 
-    def target_length(self, memory, config: GenerationConfig) -> int:
-        """The user's max_length (output cut there); else the bucket of the length head's LENGTH_QUANTILE
-        over the batch (the whole bucket kept: a prediction is not a limit); else the model's maximum."""
-        if config.max_length is not None:
-            return config.max_length
-        lengths = self.backend.lengths(memory, LENGTH_QUANTILE)
-        return self.cfg.max_target_len if lengths is None else self.cfg.bucket_for(int(lengths.max()))
-
-    def _sample(self, state, config: GenerationConfig, n_prompts: int, n_max: int):
+    def _sample(self, state, config: GenerationConfig, n_max: int):
         """Run the loop → (state, trace, steps run). With ``trace_steps``, stop after each requested step
-        count and decode x̂0; with ``early_exit``, stop once every sample's tokens have settled."""
+        count and decode x̂0 (one text per row); with ``early_exit``, stop once every row has settled."""
         if config.early_exit:
             state, steps_run = self._sample_early_exit(state)
             return state, None, steps_run
@@ -145,10 +199,8 @@ class CodeFusion:
             state = run(self.backend, state, done, stop)
             done = stop
             ids, _ = self.backend.decode(state.x0_hat, state.memory)
-            flat = [self.tokenizer.decode(row) for row in ids[:, :n_max].cpu().tolist()]
-            k = config.num_samples
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
-                          "texts": [flat[p * k:(p + 1) * k] for p in range(n_prompts)]})
+                          "rows": [self.tokenizer.decode(row) for row in ids[:, :n_max].cpu().tolist()]})
         return run(self.backend, state, done), trace, len(state.table)
 
     def _sample_early_exit(self, state):

@@ -117,7 +117,7 @@ def test_backend_registry_is_lazy_and_checked():
 def test_cli_generate_json(ckpt, capsys):
     assert main(["generate", "list files", "--model", str(ckpt), "--steps", "4", "--num-samples", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["timings"]) == {"encode_ms", "sample_ms", "decode_ms", "total_ms", "steps", "length"}
+    assert set(out["timings"]) == {"encode_ms", "sample_ms", "decode_ms", "total_ms", "steps", "length", "batch_rows"}
     assert out["seed"] == 0 and len(out["texts"]) == 1 and out["timings"]["steps"] == 4
 
 
@@ -146,3 +146,32 @@ def test_python_dash_m(ckpt):
                         "--steps", "2", "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["timings"]["steps"] == 2
+
+
+def test_generate_many_equals_each_request_alone(ckpt):
+    """The server's batching: rows keep their (seed, sample) noise, so a batch answers like singles."""
+    cf = CodeFusion.from_pretrained(ckpt, backend="torch")
+    requests = [(["list files", "count lines in a.txt"], GenerationConfig(steps=6, seed=3, num_samples=2)),
+                (["show disk usage"], GenerationConfig(steps=6, seed=11)),
+                (["list files"], GenerationConfig(steps=6, seed=3, num_samples=3))]
+    batched = cf.generate_many(requests)
+    for (prompts, config), got in zip(requests, batched):
+        alone = cf.generate(prompts, config)
+        assert got.texts == alone.texts and got.samples == alone.samples and got.seed == config.seed
+        for a, b in zip(got.scores, alone.scores):
+            assert a == pytest.approx(b, abs=1e-5)
+        assert got.timings["batch_rows"] == 4 + 1 + 3 and alone.timings["batch_rows"] == len(prompts) * config.num_samples
+    assert batched[2].samples[0][:2] == batched[0].samples[0]  # same prompt, seed, sample index → same code
+
+
+def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
+    cf = CodeFusion.from_pretrained(ckpt, backend="torch")
+    a, b = (["list files"], GenerationConfig(steps=4, trace_steps=(2,))), \
+        (["pwd", "df"], GenerationConfig(steps=4, trace_steps=(2,), seed=5, num_samples=2))
+    out_a, out_b = cf.generate_many([a, b])
+    assert len(out_a.trace[0]["texts"]) == 1 and [len(t) for t in out_b.trace[0]["texts"]] == [2, 2]
+    assert out_b.trace == cf.generate(*b).trace
+    with pytest.raises(CodeFusionError, match="must share every GenerationConfig field but seed and num_samples"):
+        cf.generate_many([a, (["pwd"], GenerationConfig(steps=5))])
+    with pytest.raises(CodeFusionError, match="at least one"):
+        cf.generate_many([])
