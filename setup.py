@@ -22,7 +22,9 @@ setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
     # The embedded default checkpoint travels with the package, so a non-editable install has it too.
-    package_data={"codefusion.models": ["*.json", "*.safetensors", "*.md", "*.png"]},
+    # kernels/cpu/*.cpp: the C++ CPU solver step, compiled at first use (kernels/solver_step_cpu.py says why).
+    package_data={"codefusion.models": ["*.json", "*.safetensors", "*.md", "*.png"],
+                  "codefusion.kernels": ["cpu/*.cpp"]},
     include_package_data=True,
     # torch is a range, never a pin: the README installs the CPU wheel first (torch==2.13.0), and a
     # range it satisfies makes pip keep it instead of pulling a multi-GB CUDA build.

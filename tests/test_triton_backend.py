@@ -1,0 +1,119 @@
+"""The `triton` backend (kernels interpreted on CPU) against `reference` on the same weights and seeds: a
+trained fixture's tokens over a respaced schedule, x̂0 step by step, bf16 closeness, graph safety (meta
+tensors), the models left untouched, and `codefusion bench parity --backend triton`."""
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("no GPU and TRITON_INTERPRET is not 1 (conftest sets it before Triton loads)", allow_module_level=True)
+
+from codefusion.backends import get_backend  # noqa: E402
+from codefusion.backends.fast import FastStack  # noqa: E402
+from codefusion.backends.fused import FusedStack, fuse  # noqa: E402
+from codefusion.checkpoint import load_checkpoint  # noqa: E402
+from codefusion.diffusion.loop import initial_state  # noqa: E402
+from codefusion.diffusion.schedule import NoiseSchedule  # noqa: E402
+from codefusion.diffusion.solvers import step_table  # noqa: E402
+from codefusion.model import CodeFusionModel  # noqa: E402
+
+CPU = torch.device("cpu")
+MARGIN_EPS = 1e-3  # positions whose reference top-2 logit margin is below this may flip on fp32 rounding alone
+
+
+def _lockstep(ref, other, src, table, n, seeds, samples):
+    """Both backends from the same x_T; → (worst max|Δx̂0| / max(1, |x̂0|), final ref state, final other state)."""
+    a = initial_state(ref, ref.encode(src), table, seeds, samples, n)
+    b = initial_state(other, other.encode(src), table, seeds, samples, n)
+    worst = 0.0
+    for i in range(len(table)):
+        a, b = ref.step(a, i), other.step(b, i)
+        worst = max(worst, float((a.x0_hat - b.x0_hat).abs().max()) / max(1.0, float(a.x0_hat.abs().max())))
+    return worst, a, b
+
+
+@pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp_2m"])
+def test_trained_fixture_tokens_match_reference_fp32(overfit_dir, solver):
+    """100% token agreement over a 6-step respaced schedule, except where the reference's own top-2 logit
+    margin is below MARGIN_EPS (none is expected on a model that knows its programs)."""
+    from conftest import PAIRS
+    model, tok, _ = load_checkpoint(overfit_dir)
+    ref, fused = get_backend("reference")(model, CPU, torch.float32), get_backend("triton")(model, CPU, torch.float32)
+    prompts = [nl for nl, _ in PAIRS["nl2bash"][:4]]
+    src = tok.encode_source(prompts, ["bash"] * len(prompts), model.cfg.max_source_len)
+    seeds, samples = torch.full((4,), 7), torch.zeros(4, dtype=torch.int64)
+    worst, a, b = _lockstep(ref, fused, src, step_table(NoiseSchedule.sqrt().respace(6), solver), 16, seeds, samples)
+    assert worst <= 1e-5, f"max |Δx̂0| / max(1, |x̂0|) = {worst:.3g}"
+    with torch.inference_mode():
+        logits = model.logits(model.decode(a.x_t, a.memory.states, a.memory.mask))
+    top2 = logits.topk(2, dim=-1).values
+    decided = (top2[..., 0] - top2[..., 1]) >= MARGIN_EPS
+    ids_a, ids_b = ref.decode(a.x_t, a.memory)[0], fused.decode(b.x_t, b.memory)[0]
+    assert decided.float().mean() > 0.95, "the fixture should be confident almost everywhere"
+    assert torch.equal(ids_a[decided], ids_b[decided]), f"{int((ids_a != ids_b)[decided].sum())} tokens differ"
+
+
+@pytest.mark.parametrize("self_condition,prediction,solver", [(True, "eps", "dpmpp_2m"), (False, "x0", "ddpm")])
+def test_x0_matches_reference_every_step(tiny_model, tokenizer, self_condition, prediction, solver):
+    torch.manual_seed(1)
+    model = CodeFusionModel(dataclasses.replace(tiny_model.cfg, self_condition=self_condition,
+                                                prediction=prediction)).eval()
+    ref, fused = get_backend("reference")(model, CPU, torch.float32), get_backend("triton")(model, CPU, torch.float32)
+    src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 16)
+    table = step_table(NoiseSchedule.sqrt().respace(5), solver)
+    worst, a, b = _lockstep(ref, fused, src, table, 13, torch.tensor([3, 3]), torch.tensor([0, 1]))
+    assert worst <= 1e-5, f"max |Δx̂0| / max(1, |x̂0|) = {worst:.3g}"
+    final = float((a.x_t - b.x_t).abs().max()) / max(1.0, float(a.x_t.abs().max()))
+    assert final <= 1e-5, f"final max |Δx| / max(1, |x|) = {final:.3g}"
+
+
+def test_bf16_stays_close_to_the_fp32_reference(tiny_model, tokenizer):
+    from codefusion.bench.parity import parity
+    (row,) = parity(tiny_model, tokenizer, ["list all files", "find txt files"], "bash", ["triton"], ["bfloat16"],
+                    steps=5, n=16, progress=False)
+    assert row["max_abs_err"] < 0.1 and row["token_agreement"] >= 0.9, row
+
+
+def test_fuse_shares_weights_and_leaves_the_models_untouched(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    torch_backend = get_backend("torch")(tiny_model, CPU, torch.float32)
+    fused = get_backend("triton")(tiny_model, CPU, torch.float32)
+    assert isinstance(torch_backend.denoiser, FastStack) and isinstance(fused.denoiser, FusedStack)
+    after = tiny_model.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(before[k], after[k]) for k in before)
+    twin = fuse(torch_backend.denoiser)
+    assert twin.fast is torch_backend.denoiser
+    assert twin.blocks[0].fast.qkv.weight is torch_backend.denoiser.blocks[0].qkv.weight
+
+
+def test_loop_runs_on_meta_tensors(tiny_model):
+    """No host sync in the fused loop: the ops' fake impls serve meta tensors, where a sync raises."""
+    from codefusion.backends.fast import FastMemory
+    from codefusion.diffusion.loop import run
+    meta = torch.device("meta")
+    with meta:
+        model = CodeFusionModel(tiny_model.cfg)
+    fused = get_backend("triton")(model, meta, torch.float32)
+    cfg, B, S = model.cfg, 3, 9
+    kv = tuple((torch.empty(B, cfg.n_heads, S, cfg.d_model // cfg.n_heads, device=meta),) * 2
+               for _ in range(cfg.denoiser_layers + cfg.decoder_layers))
+    mask = torch.ones(B, S, dtype=torch.bool, device=meta)
+    memory = FastMemory(torch.empty(B, S, cfg.enc_d_model, device=meta), mask, kv, mask[:, None, None, :])
+    for solver in ("ddpm", "dpmpp_2m"):
+        table = step_table(NoiseSchedule.sqrt(1200, meta).respace(4), solver)
+        seeds = torch.zeros(B, dtype=torch.int64, device=meta)
+        state = run(fused, initial_state(fused, memory, table, seeds, seeds.clone(), 16))
+        assert state.x_t.device == meta and state.x_t.shape == (B, 16, cfg.d_embed)
+
+
+def test_bench_parity_cli(tmp_path, capsys):
+    """`codefusion bench parity --backend triton --preset tiny --device cpu --json` (fewer steps and prompts)."""
+    from codefusion.bench.cli import main
+    assert main(["parity", "--backend", "triton", "--preset", "tiny", "--device", "cpu", "--json", "--dtype",
+                 "float32", "--steps", "3", "--max-length", "8", "--out", str(tmp_path)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["backend"] == "triton" and row["max_abs_err"] < 1e-4 and row["token_agreement"] == 1.0, row
