@@ -1,4 +1,4 @@
-"""Command line: ``codefusion generate | eval | bench | pack | tokenizer | train`` (DESIGN §5).
+"""Command line: ``codefusion generate | eval | bench | export | pack | tokenizer | train`` (DESIGN §5).
 
 Errors a user can fix print ``error: <one line>`` on stderr and exit with status 2; ``--json``
 output is one JSON object on stdout.
@@ -110,10 +110,24 @@ def _train(args) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    try:
+        from codefusion.export.cli import main as export_main
+        return export_main(argv)
+    except CodeFusionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # onnx, onnxruntime or onnxscript missing
+        print(f"error: codefusion export needs the package {e.name!r}: pip install onnx onnxscript onnxruntime",
+              file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="codefusion", description="CodeFusion: diffusion models for code generation")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", help="benchmarks: codefusion bench latency|parity --help")
+    sub.add_parser("export", help="ONNX / TensorRT export: codefusion export onnx|tensorrt|verify --help")
 
     g = sub.add_parser("generate", help="generate code from a natural-language request")
     g.add_argument("text")
@@ -215,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         except CodeFusionError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if argv[:1] == ["export"]:  # codefusion.export.cli parses its own flags too
+        return _export(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -38,14 +38,19 @@ def parse_export_dtype(dtype: str) -> str:
 
 
 def check_out_dir(out: str | Path, force: bool) -> Path:
-    """Refuse an existing directory unless --force (then only the files of an export are overwritten)."""
+    """Refuse an existing directory unless --force (then the export's files in it are overwritten)."""
     out = Path(out)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file, not a directory: choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def check_opset(opset: int) -> int:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset {opset} is not supported: the dynamo exporter writes {MIN_OPSET}..{MAX_OPSET}")
+    return opset
 
 
 def _dynamic_shapes(module: torch.nn.Module, spec: GraphSpec) -> tuple:
@@ -79,8 +84,7 @@ def export_graphs(model, out: Path, dtype: str = "float32", opset: int = DEFAULT
     """Graphs + embedding + manifest of ``model`` (a CodeFusionModel) into ``out`` (an existing directory)."""
     from safetensors.torch import save_file
 
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ExportError(f"--opset {opset} is not supported: the dynamo exporter writes {MIN_OPSET}..{MAX_OPSET}")
+    check_opset(opset)
     t0 = time.perf_counter()
     specs = graph_specs(model.cfg, dtype)
     graphs = build_graphs(model, DTYPES[dtype])
@@ -109,12 +113,12 @@ def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp3
     from codefusion.api import default_model_dir
     from codefusion.checkpoint import CONFIG, TOKENIZER, load_checkpoint
 
-    dtype = parse_export_dtype(dtype)
+    dtype, opset, out = parse_export_dtype(dtype), check_opset(opset), check_out_dir(out, force)
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     if (model_dir / MANIFEST).is_file():
         raise ExportError(f"{model_dir} is already an export directory: pass the checkpoint it came from")
     model, _, _ = load_checkpoint(model_dir)  # CheckpointError (one line) for anything but a checkpoint
-    out = check_out_dir(out, force)
+    out.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG, TOKENIZER):
         shutil.copyfile(model_dir / name, out / name)
     return export_graphs(model, out, dtype, opset, {CONFIG: "", TOKENIZER: ""})

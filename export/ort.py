@@ -83,7 +83,9 @@ class Graph:
             binding.bind_input(name, t.device.type, t.device.index or 0, NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
         for name, t in outputs.items():
             binding.bind_output(name, t.device.type, t.device.index or 0, NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
-        self.session.run_with_iobinding(binding)
+        if self.device.type == "cuda":  # ORT runs on its own CUDA stream: torch's writes must have landed
+            torch.cuda.current_stream(self.device).synchronize()
+        self.session.run_with_iobinding(binding)  # returns once the outputs are written
 
 
 def load_export(path: Path, check_files: bool = True):
@@ -111,11 +113,12 @@ class OrtBackend(Backend):
             raise ExportError(f"this export runs in {export_dtype}; pass --dtype float32 (the default) or export "
                               f"again with --dtype {'fp16' if dtype == torch.float16 else 'fp32'}")
         super().__init__(model, device, getattr(torch, export_dtype))
-        providers = choose_providers(device)
         self.specs = graph_specs(model.cfg, export_dtype)
-        self.graphs = {n: Graph(model.graph_file(n), s, providers, device) for n, s in self.specs.items()}
-        self.providers = self.graphs["denoiser"].session.get_providers()
+        self.graphs = {n: self._graph(n, s) for n, s in self.specs.items()}
         self._slots: list[dict[str, torch.Tensor]] = []
+
+    def _graph(self, name: str, spec: GraphSpec) -> Graph:
+        return Graph(self.model.graph_file(name), spec, choose_providers(self.device), self.device)
 
     @staticmethod
     def load_export(path: Path):
