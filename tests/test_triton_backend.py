@@ -1,6 +1,7 @@
 """The `triton` backend (kernels interpreted on CPU) against `reference` on the same weights and seeds: a
 trained fixture's tokens over a respaced schedule, x̂0 step by step, bf16 closeness, graph safety (meta
 tensors), the models left untouched, and `codefusion bench parity --backend triton`."""
+import copy
 import dataclasses
 import json
 import os
@@ -22,17 +23,21 @@ from codefusion.diffusion.solvers import step_table  # noqa: E402
 from codefusion.model import CodeFusionModel  # noqa: E402
 
 CPU = torch.device("cpu")
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # kernels compiled on a GPU, else interpreted
 MARGIN_EPS = 1e-3  # positions whose reference top-2 logit margin is below this may flip on fp32 rounding alone
 
 
-def _lockstep(ref, other, src, table, n, seeds, samples):
-    """Both backends from the same x_T; → (worst max|Δx̂0| / max(1, |x̂0|), final ref state, final other state)."""
+def _lockstep(ref, other, src, steps, solver, n, seeds, samples):
+    """Reference (CPU) and ``other`` (on DEV) from the same x_T; → (worst max|Δx̂0| / max(1, |x̂0|), final
+    reference state, final other state)."""
+    table = step_table(NoiseSchedule.sqrt().respace(steps), solver)
     a = initial_state(ref, ref.encode(src), table, seeds, samples, n)
-    b = initial_state(other, other.encode(src), table, seeds, samples, n)
+    b = initial_state(other, other.encode(src), step_table(NoiseSchedule.sqrt(1200, DEV).respace(steps), solver),
+                      seeds.to(DEV), samples.to(DEV), n)
     worst = 0.0
     for i in range(len(table)):
         a, b = ref.step(a, i), other.step(b, i)
-        worst = max(worst, float((a.x0_hat - b.x0_hat).abs().max()) / max(1.0, float(a.x0_hat.abs().max())))
+        worst = max(worst, float((a.x0_hat - b.x0_hat.cpu()).abs().max()) / max(1.0, float(a.x0_hat.abs().max())))
     return worst, a, b
 
 
@@ -42,17 +47,18 @@ def test_trained_fixture_tokens_match_reference_fp32(overfit_dir, solver):
     margin is below MARGIN_EPS (none is expected on a model that knows its programs)."""
     from conftest import PAIRS
     model, tok, _ = load_checkpoint(overfit_dir)
-    ref, fused = get_backend("reference")(model, CPU, torch.float32), get_backend("triton")(model, CPU, torch.float32)
+    ref = get_backend("reference")(model, CPU, torch.float32)
+    fused = get_backend("triton")(copy.deepcopy(model), DEV, torch.float32)
     prompts = [nl for nl, _ in PAIRS["nl2bash"][:4]]
     src = tok.encode_source(prompts, ["bash"] * len(prompts), model.cfg.max_source_len)
     seeds, samples = torch.full((4,), 7), torch.zeros(4, dtype=torch.int64)
-    worst, a, b = _lockstep(ref, fused, src, step_table(NoiseSchedule.sqrt().respace(6), solver), 16, seeds, samples)
+    worst, a, b = _lockstep(ref, fused, src, 6, solver, 16, seeds, samples)
     assert worst <= 1e-5, f"max |Δx̂0| / max(1, |x̂0|) = {worst:.3g}"
     with torch.inference_mode():
         logits = model.logits(model.decode(a.x_t, a.memory.states, a.memory.mask))
     top2 = logits.topk(2, dim=-1).values
     decided = (top2[..., 0] - top2[..., 1]) >= MARGIN_EPS
-    ids_a, ids_b = ref.decode(a.x_t, a.memory)[0], fused.decode(b.x_t, b.memory)[0]
+    ids_a, ids_b = ref.decode(a.x_t, a.memory)[0], fused.decode(b.x_t, b.memory)[0].cpu()
     assert decided.float().mean() > 0.95, "the fixture should be confident almost everywhere"
     assert torch.equal(ids_a[decided], ids_b[decided]), f"{int((ids_a != ids_b)[decided].sum())} tokens differ"
 
@@ -62,26 +68,26 @@ def test_x0_matches_reference_every_step(tiny_model, tokenizer, self_condition, 
     torch.manual_seed(1)
     model = CodeFusionModel(dataclasses.replace(tiny_model.cfg, self_condition=self_condition,
                                                 prediction=prediction)).eval()
-    ref, fused = get_backend("reference")(model, CPU, torch.float32), get_backend("triton")(model, CPU, torch.float32)
+    ref = get_backend("reference")(model, CPU, torch.float32)
+    fused = get_backend("triton")(copy.deepcopy(model), DEV, torch.float32)
     src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 16)
-    table = step_table(NoiseSchedule.sqrt().respace(5), solver)
-    worst, a, b = _lockstep(ref, fused, src, table, 13, torch.tensor([3, 3]), torch.tensor([0, 1]))
+    worst, a, b = _lockstep(ref, fused, src, 5, solver, 13, torch.tensor([3, 3]), torch.tensor([0, 1]))
     assert worst <= 1e-5, f"max |Δx̂0| / max(1, |x̂0|) = {worst:.3g}"
-    final = float((a.x_t - b.x_t).abs().max()) / max(1.0, float(a.x_t.abs().max()))
+    final = float((a.x_t - b.x_t.cpu()).abs().max()) / max(1.0, float(a.x_t.abs().max()))
     assert final <= 1e-5, f"final max |Δx| / max(1, |x|) = {final:.3g}"
 
 
 def test_bf16_stays_close_to_the_fp32_reference(tiny_model, tokenizer):
     from codefusion.bench.parity import parity
     (row,) = parity(tiny_model, tokenizer, ["list all files", "find txt files"], "bash", ["triton"], ["bfloat16"],
-                    steps=5, n=16, progress=False)
+                    steps=5, n=16, device=str(DEV), progress=False)
     assert row["max_abs_err"] < 0.1 and row["token_agreement"] >= 0.9, row
 
 
 def test_fuse_shares_weights_and_leaves_the_models_untouched(tiny_model):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    torch_backend = get_backend("torch")(tiny_model, CPU, torch.float32)
-    fused = get_backend("triton")(tiny_model, CPU, torch.float32)
+    torch_backend = get_backend("torch")(copy.deepcopy(tiny_model), DEV, torch.float32)
+    fused = get_backend("triton")(copy.deepcopy(tiny_model), DEV, torch.float32)
     assert isinstance(torch_backend.denoiser, FastStack) and isinstance(fused.denoiser, FusedStack)
     after = tiny_model.state_dict()
     assert all(after[k].dtype == torch.float32 and torch.equal(before[k], after[k]) for k in before)
@@ -113,7 +119,7 @@ def test_loop_runs_on_meta_tensors(tiny_model):
 def test_bench_parity_cli(tmp_path, capsys):
     """`codefusion bench parity --backend triton --preset tiny --device cpu --json` (fewer steps and prompts)."""
     from codefusion.bench.cli import main
-    assert main(["parity", "--backend", "triton", "--preset", "tiny", "--device", "cpu", "--json", "--dtype",
+    assert main(["parity", "--backend", "triton", "--preset", "tiny", "--device", DEV.type, "--json", "--dtype",
                  "float32", "--steps", "3", "--max-length", "8", "--out", str(tmp_path)]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert row["backend"] == "triton" and row["max_abs_err"] < 1e-4 and row["token_agreement"] == 1.0, row
