@@ -50,14 +50,18 @@ def solver_step_cpu(x_t: torch.Tensor, x0_hat: torch.Tensor, x0_prev: torch.Tens
     if ext is None:
         return _torch_solver_step(x_t, x0_hat, x0_prev, a, b, c, sigma, timesteps, step, seeds, samples)
     tensors = (x_t, x0_hat, x0_prev, a, b, c, sigma, timesteps, step, seeds, samples)
-    check(all(t.device.type == "cpu" and t.is_contiguous() for t in tensors), "solver_step_cpu needs contiguous CPU tensors")
-    check(x_t.dim() == 3 and x0_hat.shape == x_t.shape == x0_prev.shape, "x_t, x0_hat, x0_prev must be one (B, n, d) shape")
+    check(all(t.device.type == "cpu" and t.is_contiguous() for t in tensors),
+          "solver_step_cpu needs contiguous CPU tensors")
+    check(x_t.dim() == 3 and x0_hat.shape == x_t.shape == x0_prev.shape,
+          "x_t, x0_hat, x0_prev must be one (B, n, d) shape")
     check(x_t.dtype == x0_hat.dtype == x0_prev.dtype == torch.float32, "the diffusion state must be fp32")
     K = timesteps.shape[0]
-    check(all(col.shape == (K,) and col.dtype == torch.float32 for col in (a, b, c, sigma)), f"a, b, c, sigma: ({K},) fp32")
+    check(all(col.shape == (K,) and col.dtype == torch.float32 for col in (a, b, c, sigma)),
+          f"a, b, c, sigma: ({K},) fp32")
     check(timesteps.dtype == step.dtype == torch.int64 and step.numel() == 1, "timesteps, step: int64, step 1 element")
     B = x_t.shape[0]
-    check(seeds.shape == samples.shape == (B,) and seeds.dtype == samples.dtype == torch.int64, f"seeds, samples: ({B},) int64")
+    check(seeds.shape == samples.shape == (B,) and seeds.dtype == samples.dtype == torch.int64,
+          f"seeds, samples: ({B},) int64")
     out = torch.empty_like(x_t)
     ext.solver_step(*(t.data_ptr() for t in (x_t, x0_hat, x0_prev, out, a, b, c, sigma, timesteps, step, seeds,
                                               samples)), B, x_t.shape[1] * x_t.shape[2], bool(has_prev))
