@@ -1,0 +1,231 @@
+"""One-call GPU check (H100/H200): kernel micro-benchmarks, per-step latency of the `paper` preset (torch vs
+triton), then the GPU tests — JSON in --out, each section in try/except, ~100 s in all.
+
+    python3 -m pip install --no-deps --no-build-isolation -e . && python3 bench/gpu_check.py --out $OUT
+
+Sections, in order (a failed section prints its traceback and the next one runs):
+    environment   GPU, versions, commit
+    kernels       µs per call, median (p10, p90) of CUDA-event times per call, bf16, paper shapes
+                  (d 384, 6 heads × 64, n 128, S 64, d_embed 128) at batch 1/8/64: fused attention vs
+                  SDPA (+ the head-merge copy the torch backend pays) vs the written-out eager softmax;
+                  add_layernorm vs add + F.layer_norm; solver_step vs noise.gaussian + (★); max error of each
+    e2e           ms per denoising step (median, p10, p90 of CUDA events and of host wall time), `paper`
+                  preset, random weights, bf16, batch 1/8/64, `torch` vs `triton` backends, no CUDA graphs
+    tests         pytest -m cuda over tests/, then tests/test_kernels.py and tests/test_triton_backend.py
+                  on the GPU (minus the sm_90 compile-only test and the CPU-trained fixture), in the time left
+Statistics are medians over `--reps` calls after warm-up; Triton compiles on first use (not timed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHES = (1, 8, 64)
+
+
+def cuda_times(fn, reps: int, warmup: int = 3) -> dict:
+    """Per-call GPU time from CUDA events around each call → median / p10 / p90 in µs."""
+    for _ in range(warmup):
+        fn()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    us = sorted(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
+    return {"us_p50": round(statistics.median(us), 1), "us_p10": round(us[len(us) // 10], 1),
+            "us_p90": round(us[min(len(us) - 1, 9 * len(us) // 10)], 1)}
+
+
+def environment() -> dict:
+    import triton
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    props = torch.cuda.get_device_properties(0)
+    return {"gpu": props.name, "capability": list(torch.cuda.get_device_capability(0)),
+            "sms": props.multi_processor_count, "torch": torch.__version__, "triton": triton.__version__,
+            "cuda": torch.version.cuda, "python": platform.python_version(), "commit": commit.stdout.strip() or None,
+            "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET")}
+
+
+def kernels(reps: int) -> dict:
+    import torch.nn.functional as F
+
+    from codefusion.diffusion.schedule import NoiseSchedule
+    from codefusion.diffusion.solvers import step_table
+    from codefusion.kernels import reference as ref
+    from codefusion.kernels.add_layernorm import add_layernorm
+    from codefusion.kernels.attention import attention
+    from codefusion.kernels.solver_step import solver_step
+
+    dev, bf16, rows = torch.device("cuda"), torch.bfloat16, []
+    H, D, n, S, d, d_embed = 6, 64, 128, 64, 384, 128
+    table = step_table(NoiseSchedule.sqrt(1200, dev).respace(50), "ddpm")
+    for B in BATCHES:
+        q, k, v = (torch.randn(B, H, m, D, device=dev, dtype=bf16) for m in (n, n, n))
+        ck, cv = (torch.randn(B, H, S, D, device=dev, dtype=bf16) for _ in range(2))
+        mask = torch.ones(B, S, dtype=torch.bool, device=dev)
+        mask[:, S // 2:] = False
+        sdpa_mask = mask[:, None, None, :]
+        merge = lambda o: o.transpose(1, 2).reshape(B, n, H * D)  # noqa: E731  (what FastBlock does after SDPA)
+        cases = {
+            "self_attention": {
+                "triton": lambda: attention(q, k, v, None),
+                "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
+                "sdpa+merge": lambda: merge(F.scaled_dot_product_attention(q, k, v)),
+                "eager": lambda: ref.attention(q, k, v, None, upcast=False),
+                "_err": lambda: (attention(q, k, v).float() - ref.attention(q, k, v)).abs().max()},
+            "cross_attention_masked": {
+                "triton": lambda: attention(q, ck, cv, mask),
+                "sdpa": lambda: F.scaled_dot_product_attention(q, ck, cv, attn_mask=sdpa_mask),
+                "sdpa+merge": lambda: merge(F.scaled_dot_product_attention(q, ck, cv, attn_mask=sdpa_mask)),
+                "eager": lambda: ref.attention(q, ck, cv, mask, upcast=False),
+                "_err": lambda: (attention(q, ck, cv, mask).float() - ref.attention(q, ck, cv, mask)).abs().max()},
+        }
+        x, r = torch.randn(B, n, d, device=dev, dtype=bf16), torch.randn(B, n, d, device=dev, dtype=bf16)
+        w, b = torch.randn(d, device=dev, dtype=bf16), torch.randn(d, device=dev, dtype=bf16)
+        ln = (x, r, None, None, None, w, b, 1e-5)
+        cases["add_layernorm"] = {
+            "triton": lambda: add_layernorm(*ln),
+            "eager": lambda: F.layer_norm(x + r, (d,), w, b, 1e-5),
+            "_err": lambda: (add_layernorm(*ln)[1].float() - ref.add_layernorm(*ln)[1].float()).abs().max()}
+        xt, x0, xp = (torch.randn(B, n, d_embed, device=dev) for _ in range(3))
+        keys, step = torch.arange(B, device=dev), torch.tensor([3], device=dev)
+        st = (xt, x0, xp, table.a, table.b, table.c, table.sigma, table.timesteps, step, keys, keys)
+        cases["solver_step"] = {
+            "triton": lambda: solver_step(*st, False),
+            "eager": lambda: ref.solver_step(*st),
+            "_err": lambda: (solver_step(*st, False) - ref.solver_step(*st)).abs().max()}
+        for name, impls in cases.items():
+            row = {"kernel": name, "batch": B, "max_abs_err_vs_fp32_oracle": float(impls.pop("_err")())}
+            for impl, fn in impls.items():
+                row[impl] = cuda_times(fn, reps)
+            for base in ("sdpa", "sdpa+merge", "eager"):
+                if base in row:
+                    row[f"speedup_vs_{base}"] = round(row[base]["us_p50"] / row["triton"]["us_p50"], 2)
+            rows.append(row)
+            print(f"  {name:24s} B={B:<3d} triton {row['triton']['us_p50']:8.1f} µs  " +
+                  "  ".join(f"{k} {row[k]['us_p50']:.1f}" for k in ("sdpa", "sdpa+merge", "eager") if k in row),
+                  flush=True)
+    return {"statistic": "median (p10, p90) of per-call CUDA-event time, µs", "dtype": "bfloat16", "rows": rows}
+
+
+def e2e(reps: int) -> dict:
+    from codefusion.backends import get_backend
+    from codefusion.config import get_preset
+    from codefusion.diffusion.loop import initial_state
+    from codefusion.diffusion.schedule import NoiseSchedule
+    from codefusion.diffusion.solvers import step_table
+    from codefusion.model import CodeFusionModel
+    from codefusion.tokenizer import SourceBatch
+
+    torch.manual_seed(0)
+    cfg, dev = get_preset("paper"), torch.device("cuda")
+    model, rows = CodeFusionModel(cfg).eval(), []
+    for name in ("torch", "triton"):
+        be = get_backend(name)(model, dev, torch.bfloat16)
+        for B in BATCHES:
+            src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
+                              torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
+            table = step_table(NoiseSchedule.sqrt(cfg.diffusion_steps, dev).respace(50), "ddpm")
+            keys = torch.zeros(B, dtype=torch.int64, device=dev)
+            state = initial_state(be, be.encode(src), table, keys, keys.clone(), cfg.max_target_len)
+            gpu, wall = [], []
+            for i in range(3 + reps):  # 3 warm-up steps (compiles, allocator)
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                s.record()
+                state = be.step(state, i % len(table))
+                e.record()
+                torch.cuda.synchronize()
+                if i >= 3:
+                    wall.append((time.perf_counter() - t0) * 1e3)
+                    gpu.append(s.elapsed_time(e))
+            gpu.sort(), wall.sort()
+            q = lambda xs, p: round(xs[min(len(xs) - 1, int(p * len(xs)))], 3)  # noqa: E731
+            row = {"backend": name, "batch": B, "n": cfg.max_target_len, "S": cfg.max_source_len,
+                   "ms_per_step_p50": round(statistics.median(gpu), 3), "ms_per_step_p10": q(gpu, 0.1),
+                   "ms_per_step_p90": q(gpu, 0.9), "wall_ms_per_step_p50": round(statistics.median(wall), 3),
+                   "finite": bool(torch.isfinite(state.x_t).all())}
+            rows.append(row)
+            print(f"  {name:6s} B={B:<3d} {row['ms_per_step_p50']:.3f} ms/step "
+                  f"(wall {row['wall_ms_per_step_p50']:.3f})", flush=True)
+        del be
+        torch.cuda.empty_cache()
+    return {"preset": "paper", "dtype": "bfloat16", "solver": "ddpm", "cuda_graphs": False,
+            "statistic": "median (p10, p90) over timed steps of CUDA-event ms; wall = host time incl. sync",
+            "rows": rows}
+
+
+def tests(deadline: float) -> dict:
+    runs = {"cuda_marked": [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"],
+            "kernels_and_backend_on_gpu": [sys.executable, "-m", "pytest", "-q", "tests/test_kernels.py",
+                                           "tests/test_triton_backend.py", "-k", "not sm90 and not trained_fixture"]}
+    out = {}
+    for name, cmd in runs.items():
+        left = deadline - time.monotonic()
+        if left < 5:
+            out[name] = {"ok": False, "error": "no time left"}
+            continue
+        try:
+            env = {**os.environ, "CODEFUSION_NO_CPP": "1"}  # the C++ CPU kernel's first build would eat the budget
+            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=left)
+            lines = (p.stdout + p.stderr).strip().splitlines()
+            out[name] = {"ok": p.returncode in (0, 5), "returncode": p.returncode,  # 5: no test selected
+                         "summary": lines[-1] if lines else "", "tail": "\n".join(lines[-40:])}
+        except subprocess.TimeoutExpired as e:
+            text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            out[name] = {"ok": False, "error": f"timed out after {left:.0f} s", "tail": text[-3000:]}
+        print(f"  {name}: {out[name].get('summary', out[name].get('error'))}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder for gpu_check.json")
+    p.add_argument("--reps", type=int, default=30, help="timed calls per micro-benchmark / timed steps per e2e row")
+    p.add_argument("--budget-s", type=float, default=95.0, help="the tests get whatever is left of this")
+    args = p.parse_args(argv)
+    start = time.monotonic()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"sections": {}}
+    if not torch.cuda.is_available():
+        print("no CUDA GPU visible: nothing to check", file=sys.stderr)
+        return 1
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("warning: TRITON_INTERPRET is set; unset it to run compiled kernels", file=sys.stderr)
+    sections = [("environment", environment), ("kernels", lambda: kernels(args.reps)),
+                ("e2e", lambda: e2e(min(args.reps, 20))), ("tests", lambda: tests(start + args.budget_s))]
+    for name, fn in sections:
+        t0 = time.monotonic()
+        print(f"[{name}]", flush=True)
+        try:
+            results["sections"][name] = {"ok": True, **fn()}
+        except Exception:  # one broken section must not hide the others
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr, flush=True)
+            results["sections"][name] = {"ok": False, "error": tb[-4000:]}
+        results["sections"][name]["seconds"] = round(time.monotonic() - t0, 1)
+        results["total_s"] = round(time.monotonic() - start, 1)
+        (out / "gpu_check.json").write_text(json.dumps(results, indent=1))  # rewritten after every section
+    failed = [k for k, v in results["sections"].items() if not v["ok"]]
+    print(f"done in {results['total_s']} s; failed sections: {failed or 'none'}; wrote {out / 'gpu_check.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
