@@ -123,6 +123,28 @@ def _export(argv: list[str]) -> int:
         return 2
 
 
+def _serve(args) -> int:
+    import os
+
+    from .server.app import Limits
+    if min(args.max_batch, args.max_queue, args.replicas) < 1 or args.timeout <= 0 or args.max_wait_ms < 0:
+        raise CodeFusionError("--max-batch, --max-queue, --replicas must be ≥ 1, --timeout > 0, --max-wait-ms ≥ 0")
+    api_key = args.api_key or os.environ.get("CODEFUSION_API_KEY")
+    limits = Limits(timeout_s=args.timeout)
+    if args.ray:
+        from .server.ray_app import serve_ray
+        return serve_ray(args.model, args.backend, args.device, args.dtype, args.replicas, args.max_batch,
+                         args.max_wait_ms, args.host, args.port)
+    import uvicorn
+
+    from .api import CodeFusion
+    from .server.app import create_app
+    cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=int(args.timeout))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="codefusion", description="CodeFusion: diffusion models for code generation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -217,6 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dev-steps", type=int, default=None)
     r.add_argument("--on-bad-line", default="stop", choices=["stop", "skip"])
     r.set_defaults(func=_train)
+
+    v = sub.add_parser("serve", help="HTTP JSON API with dynamic batching (POST /v1/generate, /healthz, /metrics)")
+    v.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    v.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--backend", default="torch")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--dtype", default="bfloat16")
+    v.add_argument("--max-batch", type=int, default=64, help="rows (prompts × samples) per denoising batch")
+    v.add_argument("--max-wait-ms", type=float, default=10.0, help="how long the oldest request waits for company")
+    v.add_argument("--max-queue", type=int, default=256, help="queued requests before 503 + Retry-After")
+    v.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (504 after)")
+    v.add_argument("--api-key", default=None, help="require this X-API-Key header (or set CODEFUSION_API_KEY)")
+    v.add_argument("--ray", action="store_true", help="serve on Ray Serve instead (pip install 'ray[serve]')")
+    v.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
+    v.set_defaults(func=_serve)
     return p
 
 

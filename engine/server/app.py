@@ -1,0 +1,158 @@
+"""``codefusion serve``: the HTTP JSON API (FastAPI) over one DynamicBatcher.
+
+    POST /v1/generate   {"prompts": [...], "lang", "steps", "solver", "num_samples", "seed", "max_length",
+                         "early_exit", "eta", "clamp", "trace_steps"} → the object `generate --json` prints
+    GET  /healthz       {"status": "ok", ...}
+    GET  /metrics       Prometheus text: requests by status, latency histogram, batch sizes, queue depth, steps
+    GET  /docs          OpenAPI (FastAPI's)
+
+Errors: 422 names the field that is wrong, 401 without the API key (when one is set), 413 for a body
+over the size limit, 503 + Retry-After when the queue is full or the server drains, 504 when the
+request outlives its timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
+
+from ..config import GenerationConfig
+from ..errors import CodeFusionError
+from ..validate import check_config, check_prompts
+from .batcher import DynamicBatcher, QueueFull, ShuttingDown
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompts: int = 64  # per request
+    max_prompt_chars: int = 2000
+    max_num_samples: int = 16
+    max_steps: int = 1200
+    max_body_bytes: int = 1 << 20
+    timeout_s: float = 120.0
+    retry_after_s: int = 1
+
+
+class GenerateRequest(BaseModel):
+    prompts: list[str] = Field(min_length=1)
+    lang: str = "bash"
+    steps: int = 1200
+    solver: str = "ddpm"
+    num_samples: int = 1
+    seed: int = 0
+    max_length: int | None = None
+    early_exit: bool = False
+    eta: float = 0.0
+    clamp: bool = False
+    trace_steps: list[int] = Field(default_factory=list)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("codefusion_requests", "HTTP generate requests by status", ["status"], registry=r)
+        self.latency = Histogram("codefusion_request_seconds", "generate latency", registry=r,
+                                 buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.batch_rows = Histogram("codefusion_batch_rows", "rows (prompts × samples) per denoising batch",
+                                    registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_requests = Histogram("codefusion_batch_requests", "requests merged per batch", registry=r,
+                                        buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.steps = Counter("codefusion_steps", "denoising steps run", registry=r)
+        self.queue = Gauge("codefusion_queue_depth", "requests waiting for a batch", registry=r)
+
+    def on_batch(self, rows: int, requests: int, steps: int | None, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
+        self.steps.inc(steps or 0)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: int = 256, api_key: str | None = None,
+               limits: Limits = Limits()) -> FastAPI:
+    metrics = Metrics()
+    batcher = DynamicBatcher(cf, max_batch, max_wait_ms, max_queue, limits.timeout_s, metrics.on_batch)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        await asyncio.to_thread(batcher.close)  # graceful: queued and running requests finish first
+
+    app = FastAPI(title="CodeFusion", description="Diffusion models for code generation", lifespan=lifespan)
+    app.state.batcher, app.state.metrics = batcher, metrics
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1/") and request.headers.get("x-api-key") != api_key:
+            return _error(401, "missing or wrong X-API-Key header")
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > limits.max_body_bytes:
+            return _error(413, f"request body is {size} bytes; the limit is {limits.max_body_bytes}")
+        return await call_next(request)
+
+    @app.post("/v1/generate")
+    async def generate(req: GenerateRequest):
+        t0 = time.perf_counter()
+        try:
+            prompts, config = _validate(req, cf, limits)
+            future = batcher.submit(prompts, config)
+        except (QueueFull, ShuttingDown) as e:
+            metrics.requests.labels("503").inc()
+            return _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
+        except CodeFusionError as e:
+            metrics.requests.labels("422").inc()
+            return _error(422, str(e))
+        metrics.queue.set(batcher.depth())
+        try:
+            out = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            future.cancel()
+            metrics.requests.labels("504").inc()
+            return _error(504, f"the request did not finish within {limits.timeout_s:g} s")
+        except CodeFusionError as e:
+            metrics.requests.labels("422").inc()
+            return _error(422, str(e))
+        metrics.requests.labels("200").inc()
+        metrics.latency.observe(time.perf_counter() - t0)
+        return out.to_json()
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "draining" if batcher.closing else "ok", "model": cf.cfg.name,
+                "backend": cf.backend.name, "device": str(cf.backend.device), "queue_depth": batcher.depth()}
+
+    @app.get("/metrics")
+    async def prometheus():
+        metrics.queue.set(batcher.depth())
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _validate(req: GenerateRequest, cf, limits: Limits) -> tuple[list[str], GenerationConfig]:
+    """Request → (prompts, GenerationConfig), or a CodeFusionError whose message names the field."""
+    if len(req.prompts) > limits.max_prompts:
+        raise CodeFusionError(f"prompts: {len(req.prompts)} prompts; at most {limits.max_prompts} per request")
+    long = next((j for j, p in enumerate(req.prompts) if len(p) > limits.max_prompt_chars), None)
+    if long is not None:
+        raise CodeFusionError(f"prompts[{long}]: longer than {limits.max_prompt_chars} characters")
+    if req.num_samples > limits.max_num_samples:
+        raise CodeFusionError(f"num_samples: at most {limits.max_num_samples}, got {req.num_samples}")
+    if req.steps > limits.max_steps:
+        raise CodeFusionError(f"steps: at most {limits.max_steps} on this server, got {req.steps}")
+    names = {f.name for f in fields(GenerationConfig)}
+    values = {k: v for k, v in req.model_dump().items() if k in names}
+    values["trace_steps"] = tuple(values["trace_steps"])
+    config = GenerationConfig(**values)
+    prompts = check_prompts(req.prompts)
+    check_config(config, cf.cfg, cf.backend.name)
+    return prompts, config

@@ -1,0 +1,128 @@
+"""Dynamic batching: requests queue, merge into one denoising batch, and one worker owns the engine.
+
+    submit(prompts, config) → Future          any thread (the HTTP handlers)
+    worker: take the oldest job, then every queued job with the same batch_key (all GenerationConfig
+            fields but seed and num_samples) until max_batch rows (prompts × samples) or max_wait_ms
+            after the oldest job arrived → CodeFusion.generate_many → resolve each job's future
+
+Only the worker thread touches the model (and, on GPU, its CUDA-graph buffers). Jobs of another
+batch_key wait for a later batch, oldest first. Each row keeps its (seed, sample) noise key, so a
+batched answer equals the single-request answer (tests/test_server.py).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from ..api import batch_key
+from ..config import GenerationConfig
+from ..errors import CodeFusionError
+
+
+class QueueFull(CodeFusionError):
+    """The queue holds max_queue jobs: the caller should retry later (HTTP 503 + Retry-After)."""
+
+
+class ShuttingDown(CodeFusionError):
+    """The batcher is draining for shutdown and takes no new jobs."""
+
+
+@dataclass
+class Job:
+    prompts: list[str]
+    config: GenerationConfig
+    deadline: float  # time.monotonic() after which the answer is no longer wanted
+    arrived: float = field(default_factory=time.monotonic)
+    future: Future = field(default_factory=Future)
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.config.num_samples
+
+
+class DynamicBatcher:
+    def __init__(self, cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: int = 256,
+                 timeout_s: float = 60.0, on_batch=None):
+        self.cf, self.max_batch, self.max_wait = cf, max_batch, max_wait_ms / 1e3
+        self.max_queue, self.timeout_s, self.on_batch = max_queue, timeout_s, on_batch
+        self.queue: deque[Job] = deque()
+        self.cond = threading.Condition()
+        self.closing = False
+        self.worker = threading.Thread(target=self._loop, name="codefusion-batcher", daemon=True)
+        self.worker.start()
+
+    def depth(self) -> int:
+        return len(self.queue)
+
+    def submit(self, prompts: list[str], config: GenerationConfig, timeout_s: float | None = None) -> Future:
+        job = Job(prompts, config, time.monotonic() + (timeout_s or self.timeout_s))
+        with self.cond:
+            if self.closing:
+                raise ShuttingDown("the server is shutting down: retry on another replica")
+            if len(self.queue) >= self.max_queue:
+                raise QueueFull(f"the queue is full ({self.max_queue} requests waiting): retry shortly")
+            self.queue.append(job)
+            self.cond.notify()
+        return job.future
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop taking jobs, finish every queued and running one, then stop the worker."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify_all()
+        self.worker.join(timeout_s)
+
+    # ---- worker ---------------------------------------------------------------------------------
+    def _take_batch(self) -> list[Job] | None:
+        """Block for the oldest job, then gather compatible ones until full or its wait is over."""
+        with self.cond:
+            while not self.queue:
+                if self.closing:
+                    return None
+                self.cond.wait()
+            first = self.queue.popleft()
+            batch, rows, key = [first], first.rows, batch_key(first.config)
+            until = first.arrived + self.max_wait
+            while rows < self.max_batch:
+                for job in list(self.queue):
+                    if batch_key(job.config) == key and rows + job.rows <= self.max_batch:
+                        self.queue.remove(job)
+                        batch.append(job)
+                        rows += job.rows
+                left = until - time.monotonic()
+                if rows >= self.max_batch or left <= 0 or self.closing:
+                    break
+                self.cond.wait(left)
+            return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            now = time.monotonic()
+            live = []
+            for job in batch:
+                if now > job.deadline:
+                    job.future.set_exception(TimeoutError("the request waited past its timeout in the queue"))
+                elif job.future.set_running_or_notify_cancel():
+                    live.append(job)
+            if live:
+                self._run(live)
+
+    def _run(self, jobs: list[Job]) -> None:
+        t0 = time.perf_counter()
+        try:
+            outputs = self.cf.generate_many([(j.prompts, j.config) for j in jobs])
+        except Exception as batch_error:  # noqa: BLE001 — isolate the job that failed, answer the others
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(batch_error)
+                return
+            for job in jobs:
+                self._run([job])
+            return
+        for job, out in zip(jobs, outputs):
+            job.future.set_result(out)
+        if self.on_batch:
+            self.on_batch(sum(j.rows for j in jobs), len(jobs), outputs[0].timings.get("steps"),
+                          time.perf_counter() - t0)

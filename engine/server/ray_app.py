@@ -1,0 +1,71 @@
+"""Scale-out on Ray Serve: the same engine and the same batching rule, one engine per replica.
+
+``@serve.batch`` gathers concurrent calls on a replica (up to max_batch calls or max_wait_ms); the
+batch is split by batch_key and each part runs as one CodeFusion.generate_many, so a replica
+answers exactly like the single-process server. Ray is optional: ``pip install "ray[serve]"``.
+"""
+from __future__ import annotations
+
+import time
+
+from ..errors import CodeFusionError
+
+
+def _ray():
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise CodeFusionError('--ray needs Ray Serve, which is not installed: pip install "ray[serve]"') from None
+    return ray, serve
+
+
+def build_deployment(model: str | None, backend: str, device: str, dtype: str, replicas: int, max_batch: int,
+                     max_wait_ms: float):
+    """A bound Ray Serve application: POST JSON (the /v1/generate body) → the `generate --json` object."""
+    _, serve = _ray()
+
+    @serve.deployment(num_replicas=replicas)
+    class CodeFusionDeployment:
+        def __init__(self):
+            from ..api import CodeFusion
+            self.cf = CodeFusion.from_pretrained(model, backend=backend, device=device, dtype=dtype)
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait_ms / 1e3)
+        async def generate_batch(self, bodies: list[dict]) -> list[dict]:
+            from ..api import batch_key
+            from .app import GenerateRequest, Limits, _validate
+            answers: list[dict | None] = [None] * len(bodies)
+            groups: dict = {}
+            for i, body in enumerate(bodies):
+                try:
+                    prompts, config = _validate(GenerateRequest(**body), self.cf, Limits())
+                except (CodeFusionError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+                    answers[i] = {"error": str(e).splitlines()[0]}
+                    continue
+                groups.setdefault(batch_key(config), []).append((i, prompts, config))
+            for members in groups.values():
+                outs = self.cf.generate_many([(p, c) for _, p, c in members])
+                for (i, _, _), out in zip(members, outs):
+                    answers[i] = out.to_json()
+            return answers
+
+        async def __call__(self, request) -> dict:
+            return await self.generate_batch(await request.json())
+
+    return CodeFusionDeployment.bind()
+
+
+def serve_ray(model, backend, device, dtype, replicas, max_batch, max_wait_ms, host, port) -> int:
+    ray, serve = _ray()
+    ray.init(include_dashboard=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_deployment(model, backend, device, dtype, replicas, max_batch, max_wait_ms),
+              route_prefix="/v1/generate")
+    print(f"Ray Serve: POST http://{host}:{port}/v1/generate ({replicas} replicas); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0

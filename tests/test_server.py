@@ -1,0 +1,183 @@
+"""The HTTP server and its dynamic batching, on loopback with the tiny trained checkpoint."""
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import uvicorn
+
+from codefusion import CodeFusion, GenerationConfig
+from codefusion.server.app import Limits, create_app
+from codefusion.server.batcher import DynamicBatcher, QueueFull
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def cf(overfit_dir):
+    return CodeFusion.from_pretrained(overfit_dir, backend="torch")
+
+
+class Slow:
+    """The engine behind a gate: each batch waits ``delay`` seconds first (in the worker thread)."""
+
+    def __init__(self, cf, delay: float):
+        self.cf, self.delay, self.cfg, self.backend = cf, delay, cf.cfg, cf.backend
+        self.batches: list[int] = []
+
+    def generate_many(self, requests):
+        time.sleep(self.delay)
+        self.batches.append(len(requests))
+        return self.cf.generate_many(requests)
+
+
+class Server:
+    """uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def _post(url, body, **kw):
+    return httpx.post(url + "/v1/generate", json=body, timeout=60, **kw)
+
+
+def test_concurrent_clients_each_get_their_own_answer_once(cf):
+    server = Server(create_app(cf, max_batch=32, max_wait_ms=20))
+    prompts = ["list all files", "find txt files", "count lines in a.txt", "show disk usage"]
+    jobs = [(c, r) for c in range(50) for r in range(4)]  # 50 clients × 4 requests
+
+    def client(c):
+        answers = []
+        with httpx.Client(timeout=60) as http:
+            for r in range(4):
+                body = {"prompts": [prompts[(c + r) % 4]], "steps": STEPS, "seed": (c * 4 + r) % 7, "num_samples": 1 + r % 2}
+                answers.append(((c, r), http.post(server.url + "/v1/generate", json=body)))
+        return answers
+
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            results = [a for answers in pool.map(client, range(50)) for a in answers]
+        metrics = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    assert sorted(k for k, _ in results) == jobs  # every request answered exactly once
+    expected = {}
+    for (c, r), resp in results:
+        assert resp.status_code == 200, resp.text
+        got = resp.json()
+        key = (prompts[(c + r) % 4], (c * 4 + r) % 7, 1 + r % 2)
+        if key not in expected:
+            expected[key] = cf.generate([key[0]], GenerationConfig(steps=STEPS, seed=key[1], num_samples=key[2]))
+        assert got["texts"] == expected[key].texts and got["seed"] == key[1]
+    assert 'codefusion_requests_total{status="200"} 200.0' in metrics
+    batches = float(next(x for x in metrics.splitlines() if x.startswith("codefusion_batch_requests_count")).split()[1])
+    assert batches < 200  # requests were merged: fewer batches than requests
+
+
+def test_requests_with_other_steps_are_batched_apart(cf):
+    slow = Slow(cf, 0.2)
+    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=100)
+    futures = [batcher.submit(["list all files"], GenerationConfig(steps=s, seed=i)) for i, s in
+               enumerate([STEPS, STEPS + 1, STEPS, STEPS + 1])]
+    outs = [f.result(30) for f in futures]
+    batcher.close()
+    assert sorted(slow.batches) == [2, 2] and [o.timings["steps"] for o in outs] == [STEPS, STEPS + 1] * 2
+
+
+def test_a_full_queue_answers_503_with_retry_after(cf):
+    slow = Slow(cf, 0.5)
+    app = create_app(slow, max_batch=1, max_wait_ms=0, max_queue=1)
+    server = Server(app)
+    body = {"prompts": ["list all files"], "steps": STEPS}
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda _: _post(server.url, body), range(4)))
+    finally:
+        server.stop()
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 1 and codes.count(503) >= 1 and set(codes) <= {200, 503}
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "queue is full" in busy.json()["error"]
+
+
+def test_batcher_refuses_when_full(cf):
+    batcher = DynamicBatcher(Slow(cf, 0.3), max_batch=1, max_wait_ms=0, max_queue=1)
+    first = batcher.submit(["a"], GenerationConfig(steps=STEPS))
+    time.sleep(0.05)  # the worker has taken the first job
+    batcher.submit(["b"], GenerationConfig(steps=STEPS))
+    with pytest.raises(QueueFull, match="queue is full"):
+        batcher.submit(["c"], GenerationConfig(steps=STEPS))
+    first.result(30)
+    batcher.close()
+
+
+def test_timeout_answers_504(cf):
+    server = Server(create_app(Slow(cf, 1.0), limits=Limits(timeout_s=0.2)))
+    try:
+        resp = _post(server.url, {"prompts": ["list all files"], "steps": STEPS})
+    finally:
+        server.stop()
+    assert resp.status_code == 504 and "within 0.2 s" in resp.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"prompts": ["x"], "steps": 0}, 422, "steps must be an integer in 1..1200"),
+    ({"prompts": ["x"], "solver": "euler"}, 422, "unknown solver 'euler'"),
+    ({"prompts": ["x"], "lang": "rust"}, 422, "unknown language 'rust'"),
+    ({"prompts": ["   "]}, 422, "prompt 0 is empty"),
+    ({"prompts": ["x"], "num_samples": 99}, 422, "num_samples: at most 16"),
+    ({"prompts": ["x" * 3000]}, 422, "prompts[0]: longer than 2000"),
+    ({"prompts": []}, 422, "prompts"),
+    ({"prompts": ["x"], "steps": "many"}, 422, "steps"),
+])
+def test_bad_input_names_the_field(cf, body, status, message):
+    server = Server(create_app(cf))
+    try:
+        resp = _post(server.url, body)
+    finally:
+        server.stop()
+    assert resp.status_code == status and message in resp.text
+
+
+def test_api_key_and_body_limit(cf):
+    server = Server(create_app(cf, api_key="s3cret", limits=Limits(max_body_bytes=200)))
+    try:
+        denied = _post(server.url, {"prompts": ["list files"], "steps": STEPS})
+        allowed = _post(server.url, {"prompts": ["list files"], "steps": STEPS}, headers={"X-API-Key": "s3cret"})
+        big = _post(server.url, {"prompts": ["x" * 500]}, headers={"X-API-Key": "s3cret"})
+        health = httpx.get(server.url + "/healthz").json()
+        docs = httpx.get(server.url + "/openapi.json").json()
+    finally:
+        server.stop()
+    assert denied.status_code == 401 and allowed.status_code == 200 and big.status_code == 413
+    assert health["status"] == "ok" and health["backend"] == "torch" and "/v1/generate" in docs["paths"]
+
+
+def test_shutdown_finishes_requests_in_flight(cf):
+    slow = Slow(cf, 0.4)
+    server = Server(create_app(slow, max_batch=2, max_wait_ms=0))
+    body = {"prompts": ["list all files"], "steps": STEPS}
+    with ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(_post, server.url, {**body, "seed": i}) for i in range(4)]
+        time.sleep(0.2)  # all four are queued or running
+        server.stop()
+        responses = [p.result() for p in pending]
+    assert [r.status_code for r in responses] == [200] * 4
+    assert [r.json()["seed"] for r in responses] == [0, 1, 2, 3]
+    assert json.loads(responses[0].text)["timings"]["steps"] == STEPS
