@@ -1,4 +1,4 @@
-"""``codefusion bench latency | parity | quality``: common flags, model loading, JSON / Markdown / PNG output."""
+"""``codefusion bench latency | parity | quality | serve``: common flags, model loading, JSON / Markdown / PNG output."""
 from __future__ import annotations
 
 import argparse
@@ -97,7 +97,51 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu")
     q.add_argument("--out", default="bench/results")
     q.add_argument("--json", action="store_true")
+    v = sub.add_parser("serve", help="throughput and p50/p99 latency of the HTTP server against concurrency")
+    g = v.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help="random weights of a preset")
+    g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    v.add_argument("--backend", default="torch")
+    v.add_argument("--dtype", default="bfloat16")
+    v.add_argument("--device", default="cpu")
+    v.add_argument("--steps", type=int, default=20)
+    v.add_argument("--concurrency", default="1,4,16,64")
+    v.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
+    v.add_argument("--max-batch", type=int, default=64)
+    v.add_argument("--max-wait-ms", type=float, default=10.0)
+    v.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
+    v.add_argument("--out", default="bench/results")
+    v.add_argument("--json", action="store_true")
     return p
+
+
+def _serve(args, model, tok) -> int:
+    from codefusion.api import CodeFusion
+    from codefusion.config import GenerationConfig
+    from codefusion.validate import check_config
+
+    from .serve import plot_serve, serve_load
+
+    levels = _ints(args.concurrency)
+    check_config(GenerationConfig(lang=args.lang, steps=args.steps), model.cfg, args.backend)
+    if min(levels, default=0) < 1 or args.requests < 1 or args.max_batch < 1:
+        raise CodeFusionError("--concurrency, --requests and --max-batch must be at least 1")
+    cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
+    rows = serve_load(cf, PROMPTS[args.lang], args.lang, args.steps, levels, args.requests, args.max_batch,
+                      args.max_wait_ms, progress=not args.json)
+    meta = {"suite": "serve", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
+            "backend": args.backend, "dtype": args.dtype, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}
+    columns = ["concurrency", "requests", "steps", "ok", "errors", "lost", "duplicated", "mismatched",
+               "throughput_rps", "speedup_vs_first", "p50_ms", "p99_ms", "requests_per_batch"]
+    files = report.write(args.out, "serve", rows, columns, meta)
+    png = plot_serve(rows, Path(args.out) / "serve.png")
+    files += [png] if png else []
+    if args.json:
+        print(json.dumps({"environment": report.environment(), **meta, "rows": rows}))
+    else:
+        print(report.markdown(rows, columns))
+        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
+    return 0
 
 
 def _quality(args, model, tok) -> int:
@@ -156,6 +200,8 @@ def main(argv: list[str]) -> int:
     model, tok = load_model(args)
     if args.suite == "quality":
         return _quality(args, model, tok)
+    if args.suite == "serve":
+        return _serve(args, model, tok)
     _check(args, model)
     prompts = load_prompts(args)
     backends, dtypes = args.backend.split(","), args.dtype.split(",")

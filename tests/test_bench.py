@@ -81,3 +81,18 @@ def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
     assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
                  "--solver", "euler"]) == 2
     assert "unknown solver 'euler'" in capsys.readouterr().err
+
+
+def test_bench_serve_counts_every_answer(tmp_path, capsys):
+    import json
+
+    from codefusion.cli import main
+    assert main(["bench", "serve", "--preset", "tiny", "--dtype", "float32", "--steps", "3", "--concurrency", "1,4",
+                 "--requests", "8", "--out", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 4]
+    for r in rows:
+        assert (r["ok"], r["errors"], r["lost"], r["duplicated"], r["mismatched"]) == (8, 0, 0, 0, 0)
+        assert 0 < r["p50_ms"] <= r["p99_ms"] and r["throughput_rps"] > 0 and r["requests_per_batch"] >= 1
+    assert rows[0]["requests_per_batch"] == 1.0 and rows[0]["speedup_vs_first"] == 1.0
+    assert (tmp_path / "serve.png").read_bytes()[:4] == b"\x89PNG"
