@@ -30,6 +30,8 @@ def _cast(stack: FastStack, dtype: torch.dtype) -> FastStack:
 class EncoderGraph(nn.Module):
     """(src_ids, src_mask) → (E_s, K/V of every block of N then D [, length logits])."""
 
+    predecompose = True  # see onnx.py: T5's reshape needs torch's default decompositions before export
+
     def __init__(self, fast: TorchBackend, dtype: torch.dtype):
         super().__init__()
         self.encoder = fast.encoder  # fp32 always

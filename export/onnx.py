@@ -5,11 +5,12 @@
                  tokenizer.json  config.json                    copied from the checkpoint
                  manifest.json                                  opset, exporter, versions, hashes, model config
 
-Exporter: ``torch.export.export`` with the spec's dynamic dims → ``run_decompositions()`` → ONNX via the
-dynamo exporter (``torch.onnx.export(program, dynamo=True, opset_version=N)``, onnxscript behind it).
-Decomposing first is not optional: handing the module straight to the ONNX exporter fails on T5's
-attention output reshape under a symbolic batch (torch 2.13: "Cannot view a tensor … as a tensor with
-shape (s24, 32, 64)"); the default decomposition table keeps the copy that reshape needs.
+Exporter: ``torch.export.export`` with the spec's dynamic dims → ONNX via the dynamo exporter
+(``torch.onnx.export(program, dynamo=True, opset_version=N)``, onnxscript behind it). The encoder is
+decomposed first (``run_decompositions()``, ``EncoderGraph.predecompose``): the ONNX exporter's own
+decomposition of T5's attention-output reshape fails under a symbolic batch (torch 2.13: "Cannot view a
+tensor … as a tensor with shape (s24, 32, 64)"), the default table keeps the copy it needs. Only there:
+a decomposed program costs the exporter 3× the time (paper decoder, 2-core CPU: 15 s against 5 s).
 Graphs are written without external data (the ``paper`` encoder is 141 MB, far below protobuf's 2 GB).
 """
 from __future__ import annotations
@@ -72,7 +73,9 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, path: Path, opset: in
     with warnings.catch_warnings(), torch.no_grad():
         # the exporter's constant folder evaluates T5's log(relative position) at 0: harmless warnings
         warnings.simplefilter("ignore")
-        program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(module, spec)).run_decompositions()
+        program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(module, spec))
+        if getattr(module, "predecompose", False):
+            program = program.run_decompositions()
         torch.onnx.export(program, args, str(path), dynamo=True, opset_version=opset, external_data=False,
                           input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
                           verbose=False)

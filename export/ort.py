@@ -105,20 +105,24 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
-        self._tmp = None
+        self._tmp, self.providers = None, self._providers(device)  # a missing provider fails before any export
         if not isinstance(model, ExportedModel):  # a torch model from the registry: export it first
             model = self._export(model, dtype)
         export_dtype = model.manifest["dtype"]
         if dtype not in (torch.float32, getattr(torch, export_dtype)):
-            raise ExportError(f"this export runs in {export_dtype}; pass --dtype float32 (the default) or export "
-                              f"again with --dtype {'fp16' if dtype == torch.float16 else 'fp32'}")
+            also = "" if export_dtype == "float32" else f" or {export_dtype}"
+            raise ExportError(f"this export runs in {export_dtype}: pass --dtype float32 (the default){also}, or "
+                              "export again with the other --dtype (fp32 | fp16)")
         super().__init__(model, device, getattr(torch, export_dtype))
         self.specs = graph_specs(model.cfg, export_dtype)
         self.graphs = {n: self._graph(n, s) for n, s in self.specs.items()}
         self._slots: list[dict[str, torch.Tensor]] = []
 
+    def _providers(self, device: torch.device) -> list[str]:
+        return choose_providers(device)
+
     def _graph(self, name: str, spec: GraphSpec) -> Graph:
-        return Graph(self.model.graph_file(name), spec, choose_providers(self.device), self.device)
+        return Graph(self.model.graph_file(name), spec, self.providers, self.device)
 
     @staticmethod
     def load_export(path: Path):

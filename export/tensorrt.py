@@ -142,6 +142,9 @@ class TensorRTBackend(OrtBackend):
                               "`codefusion export tensorrt --out DIR` and load it with from_pretrained(DIR)")
         super().__init__(model, device, torch.float32)
 
+    def _providers(self, device: torch.device) -> list[str]:
+        return []  # engines run on TensorRT's own runtime, not through onnxruntime
+
     def _graph(self, name: str, spec: GraphSpec) -> Graph:
         return EngineGraph(self.model.path / self.model.manifest["engines"][name]["file"], spec, self.device)
 

@@ -208,3 +208,61 @@ def test_fp16_export_runs_with_fp32_encoder(ckpt, tmp_path, capsys):
     assert {i.data_type for i in enc.graph.initializer if "encoder" in i.name} <= {onnx.TensorProto.FLOAT}
     assert main(["export", "verify", "--export", str(out), "--model", str(ckpt), "--steps", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["onnxruntime"]["max_abs_dx0"] < 0.1
+
+
+class FakeTensorRT:
+    """Records what export_tensorrt asks of the TensorRT API; builds nothing (TensorRT is absent here)."""
+
+    __version__ = "10.0.0"
+    Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    BuilderFlag = type("BuilderFlag", (), {"FP16": "FP16", "BF16": "BF16"})
+    MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": "WORKSPACE"})
+    NetworkDefinitionCreationFlag = type("NetworkDefinitionCreationFlag", (), {})
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size): pass
+            def set_flag(self, flag): fake.calls.append(("flag", flag))
+            def add_optimization_profile(self, profile): pass
+            def create_timing_cache(self, data): return data
+            def set_timing_cache(self, cache, ignore_mismatch): pass
+            def get_timing_cache(self): return type("Cache", (), {"serialize": lambda s: b"cache"})()
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi): fake.calls.append(("shape", name, lo, opt, hi))
+
+        class Builder:
+            def __init__(self, logger): pass
+            def create_network(self, flags): return "network"
+            def create_builder_config(self): return Config()
+            def create_optimization_profile(self): return Profile()
+            def build_serialized_network(self, network, config): return b"engine"
+
+        class OnnxParser:
+            def __init__(self, network, logger): pass
+            def parse_from_file(self, path):
+                fake.calls.append(("parse", path))
+                return True
+
+        self.Builder, self.OnnxParser = Builder, OnnxParser
+
+
+def test_tensorrt_build_up_to_the_builder(monkeypatch, export_dir, tmp_path):
+    import codefusion.export.tensorrt as trt_export
+
+    fake = FakeTensorRT()
+    monkeypatch.setattr(trt_export, "require_tensorrt", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = trt_export.export_tensorrt(export_dir, tmp_path / "trt", "fp16")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engines"]["encoder"]["precision"] == "fp32" and manifest["engines"]["decoder"]["precision"] == "fp16"
+    assert (out / "denoiser.plan").read_bytes() == b"engine" and (out / "timing.cache").read_bytes() == b"cache"
+    assert [c[1] for c in fake.calls if c[0] == "flag"] == ["FP16", "FP16"]  # not on the encoder
+    spec = graph_specs(ModelConfig.from_dict(manifest["model"]))["denoiser"]
+    shapes = {c[1]: c[2:] for c in fake.calls if c[0] == "shape" and c[1] in {t.name for t in spec.inputs}}
+    assert shapes == profile_shapes(spec)
+    with pytest.raises(ProviderError, match="CUDA GPUs only"):
+        CodeFusion.from_pretrained(out, backend="tensorrt")
