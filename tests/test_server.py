@@ -181,3 +181,31 @@ def test_shutdown_finishes_requests_in_flight(cf):
     assert [r.status_code for r in responses] == [200] * 4
     assert [r.json()["seed"] for r in responses] == [0, 1, 2, 3]
     assert json.loads(responses[0].text)["timings"]["steps"] == STEPS
+
+
+@pytest.mark.slow
+def test_ray_serve_batches_and_answers_like_one_process(overfit_dir, cf):
+    """A local Ray instance on loopback (pip install "ray[serve]"; opt-in: --runslow)."""
+    ray = pytest.importorskip("ray")
+    serve = pytest.importorskip("ray.serve")
+    from codefusion.server.ray_app import build_deployment
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # controller + proxy + replica
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_deployment(str(overfit_dir), "torch", "cpu", "float32", 1, 8, 200),
+                  route_prefix="/v1/generate")
+        bodies = [{"prompts": ["list all files"], "steps": STEPS, "seed": i} for i in range(6)]
+        bodies.append({"prompts": ["x"], "steps": 0})
+        with ThreadPoolExecutor(7) as pool:
+            answers = list(pool.map(lambda b: httpx.post(f"http://127.0.0.1:{port}/v1/generate", json=b,
+                                                         timeout=120).json(), bodies))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    for body, got in zip(bodies[:6], answers[:6]):
+        alone = cf.generate(body["prompts"], GenerationConfig(steps=STEPS, seed=body["seed"]))
+        assert got["texts"] == alone.texts and got["seed"] == body["seed"]
+    assert "steps must be an integer" in answers[6]["error"]

@@ -25,7 +25,7 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
     """A bound Ray Serve application: POST JSON (the /v1/generate body) → the `generate --json` object."""
     _, serve = _ray()
 
-    @serve.deployment(num_replicas=replicas)
+    @serve.deployment(num_replicas=replicas, max_ongoing_requests=2 * max_batch)  # room for a full batch queued
     class CodeFusionDeployment:
         def __init__(self):
             from ..api import CodeFusion
