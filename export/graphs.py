@@ -19,6 +19,12 @@ def _pairs(kv: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, torch.Tens
     return tuple(zip(kv[0::2], kv[1::2]))  # (k_0, v_0, k_1, v_1, …) → ((k_0, v_0), …)
 
 
+def _mask(src_mask: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, S) → (B, 1, n, S) cross-attention mask. Expanded over the queries, not broadcast from (B, 1, 1, S):
+    onnxruntime 1.32's CPU Attention op (opset 23) rejects a mask whose query dim differs from n."""
+    return src_mask[:, None, None, :].expand(-1, 1, n, -1)
+
+
 def _cast(stack: FastStack, dtype: torch.dtype) -> FastStack:
     stack = copy.deepcopy(stack).to(dtype)
     stack.dtype = dtype
@@ -60,7 +66,7 @@ class DenoiserGraph(nn.Module):
 
     def forward(self, x_t, x0_prev, timestep, coef, noise, src_mask, *kv):
         x = torch.cat([x_t, x0_prev], dim=-1) if self.self_condition else x_t
-        out = self.stack(x, timestep, _pairs(kv), src_mask[:, None, None, :]).to(torch.float32)
+        out = self.stack(x, timestep, _pairs(kv), _mask(src_mask, x.shape[1])).to(torch.float32)
         if self.eps:
             abar = self.abar.index_select(0, timestep.reshape(1))  # (1,)
             out = (x_t - (1 - abar).sqrt() * out) / abar.sqrt()
@@ -78,7 +84,7 @@ class DecoderGraph(nn.Module):
         self.register_buffer("embed_weight", fast.embed_weight.to(dtype).clone(), persistent=False)
 
     def forward(self, x0, src_mask, *kv):
-        h = self.stack(x0, None, _pairs(kv), src_mask[:, None, None, :])
+        h = self.stack(x0, None, _pairs(kv), _mask(src_mask, x0.shape[1]))
         logp = torch.log_softmax(self.head(h, self.embed_weight).to(torch.float32), dim=-1)  # (B, n, V)
         best, ids = logp.max(dim=-1)
         return ids, best

@@ -266,3 +266,13 @@ def test_tensorrt_build_up_to_the_builder(monkeypatch, export_dir, tmp_path):
     assert shapes == profile_shapes(spec)
     with pytest.raises(ProviderError, match="CUDA GPUs only"):
         CodeFusion.from_pretrained(out, backend="tensorrt")
+
+
+@pytest.mark.slow
+def test_opset_23_maps_sdpa_to_attention(ckpt, tmp_path, capsys):
+    out = tmp_path / "op23"
+    assert main(["export", "onnx", "--model", str(ckpt), "--out", str(out), "--opset", "23"]) == 0
+    assert "Attention" in {n.op_type for n in onnx.load(str(out / "denoiser.onnx")).graph.node}
+    assert main(["export", "verify", "--export", str(out), "--model", str(ckpt), "--steps", "5", "--json"]) == 0
+    e2e = json.loads(capsys.readouterr().out)["onnxruntime"]
+    assert e2e["token_agreement"] == 1.0 and e2e["max_abs_dx0"] <= 1e-4
