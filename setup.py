@@ -8,6 +8,7 @@ PACKAGES = {
     "codefusion.backends": "engine/backends",
     "codefusion.train": "engine/train",
     "codefusion.eval": "engine/eval",
+    "codefusion.server": "engine/server",
     "codefusion.kernels": "kernels",
     "codefusion.export": "export",
     "codefusion.bench": "bench",
@@ -40,13 +41,21 @@ setup(
         "tree-sitter-bash>=0.23",
         "bashlex>=0.18",
         "sacrebleu>=2.4",
+        "fastapi>=0.110",  # codefusion serve
+        "uvicorn>=0.29",
+        "prometheus-client>=0.20",
+        "httpx>=0.27",
     ],
     extras_require={
-        "dev": ["pytest>=8", "matplotlib>=3.8"],
+        # dev = everything the test suite exercises (.ci/run installs it): export, Triton's interpreter,
+        # ninja for the C++ CPU kernel; Ray Serve stays opt-in (0.5 GB; its test is marked slow)
+        "dev": ["pytest>=8", "matplotlib>=3.8", "onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2", "triton>=3.6",
+                "ninja>=1.11"],
         "test": ["pytest>=8"],
         "plot": ["matplotlib>=3.8"],
         "export": ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.2"],
         "triton": ["triton>=3.6"],
+        "ray": ["ray[serve]>=2.40"],
     },
     entry_points={"console_scripts": ["codefusion=codefusion.cli:main"]},
 )

@@ -258,8 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _triton_on_cpu(argv: list[str]) -> None:
+    """`--backend triton` with no CUDA device runs the kernels in Triton's interpreter, which must be
+    switched on before anything imports triton (loading a model does, through torch._dynamo)."""
+    def value(flag: str) -> str:
+        return next((argv[j + 1] for j, a in enumerate(argv[:-1]) if a == flag), "") or \
+            next((a.split("=", 1)[1] for a in argv if a.startswith(flag + "=")), "")
+    if "triton" in value("--backend").split(",") and not value("--device").startswith("cuda"):
+        import os
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _triton_on_cpu(argv)
     if argv[:1] == ["bench"]:  # the bench suite parses its own flags (codefusion.bench.cli)
         try:
             from codefusion.bench.cli import main as bench_main
