@@ -134,14 +134,7 @@ def _serve(args, model, tok) -> int:
     columns = ["concurrency", "requests", "steps", "ok", "errors", "lost", "duplicated", "mismatched",
                "throughput_rps", "speedup_vs_first", "p50_ms", "p99_ms", "requests_per_batch"]
     files = report.write(args.out, "serve", rows, columns, meta)
-    png = plot_serve(rows, Path(args.out) / "serve.png")
-    files += [png] if png else []
-    if args.json:
-        print(json.dumps({"environment": report.environment(), **meta, "rows": rows}))
-    else:
-        print(report.markdown(rows, columns))
-        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
-    return 0
+    return _emit(args, meta, rows, columns, files + [plot_serve(rows, Path(args.out) / "serve.png")])
 
 
 def _quality(args, model, tok) -> int:
@@ -172,14 +165,8 @@ def _quality(args, model, tok) -> int:
     for name in headline(args.lang):
         columns += [name, f"diff_{name}", f"diff_ci95_{name}"]
     files = report.write(args.out, f"quality_{args.lang}", table, columns, meta)
-    png = plot_quality(table, args.lang, Path(args.out) / f"quality_{args.lang}.png")
-    files += [png] if png else []
-    if args.json:
-        print(json.dumps({"environment": report.environment(), **meta, "rows": table}))
-    else:
-        print(report.markdown(table, columns))
-        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
-    return 0
+    return _emit(args, meta, table, columns, files + [plot_quality(table, args.lang,
+                                                                   Path(args.out) / f"quality_{args.lang}.png")])
 
 
 def _check(args, model) -> None:
@@ -219,9 +206,14 @@ def main(argv: list[str]) -> int:
         rows = parity(model, tok, prompts, args.lang, backends, dtypes, _ints(args.steps)[0], args.solver, args.seed,
                       args.num_samples, args.max_length, _ints(args.batch)[0], args.device, not args.json)
         files = report.write(args.out, "parity", rows, PARITY_COLUMNS, meta)
+    return _emit(args, meta, rows, LATENCY_COLUMNS if args.suite == "latency" else PARITY_COLUMNS, files)
+
+
+def _emit(args, meta: dict, rows: list[dict], columns: list[str], files: list) -> int:
+    """--json: one object on stdout; else the Markdown table, and the files written on stderr."""
     if args.json:
         print(json.dumps({"environment": report.environment(), **meta, "rows": rows}))
     else:
-        print(report.markdown(rows, LATENCY_COLUMNS if args.suite == "latency" else PARITY_COLUMNS))
-        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
+        print(report.markdown(rows, columns))
+        print("wrote " + ", ".join(str(f) for f in files if f), file=sys.stderr)
     return 0
