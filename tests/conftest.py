@@ -85,3 +85,19 @@ def overfit_dir(tmp_path_factory) -> Path:
     data = write_data(root / "data", {"nl2bash": PAIRS["nl2bash"]})
     return train(TrainConfig(preset="tiny", data=str(data), out=str(root / "run"), task="finetune", max_steps=600,
                              batch_size=8, lr=2e-3, warmup=20, dtype="float32", dev_rows=0, seed=0))
+
+
+def meta_fast_backend(name: str, cfg, batch: int, source_len: int = 9):
+    """A ``name`` backend (torch or a subclass) on a fresh model and a FastMemory of ``batch`` rows, all on
+    `meta`, where any host sync raises: what the graph-safety tests run the loop on."""
+    from codefusion.backends import get_backend
+    from codefusion.backends.fast import FastMemory
+    meta = torch.device("meta")
+    with meta:
+        model = CodeFusionModel(cfg)
+    backend = get_backend(name)(model, meta, torch.float32)
+    heads = torch.empty(batch, cfg.n_heads, source_len, cfg.d_model // cfg.n_heads, device=meta)
+    kv = tuple((heads, heads) for _ in range(cfg.denoiser_layers + cfg.decoder_layers))
+    mask = torch.ones(batch, source_len, dtype=torch.bool, device=meta)
+    states = torch.empty(batch, source_len, cfg.enc_d_model, device=meta)
+    return backend, FastMemory(states, mask, kv, mask[:, None, None, :]), meta

@@ -85,15 +85,10 @@ def test_memory_repeat_keeps_the_cache_aligned(tiny_model, tokenizer):
 
 def test_loop_runs_on_meta_tensors(tiny_model):
     """No host sync anywhere in the loop: every step runs on `meta` tensors, where a sync raises."""
-    meta = torch.device("meta")
-    with meta:
-        model = CodeFusionModel(tiny_model.cfg)
-    fast = get_backend("torch")(model, meta, torch.float32)
-    cfg, B, S = model.cfg, 4, 9
-    kv = tuple((torch.empty(B, cfg.n_heads, S, cfg.d_model // cfg.n_heads, device=meta),) * 2
-               for _ in range(cfg.denoiser_layers + cfg.decoder_layers))
-    mask = torch.ones(B, S, dtype=torch.bool, device=meta)
-    memory = FastMemory(torch.empty(B, S, cfg.enc_d_model, device=meta), mask, kv, mask[:, None, None, :])
+    from conftest import meta_fast_backend
+    B = 4
+    fast, memory, meta = meta_fast_backend("torch", tiny_model.cfg, B)
+    cfg = tiny_model.cfg
     for solver, clamp in (("ddpm", False), ("ddim", True), ("dpmpp_2m", False)):
         table = step_table(NoiseSchedule.sqrt(1200, meta).respace(6), solver, clamp=clamp)
         seeds = torch.zeros(B, dtype=torch.int64, device=meta)

@@ -98,17 +98,12 @@ def test_fuse_shares_weights_and_leaves_the_models_untouched(tiny_model):
 
 def test_loop_runs_on_meta_tensors(tiny_model):
     """No host sync in the fused loop: the ops' fake impls serve meta tensors, where a sync raises."""
-    from codefusion.backends.fast import FastMemory
+    from conftest import meta_fast_backend
+
     from codefusion.diffusion.loop import run
-    meta = torch.device("meta")
-    with meta:
-        model = CodeFusionModel(tiny_model.cfg)
-    fused = get_backend("triton")(model, meta, torch.float32)
-    cfg, B, S = model.cfg, 3, 9
-    kv = tuple((torch.empty(B, cfg.n_heads, S, cfg.d_model // cfg.n_heads, device=meta),) * 2
-               for _ in range(cfg.denoiser_layers + cfg.decoder_layers))
-    mask = torch.ones(B, S, dtype=torch.bool, device=meta)
-    memory = FastMemory(torch.empty(B, S, cfg.enc_d_model, device=meta), mask, kv, mask[:, None, None, :])
+    B = 3
+    fused, memory, meta = meta_fast_backend("triton", tiny_model.cfg, B)
+    cfg = tiny_model.cfg
     for solver in ("ddpm", "dpmpp_2m"):
         table = step_table(NoiseSchedule.sqrt(1200, meta).respace(4), solver)
         seeds = torch.zeros(B, dtype=torch.int64, device=meta)

@@ -82,8 +82,13 @@ class Backend:
         x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
         if state.table.clamp:
             x0 = self.nearest_embedding(x0)
+        return replace(state, x_t=self.advance(state, i, x0), x0_hat=x0)
+
+    def advance(self, state: SamplerState, i, x0: torch.Tensor) -> torch.Tensor:
+        """x at the next kept step: z drawn, then the solver update (★). Backends may fuse the two."""
+        t = at(state.table.timesteps, i).reshape(())
         z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]))
-        return replace(state, x_t=update(state.x_t, x0, state.x0_hat, state.table, i, z), x0_hat=x0)
+        return update(state.x_t, x0, state.x0_hat, state.table, i, z)
 
     def nearest_embedding(self, x0: torch.Tensor) -> torch.Tensor:
         """Each position of x̂0 (B, n, d) replaced by its nearest row of L (Li et al. 2022, "clamping"):

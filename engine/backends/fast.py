@@ -24,7 +24,6 @@ from torch import nn
 from ..errors import CodeFusionError
 from ..model.layers import sinusoidal
 from ..tokenizer import SourceBatch
-from ..diffusion.solvers import at
 from .base import Backend, Memory
 from .graphs import StepGraphs
 
@@ -124,23 +123,18 @@ class TorchBackend(Backend):
         # GPU: the loop replays CUDA graphs of its steps (graphs.py); CPU has no launch cost to save
         self.graphs = StepGraphs(self.step) if device.type == "cuda" else None
 
-    def step(self, state, i):
+    def advance(self, state, i, x0):
         """On CPU, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
         built on first use; the torch version where no compiler is present): in torch the counter-based
         noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores."""
         if self.device.type != "cpu" or not _cpu_step_ready():
-            return super().step(state, i)
+            return super().advance(state, i, x0)
         from codefusion.kernels.solver_step_cpu import solver_step_cpu
-        t = at(state.table.timesteps, i).reshape(())
-        x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
-        if state.table.clamp:
-            x0 = self.nearest_embedding(x0)
         table = state.table
         index = i if isinstance(i, torch.Tensor) else torch.tensor(i)
-        x_t = solver_step_cpu(state.x_t.contiguous(), x0.contiguous(), state.x0_hat.contiguous(), table.a, table.b,
-                              table.c, table.sigma, table.timesteps, index.to(torch.int64), state.seeds,
-                              state.samples, has_prev=table.solver == "dpmpp_2m")
-        return replace(state, x_t=x_t, x0_hat=x0)
+        return solver_step_cpu(state.x_t.contiguous(), x0.contiguous(), state.x0_hat.contiguous(), table.a, table.b,
+                               table.c, table.sigma, table.timesteps, index.to(torch.int64), state.seeds,
+                               state.samples, has_prev=table.solver == "dpmpp_2m")
 
     def run_steps(self, state, start: int, stop: int):
         if self.graphs is None:
