@@ -21,21 +21,24 @@ from codefusion.diffusion.solvers import step_table
 from codefusion.validate import parse_device, parse_dtype
 
 
-def _lockstep(ref, other, tokenizer, prompts, lang, n, ref_table, other_table, seed, k):
+def _lockstep(ref, others, tokenizer, prompts, lang, n, ref_table, other_tables, seed, k):
+    """One chunk of prompts: the reference and every other engine step together from the same x_T, so the
+    costly reference loop runs once per chunk however many backends and dtypes are compared."""
     src = tokenizer.encode_source(prompts, [lang] * len(prompts), ref.cfg.max_source_len)
     rows = len(prompts) * k
     seeds = torch.full((rows,), seed, dtype=torch.int64)
     samples = torch.arange(k).repeat(len(prompts))
     a = initial_state(ref, ref.encode(src).repeat_interleave(k), ref_table, seeds, samples, n)
-    b = initial_state(other, other.encode(src).repeat_interleave(k), other_table, seeds.to(other.device),
-                      samples.to(other.device), n)
-    worst = 0.0
+    bs = [initial_state(o, o.encode(src).repeat_interleave(k), table, seeds.to(o.device), samples.to(o.device), n)
+          for o, table in zip(others, other_tables)]
+    worst = [0.0] * len(others)
     for i in range(len(ref_table)):
-        a, b = ref.step(a, i), other.step(b, i)
-        worst = max(worst, float((a.x0_hat - b.x0_hat.to(a.x0_hat.device)).abs().max()))
+        a = ref.step(a, i)
+        for j, other in enumerate(others):
+            bs[j] = other.step(bs[j], i)
+            worst[j] = max(worst[j], float((a.x0_hat - bs[j].x0_hat.to(a.x0_hat.device)).abs().max()))
     ids_a, _ = ref.decode(a.x_t, a.memory)
-    ids_b, _ = other.decode(b.x_t, b.memory)
-    return worst, ids_a.cpu(), ids_b.cpu()
+    return worst, ids_a.cpu(), [o.decode(b.x_t, b.memory)[0].cpu() for o, b in zip(others, bs)]
 
 
 def parity(model, tokenizer, prompts: list[str], lang: str, backends: list[str], dtypes: list[str], steps: int,
@@ -44,25 +47,24 @@ def parity(model, tokenizer, prompts: list[str], lang: str, backends: list[str],
     ref = get_backend("reference")(model, torch.device("cpu"), torch.float32)
     n = n or model.cfg.max_target_len
     table = step_table(NoiseSchedule.sqrt(model.cfg.diffusion_steps).respace(steps), solver)
-    rows = []
-    for name in backends:
-        for dtype in dtypes:
-            other = get_backend(name)(copy.deepcopy(model), parse_device(device), parse_dtype(dtype))
-            other_table = step_table(NoiseSchedule.sqrt(model.cfg.diffusion_steps, other.device).respace(steps), solver)
-            worst, same_tok, total_tok, same_prog, total_prog = 0.0, 0, 0, 0, 0
-            bar = tqdm(range(0, len(prompts), batch), desc=f"parity {name} {dtype}", disable=not progress)
-            for start in bar:
-                chunk = prompts[start:start + batch]
-                err, ids_a, ids_b = _lockstep(ref, other, tokenizer, chunk, lang, n, table, other_table, seed,
-                                              num_samples)
-                worst = max(worst, err)
-                same_tok += int((ids_a == ids_b).sum())
-                total_tok += ids_a.numel()
-                texts_a = [tokenizer.decode(r) for r in ids_a.tolist()]
-                texts_b = [tokenizer.decode(r) for r in ids_b.tolist()]
-                same_prog += sum(x == y for x, y in zip(texts_a, texts_b))
-                total_prog += len(texts_a)
-            rows.append({"backend": name, "dtype": dtype, "device": str(other.device), "steps": steps, "solver": solver,
-                         "prompts": len(prompts), "samples": num_samples, "n": n, "max_abs_err": worst,
-                         "token_agreement": same_tok / total_tok, "program_agreement": same_prog / total_prog})
-    return rows
+    combos = [(name, dtype) for name in backends for dtype in dtypes]
+    others = [get_backend(name)(copy.deepcopy(model), parse_device(device), parse_dtype(dtype))
+              for name, dtype in combos]
+    tables = [step_table(NoiseSchedule.sqrt(model.cfg.diffusion_steps, o.device).respace(steps), solver)
+              for o in others]
+    tally = [{"worst": 0.0, "same_tok": 0, "total_tok": 0, "same_prog": 0, "total_prog": 0} for _ in combos]
+    bar = tqdm(range(0, len(prompts), batch), desc=f"parity ({len(combos)} engines)", disable=not progress)
+    for start in bar:
+        chunk = prompts[start:start + batch]
+        errs, ids_a, ids_bs = _lockstep(ref, others, tokenizer, chunk, lang, n, table, tables, seed, num_samples)
+        texts_a = [tokenizer.decode(r) for r in ids_a.tolist()]
+        for c, err, ids_b in zip(tally, errs, ids_bs):
+            c["worst"] = max(c["worst"], err)
+            c["same_tok"] += int((ids_a == ids_b).sum())
+            c["total_tok"] += ids_a.numel()
+            c["same_prog"] += sum(x == tokenizer.decode(y) for x, y in zip(texts_a, ids_b.tolist()))
+            c["total_prog"] += len(texts_a)
+    return [{"backend": name, "dtype": dtype, "device": str(o.device), "steps": steps, "solver": solver,
+             "prompts": len(prompts), "samples": num_samples, "n": n, "max_abs_err": c["worst"],
+             "token_agreement": c["same_tok"] / c["total_tok"], "program_agreement": c["same_prog"] / c["total_prog"]}
+            for (name, dtype), o, c in zip(combos, others, tally)]

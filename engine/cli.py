@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=None)
     r.add_argument("--t-sampling", default=None, choices=["uniform", "high"],
                    help="training timesteps: uniform (default) or biased towards high noise")
+    r.add_argument("--t-min", type=float, default=None,
+                   help="noise clipping: t starts at this fraction of T (default 0) for --t-min-share of the rows")
+    r.add_argument("--t-min-share", type=float, default=None,
+                   help="share of rows whose t is clipped by --t-min (default 1; the rest draw from the whole range)")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

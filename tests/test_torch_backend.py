@@ -120,3 +120,24 @@ def test_early_exit_errors():
         check_config(GenerationConfig(early_exit=True), get_preset("tiny"), "reference")
     with pytest.raises(CodeFusionError, match="cannot be combined"):
         check_config(GenerationConfig(early_exit=True, steps=10, trace_steps=(5,)), get_preset("tiny"), "torch")
+
+
+def test_compiled_backend_matches_torch_and_compiles_once_per_shape(tiny_model, tokenizer):
+    """`torch-compile` (Inductor with frozen weights) gives the `torch` backend's x̂0 step by step and its
+    tokens, and a second request of the same shape replays the compiled graphs instead of recompiling."""
+    from torch._dynamo.utils import counters
+    fast = get_backend("torch")(tiny_model, CPU, torch.float32)
+    compiled = get_backend("torch-compile")(tiny_model, CPU, torch.float32)
+    table = step_table(NoiseSchedule.sqrt().respace(6), "ddpm")
+    seeds, samples = torch.tensor([3, 3]), torch.tensor([0, 1])
+    for prompts in (["list all files", "sum a list x"], ["count lines", "print the date"]):
+        src = tokenizer.encode_source(prompts, ["bash", "python"], 16)
+        a = initial_state(fast, fast.encode(src), table, seeds, samples, 16)
+        b = initial_state(compiled, compiled.encode(src), table, seeds, samples, 16)
+        for i in range(len(table)):
+            a, b = fast.step(a, i), compiled.step(b, i)
+            torch.testing.assert_close(b.x0_hat, a.x0_hat, atol=1e-5, rtol=1e-5)
+        assert torch.equal(fast.decode(a.x_t, a.memory)[0], compiled.decode(b.x_t, b.memory)[0])
+        if prompts[0] == "list all files":
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs

@@ -171,6 +171,22 @@ def test_high_noise_timestep_sampling():
     assert abs(float((u >= 600).float().mean()) - 0.5) < 0.005
 
 
+def test_noise_clipping_keeps_a_share_of_the_whole_range():
+    from codefusion.train.trainer import sample_t
+    torch.manual_seed(0)
+    t = sample_t("uniform", 200_000, 1200, "cpu", t_min=0.5, t_min_share=0.8)
+    low = (t < 600).float().mean()  # only the unclipped 20% can land below ½T, half of them do
+    assert abs(float(low) - 0.1) < 0.005 and int(t.max()) == 1199
+    assert int(sample_t("high", 50_000, 1200, "cpu", t_min=0.75).min()) == 900
+
+
+def test_bad_noise_clipping_is_refused(tmp_path):
+    with pytest.raises(CodeFusionError, match="--t-min is a fraction of T"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_min=1.0))
+    with pytest.raises(CodeFusionError, match="--t-min-share is a probability"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_min_share=2))
+
+
 def test_bad_t_sampling_is_refused(tmp_path):
     with pytest.raises(CodeFusionError, match="--t-sampling must be uniform or high"):
         train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_sampling="low"))

@@ -10,6 +10,7 @@ from .base import Backend, Memory, SamplerState
 _REGISTRY: dict[str, str] = {
     "reference": "codefusion.backends.reference:ReferenceBackend",
     "torch": "codefusion.backends.fast:TorchBackend",
+    "torch-compile": "codefusion.backends.fast:CompiledTorchBackend",
     "triton": "codefusion.backends.fused:TritonBackend",
     "onnxruntime": "codefusion.export.ort:OrtBackend",
     "tensorrt": "codefusion.export.tensorrt:TensorRTBackend",

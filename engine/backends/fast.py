@@ -154,6 +154,9 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def denoise(self, x_t, t, memory: FastMemory, x0_prev):
+        return self._denoise(x_t, t, memory, x0_prev)
+
+    def _denoise(self, x_t, t, memory: FastMemory, x0_prev):
         x = torch.cat([x_t, x0_prev], dim=-1) if self.self_condition else x_t
         out = self.denoiser(x, t, self._kv(memory, "denoiser"), memory.attn_mask).to(torch.float32)
         if self.cfg.prediction == "x0":
@@ -163,8 +166,36 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, x0, memory: FastMemory):
+        return self._decode(x0, memory)
+
+    def _decode(self, x0, memory: FastMemory):
         h = self.decoder(x0, None, self._kv(memory, "decoder"), memory.attn_mask)
         logits = self.head(h, self.embed_weight)
         logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
         best, ids = logp.max(dim=-1)
         return ids, best
+
+
+class CompiledTorchBackend(TorchBackend):
+    """``torch-compile``: the ``torch`` backend with the denoiser and decoder compiled by Inductor, with
+    freezing (the weights become constants: bf16 linears pre-packed for oneDNN/AMX, LayerNorm, GELU and
+    residual adds fused into a few C++ loops). Same results as ``torch`` up to the reordering of float
+    sums; its first call per (rows, length) shape compiles (tens of seconds on a 2-core CPU; ``bench
+    latency`` reports it as cold start), so it suits a server or a benchmark, not a one-shot CLI call."""
+
+    name = "torch-compile"
+
+    def __init__(self, model, device: torch.device, dtype: torch.dtype):
+        super().__init__(model, device, dtype)
+        options = {"freezing": True}
+        self._denoise = torch.compile(self._denoise, options=options, dynamic=False)
+        self._decode = torch.compile(self._decode, options=options, dynamic=False)
+
+    # Inference-mode tensors cannot pass through a graph Inductor traces: no_grad instead
+    @torch.no_grad()
+    def denoise(self, x_t, t, memory: FastMemory, x0_prev):
+        return self._denoise(x_t, t, memory, x0_prev)
+
+    @torch.no_grad()
+    def decode(self, x0, memory: FastMemory):
+        return self._decode(x0, memory)

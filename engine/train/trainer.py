@@ -49,6 +49,8 @@ class TrainConfig:
     batch_size: int = 64
     upsize: float = 0.5  # share of batches padded to a random longer length bucket (see batches.py)
     t_sampling: str = "uniform"  # "high": t/T = 1 − (1−u)², 71% of draws in the noisier half (see sample_t)
+    t_min: float = 0.0  # noise clipping (DINOISER): draws of t start at t_min·T for a t_min_share of the rows
+    t_min_share: float = 1.0
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -115,6 +117,10 @@ def train(cfg: TrainConfig) -> Path:
     get_preset(cfg.preset)  # an unknown name fails before any data is read
     if cfg.t_sampling not in ("uniform", "high"):
         raise CodeFusionError(f"--t-sampling must be uniform or high, got {cfg.t_sampling!r}")
+    if not 0.0 <= cfg.t_min < 1.0:
+        raise CodeFusionError(f"--t-min is a fraction of T in [0, 1), got {cfg.t_min}")
+    if not 0.0 <= cfg.t_min_share <= 1.0:
+        raise CodeFusionError(f"--t-min-share is a probability in [0, 1], got {cfg.t_min_share}")
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
@@ -187,15 +193,21 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> P
     return out
 
 
-def sample_t(how: str, B: int, T: int, device) -> torch.Tensor:
+def sample_t(how: str, B: int, T: int, device, t_min: float = 0.0, t_min_share: float = 1.0) -> torch.Tensor:
     """Training timesteps. "uniform": t ~ U{0..T−1}. "high": t = ⌊T·(1 − (1−u)²)⌋, density rising towards
     t = T, where x_t holds almost nothing and only the condition E_s can tell the code: a model trained
     uniformly can learn to denoise from x_t alone and ignore E_s (measured on this project's `small`:
-    dev token accuracy the same with shuffled conditions), which collapses sampling from pure noise."""
-    if how == "uniform":
-        return torch.randint(0, T, (B,), device=device)
+    dev token accuracy the same with shuffled conditions), which collapses sampling from pure noise.
+
+    ``t_min`` clips the noise from below (DINOISER, Ye et al. 2023): a ``t_min_share`` of the rows draw
+    from [t_min·T, T) with the same shape, so the loss is spent where the condition decides; the other
+    rows keep the whole range, so low-noise denoising is not forgotten."""
     u = torch.rand(B, device=device)
-    return ((1 - (1 - u) ** 2) * T).long().clamp(max=T - 1)
+    frac = u if how == "uniform" else 1 - (1 - u) ** 2
+    if t_min > 0:
+        clipped = torch.rand(B, device=device) < t_min_share
+        frac = torch.where(clipped, t_min + (1 - t_min) * frac, frac)
+    return (frac * T).long().clamp(0, T - 1)
 
 
 def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, float]:
@@ -208,7 +220,7 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
         else:
             mem_mask = batch.src_mask.to(device)
             mem = model.encode(batch.src_ids.to(device), mem_mask)
-        t = sample_t(cfg.t_sampling, B, model.cfg.diffusion_steps, device)
+        t = sample_t(cfg.t_sampling, B, model.cfg.diffusion_steps, device, cfg.t_min, cfg.t_min_share)
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
@@ -222,7 +234,8 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
 
 def _save(cfg, model, tok, optimizer, meta, step, elapsed, dev_result=None) -> None:
     run = {"task": cfg.task, "datasets": cfg.datasets, "steps": step, "wall_s": round(elapsed, 1),
-           "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed}
+           "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed,
+           "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share}
     if dev_result:
         run["dev"] = dev_result
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
