@@ -116,6 +116,25 @@ def test_a_full_queue_answers_503_with_retry_after(cf):
     assert busy.headers["retry-after"] == "1" and "queue is full" in busy.json()["error"]
 
 
+def test_jobs_queued_during_a_batch_wait_for_the_clients_it_answers(cf):
+    """Closed-loop clients: B queues while batch A runs; A's clients come back 20 ms after A ends. The
+    worker's window opens when it is free, so B and the returning clients run as one batch."""
+    slow = Slow(cf, 0.3)
+    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=150)
+    config = GenerationConfig(steps=STEPS)
+    a = [batcher.submit([f"a{i}"], config) for i in range(3)]
+    time.sleep(0.2)  # A is running; B arrives and its own 150 ms pass before A ends
+    b = [batcher.submit([f"b{i}"], config) for i in range(3)]
+    for f in a:
+        f.result(30)
+    time.sleep(0.02)
+    c = [batcher.submit([f"c{i}"], config) for i in range(3)]
+    for f in b + c:
+        f.result(30)
+    batcher.close()
+    assert slow.batches == [3, 6]
+
+
 def test_batcher_refuses_when_full(cf):
     batcher = DynamicBatcher(Slow(cf, 0.3), max_batch=1, max_wait_ms=0, max_queue=1)
     first = batcher.submit(["a"], GenerationConfig(steps=STEPS))

@@ -3,7 +3,13 @@
     submit(prompts, config) → Future          any thread (the HTTP handlers)
     worker: take the oldest job, then every queued job with the same batch_key (all GenerationConfig
             fields but seed and num_samples) until max_batch rows (prompts × samples) or max_wait_ms
-            after the oldest job arrived → CodeFusion.generate_many → resolve each job's future
+            after the later of (the oldest job's arrival, the worker becoming free)
+            → CodeFusion.generate_many → resolve each job's future
+
+The window opens when the worker is free, not only when the oldest job arrived: under closed-loop
+load the clients answered by one batch come back a few milliseconds after it ends, while the jobs
+that queued during it are already past their own window; timing from arrival alone would run those
+at once and keep two half-size cohorts alternating (measured: 8 requests per batch at concurrency 16).
 
 Only the worker thread touches the model (and, on GPU, its CUDA-graph buffers). Jobs of another
 batch_key wait for a later batch, oldest first. Each row keeps its (seed, sample) noise key, so a
@@ -78,6 +84,7 @@ class DynamicBatcher:
     # ---- worker ---------------------------------------------------------------------------------
     def _take_batch(self) -> list[Job] | None:
         """Block for the oldest job, then gather compatible ones until full or its wait is over."""
+        free_since = time.monotonic()
         with self.cond:
             while not self.queue:
                 if self.closing:
@@ -85,7 +92,7 @@ class DynamicBatcher:
                 self.cond.wait()
             first = self.queue.popleft()
             batch, rows, key = [first], first.rows, batch_key(first.config)
-            until = first.arrived + self.max_wait
+            until = max(first.arrived, free_since) + self.max_wait
             while rows < self.max_batch:
                 for job in list(self.queue):
                     if batch_key(job.config) == key and rows + job.rows <= self.max_batch:
