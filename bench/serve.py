@@ -4,6 +4,10 @@ For each concurrency c, c client threads send ``requests`` requests in all (one 
 unique seed each, so every answer can be matched to its request) and the run reports throughput,
 p50/p99 latency, errors, lost and duplicated answers, and how many requests each batch merged.
 Concurrency 1 is the one-request-at-a-time baseline the others are compared with.
+
+By default the server runs in this process (uvicorn in a thread), so its worker shares the
+interpreter with the client threads; ``url`` drives a server that runs on its own instead
+(``codefusion serve`` started apart), which is how a deployment runs.
 """
 from __future__ import annotations
 
@@ -32,9 +36,7 @@ def _batch_stats(metrics_text: str) -> tuple[float, float]:
     return vals.get("codefusion_batch_requests_sum", 0.0), vals.get("codefusion_batch_requests_count", 0.0)
 
 
-def serve_load(cf, prompts: list[str], lang: str, steps: int, concurrencies: list[int], requests: int,
-               max_batch: int, max_wait_ms: float, progress: bool = True) -> list[dict]:
-    import httpx
+def _start_in_process(cf, max_batch: int, max_wait_ms: float):
     import uvicorn
 
     from codefusion.server.app import create_app
@@ -46,7 +48,19 @@ def serve_load(cf, prompts: list[str], lang: str, steps: int, concurrencies: lis
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
+
+    def stop():
+        server.should_exit = True
+        thread.join(60)
+    return f"http://127.0.0.1:{port}", stop
+
+
+def serve_load(cf, prompts: list[str], lang: str, steps: int, concurrencies: list[int], requests: int,
+               max_batch: int, max_wait_ms: float, progress: bool = True, url: str | None = None) -> list[dict]:
+    """``cf``: the engine to serve in this process; ignored when ``url`` names a running server."""
+    import httpx
+
+    url, stop = (url.rstrip("/"), lambda: None) if url else _start_in_process(cf, max_batch, max_wait_ms)
     rows, seed = [], 0
     try:
         httpx.post(url + "/v1/generate", json={"prompts": prompts[:1], "lang": lang, "steps": steps}, timeout=600)
@@ -83,8 +97,7 @@ def serve_load(cf, prompts: list[str], lang: str, steps: int, concurrencies: lis
                          "p99_ms": round(float(np.percentile(lat, 99)), 1),
                          "requests_per_batch": round((after[0] - before[0]) / batches, 2) if batches else None})
     finally:
-        server.should_exit = True
-        thread.join(60)
+        stop()
     base = rows[0]["throughput_rps"] if rows else None
     for r in rows:
         r["speedup_vs_first"] = round(r["throughput_rps"] / base, 2) if base else None

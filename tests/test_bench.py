@@ -96,3 +96,31 @@ def test_bench_serve_counts_every_answer(tmp_path, capsys):
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["throughput_rps"] > 0 and r["requests_per_batch"] >= 1
     assert rows[0]["requests_per_batch"] == 1.0 and rows[0]["speedup_vs_first"] == 1.0
     assert (tmp_path / "serve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_serve_drives_a_server_running_apart(tmp_path, capsys):
+    """--url: the load generator talks to a server it did not start, and records that server's settings."""
+    import json
+
+    import torch
+
+    from codefusion import CodeFusion
+    from codefusion.cli import main
+    from codefusion.config import get_preset
+    from codefusion.model import CodeFusionModel
+    from codefusion.tokenizer import CodeTokenizer
+    from codefusion.bench.serve import _start_in_process
+
+    torch.manual_seed(0)
+    model = CodeFusionModel(get_preset("tiny")).eval()
+    tok = CodeTokenizer.train(["ls -la", "find . -name x", "print(1)", "list files"] * 20, 512)
+    url, stop = _start_in_process(CodeFusion(model, tok, "torch"), max_batch=8, max_wait_ms=5)
+    try:
+        assert main(["bench", "serve", "--preset", "tiny", "--url", url, "--steps", "2", "--concurrency", "2",
+                     "--requests", "4", "--out", str(tmp_path), "--json"]) == 0
+    finally:
+        stop()
+    out = json.loads(capsys.readouterr().out)
+    assert out["server"] == "separate process" and out["max_batch"] == 8 and out["max_wait_ms"] == 5
+    (row,) = out["rows"]
+    assert (row["ok"], row["lost"], row["duplicated"], row["mismatched"]) == (4, 0, 0, 0)

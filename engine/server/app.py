@@ -128,7 +128,8 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: in
     @app.get("/healthz")
     async def healthz():
         return {"status": "draining" if batcher.closing else "ok", "model": cf.cfg.name,
-                "backend": cf.backend.name, "device": str(cf.backend.device), "queue_depth": batcher.depth()}
+                "backend": cf.backend.name, "device": str(cf.backend.device), "dtype": str(cf.backend.dtype).split(".")[-1],
+                "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1e3, "queue_depth": batcher.depth()}
 
     @app.get("/metrics")
     async def prometheus():
