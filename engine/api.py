@@ -94,12 +94,15 @@ class CodeFusion:
     def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None) -> GenerationOutput:
         return self.generate_many([(prompts, config or GenerationConfig())])[0]
 
-    def generate_many(self, requests: list[tuple[list[str] | str, GenerationConfig]]) -> list[GenerationOutput]:
+    def generate_many(self, requests: list[tuple[list[str] | str, GenerationConfig]],
+                      on_trace=None) -> list[GenerationOutput]:
         """Several requests in as few denoising batches as possible (the server's dynamic batching).
 
         They must agree on every GenerationConfig field but ``seed`` and ``num_samples`` (``batch_key``).
         Every row keeps its own (seed, sample) noise key and requests run at their own length bucket
-        (one batch per bucket), so each output equals ``generate`` of that request alone."""
+        (one batch per bucket), so each output equals ``generate`` of that request alone.
+        ``on_trace(r, entry)``, if given, is called as soon as request r's loop reaches each of its
+        ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming."""
         t_start = time.perf_counter()
         # 1. validate
         if not requests:
@@ -129,7 +132,7 @@ class CodeFusion:
         t_encoded = time.perf_counter()
         outputs: list[GenerationOutput | None] = [None] * len(reqs)
         for n_max, members in groups.items():  # 4–6 per length bucket
-            for r, out in zip(members, self._generate_group(reqs, members, first, memory, n_max)):
+            for r, out in zip(members, self._generate_group(reqs, members, first, memory, n_max, on_trace)):
                 out.warnings = warnings[r]
                 outputs[r] = out
         total = round((time.perf_counter() - t_start) * 1e3, 3)
@@ -137,7 +140,7 @@ class CodeFusion:
             out.timings = {"encode_ms": round((t_encoded - t_start) * 1e3, 3), **out.timings, "total_ms": total}
         return outputs
 
-    def _generate_group(self, reqs, members: list[int], first: list[int], memory, n_max: int):
+    def _generate_group(self, reqs, members: list[int], first: list[int], memory, n_max: int, on_trace=None):
         """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows
         (request, prompt, sample), request-major, so each request's rows are contiguous."""
         t0 = time.perf_counter()
@@ -158,7 +161,15 @@ class CodeFusion:
         seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
         samples = torch.tensor(samples, dtype=torch.int64, device=device)
         state = initial_state(self.backend, rows_memory, table, seeds, samples, n)
-        state, trace, steps_run = self._sample(state, config, n_max)
+
+        def per_request(entry: dict, r: int, a: int, n_prompts: int, k: int) -> dict:
+            return {"step": entry["step"], "timestep": entry["timestep"],
+                    "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
+
+        def publish(entry: dict) -> None:
+            for r, span in zip(members, spans):
+                on_trace(r, per_request(entry, r, *span))
+        state, trace, steps_run = self._sample(state, config, n_max, publish if on_trace else None)
         self.backend.synchronize()
         t_sampled = time.perf_counter()
         # 5. decode
@@ -170,9 +181,7 @@ class CodeFusion:
         outs = []
         for r, (a, n_prompts, k) in zip(members, spans):
             texts, scores, sample_texts = self._rank(ids[a:a + n_prompts * k], logp[a:a + n_prompts * k], n_prompts, k)
-            req_trace = None if trace is None else [
-                {"step": e["step"], "timestep": e["timestep"],
-                 "texts": [e["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]} for e in trace]
+            req_trace = None if trace is None else [per_request(e, r, a, n_prompts, k) for e in trace]
             timings = {"sample_ms": ms(t0, t_sampled), "decode_ms": ms(t_sampled, t_decoded), "steps": steps_run,
                        "length": n, "batch_rows": len(prompt_of)}
             outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts))
@@ -186,9 +195,10 @@ class CodeFusion:
             return [self.cfg.max_target_len] * len(prompts)
         return [self.cfg.bucket_for(int(n)) for n in lengths]
 
-    def _sample(self, state, config: GenerationConfig, n_max: int):
+    def _sample(self, state, config: GenerationConfig, n_max: int, publish=None):
         """Run the loop → (state, trace, steps run). With ``trace_steps``, stop after each requested step
-        count and decode x̂0 (one text per row); with ``early_exit``, stop once every row has settled."""
+        count and decode x̂0 (one text per row; handed to ``publish`` at once when given); with
+        ``early_exit``, stop once every row has settled."""
         if config.early_exit:
             state, steps_run = self._sample_early_exit(state)
             return state, None, steps_run
@@ -201,6 +211,8 @@ class CodeFusion:
             ids, _ = self.backend.decode(state.x0_hat, state.memory)
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
                           "rows": [self.tokenizer.decode(row) for row in ids[:, :n_max].cpu().tolist()]})
+            if publish is not None:
+                publish(trace[-1])
         return run(self.backend, state, done), trace, len(state.table)
 
     def _sample_early_exit(self, state):

@@ -28,10 +28,10 @@ class Slow:
         self.cf, self.delay, self.cfg, self.backend = cf, delay, cf.cfg, cf.backend
         self.batches: list[int] = []
 
-    def generate_many(self, requests):
+    def generate_many(self, requests, on_trace=None):
         time.sleep(self.delay)
         self.batches.append(len(requests))
-        return self.cf.generate_many(requests)
+        return self.cf.generate_many(requests, on_trace)
 
 
 class Server:
@@ -228,3 +228,40 @@ def test_ray_serve_batches_and_answers_like_one_process(overfit_dir, cf):
         alone = cf.generate(body["prompts"], GenerationConfig(steps=STEPS, seed=body["seed"]))
         assert got["texts"] == alone.texts and got["seed"] == body["seed"]
     assert "steps must be an integer" in answers[6]["error"]
+
+
+def _events(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_stream_sends_each_trace_step_then_the_result(cf):
+    """Two clients batched together, each streaming its own trace: every trace event arrives in step order
+    before the result, equals the trace inside the result, and the result equals the non-streamed answer."""
+    server = Server(create_app(Slow(cf, 0.2), max_batch=8, max_wait_ms=100))
+    bodies = [{"prompts": ["list all files"], "steps": STEPS, "seed": 1, "trace_steps": [1, 3]},
+              {"prompts": ["find txt files", "sum a list"], "steps": STEPS, "seed": 2, "num_samples": 2,
+               "trace_steps": [1, 3]}]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            streamed = list(pool.map(lambda b: httpx.post(server.url + "/v1/generate/stream", json=b, timeout=60),
+                                     bodies))
+        plain = [_post(server.url, b).json() for b in bodies]
+        refused = httpx.post(server.url + "/v1/generate/stream", json={"prompts": ["x"], "steps": 0}, timeout=60)
+        metrics = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    for resp, body, expect in zip(streamed, bodies, plain):
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        events = _events(resp.text)
+        assert [e for e, _ in events] == ["trace", "trace", "result"]
+        traces, (_, result) = [d for _, d in events[:2]], events[2]
+        assert [t["step"] for t in traces] == [1, 3] and traces == result["trace"]
+        assert len(traces[0]["texts"]) == len(body["prompts"])
+        assert all(len(per_prompt) == body.get("num_samples", 1) for per_prompt in traces[0]["texts"])
+        assert result == {**expect, "timings": result["timings"]}
+    assert refused.status_code == 422 and "steps" in refused.json()["error"]
+    assert 'codefusion_batch_requests_count 3.0' in metrics  # the two streams ran as one batch

@@ -2,6 +2,10 @@
 
     POST /v1/generate   {"prompts": [...], "lang", "steps", "solver", "num_samples", "seed", "max_length",
                          "early_exit", "eta", "clamp", "trace_steps"} → the object `generate --json` prints
+    POST /v1/generate/stream   the same body → server-sent events: one `trace` event per entry of
+                        trace_steps as the loop reaches it ({"step", "timestep", "texts"}: the code
+                        emerging from noise), then one `result` event (the /v1/generate object) or
+                        one `error` event ({"status", "error"})
     GET  /healthz       {"status": "ok", ...}
     GET  /metrics       Prometheus text: requests by status, latency histogram, batch sizes, queue depth, steps
     GET  /docs          OpenAPI (FastAPI's)
@@ -13,12 +17,13 @@ request outlives its timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
@@ -73,6 +78,10 @@ class Metrics:
         self.steps.inc(steps or 0)
 
 
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -99,12 +108,11 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: in
             return _error(413, f"request body is {size} bytes; the limit is {limits.max_body_bytes}")
         return await call_next(request)
 
-    @app.post("/v1/generate")
-    async def generate(req: GenerateRequest):
-        t0 = time.perf_counter()
+    def submit(req: GenerateRequest, on_trace=None):
+        """→ the job's Future, or the error response when the request is refused before it queues."""
         try:
             prompts, config = _validate(req, cf, limits)
-            future = batcher.submit(prompts, config)
+            future = batcher.submit(prompts, config, on_trace=on_trace)
         except (QueueFull, ShuttingDown) as e:
             metrics.requests.labels("503").inc()
             return _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
@@ -112,18 +120,51 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: in
             metrics.requests.labels("422").inc()
             return _error(422, str(e))
         metrics.queue.set(batcher.depth())
+        return future
+
+    async def outcome(future, t0: float) -> tuple[int, dict]:
+        """Wait for the job → (HTTP status, body), counted in the metrics."""
         try:
             out = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             future.cancel()
-            metrics.requests.labels("504").inc()
-            return _error(504, f"the request did not finish within {limits.timeout_s:g} s")
+            status, body = 504, {"error": f"the request did not finish within {limits.timeout_s:g} s"}
         except CodeFusionError as e:
-            metrics.requests.labels("422").inc()
-            return _error(422, str(e))
-        metrics.requests.labels("200").inc()
-        metrics.latency.observe(time.perf_counter() - t0)
-        return out.to_json()
+            status, body = 422, {"error": str(e)}
+        else:
+            status, body = 200, out.to_json()
+            metrics.latency.observe(time.perf_counter() - t0)
+        metrics.requests.labels(str(status)).inc()
+        return status, body
+
+    @app.post("/v1/generate")
+    async def generate(req: GenerateRequest):
+        t0 = time.perf_counter()
+        future = submit(req)
+        if isinstance(future, Response):
+            return future
+        status, body = await outcome(future, t0)
+        return body if status == 200 else JSONResponse(body, status_code=status)
+
+    @app.post("/v1/generate/stream")
+    async def generate_stream(req: GenerateRequest):
+        t0, loop, events = time.perf_counter(), asyncio.get_running_loop(), asyncio.Queue()
+        future = submit(req, on_trace=lambda entry: loop.call_soon_threadsafe(events.put_nowait, entry))
+        if isinstance(future, Response):
+            return future  # refused before queueing: a plain error response, not a stream
+        done = asyncio.ensure_future(outcome(future, t0))
+
+        async def stream():
+            while not (done.done() and events.empty()):
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield _sse("trace", getter.result())
+                else:
+                    getter.cancel()
+            status, body = done.result()
+            yield _sse("result", body) if status == 200 else _sse("error", {"status": status, **body})
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz():

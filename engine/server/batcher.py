@@ -43,6 +43,7 @@ class Job:
     deadline: float  # time.monotonic() after which the answer is no longer wanted
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
+    on_trace: object = None  # callable(entry), called from the worker thread at each trace step (streaming)
 
     @property
     def rows(self) -> int:
@@ -63,8 +64,11 @@ class DynamicBatcher:
     def depth(self) -> int:
         return len(self.queue)
 
-    def submit(self, prompts: list[str], config: GenerationConfig, timeout_s: float | None = None) -> Future:
-        job = Job(prompts, config, time.monotonic() + (timeout_s or self.timeout_s))
+    def submit(self, prompts: list[str], config: GenerationConfig, timeout_s: float | None = None,
+               on_trace=None) -> Future:
+        """Queue a request → its Future. ``on_trace(entry)`` (optional) receives each trace step of it
+        as the loop reaches it, from the worker thread."""
+        job = Job(prompts, config, time.monotonic() + (timeout_s or self.timeout_s), on_trace=on_trace)
         with self.cond:
             if self.closing:
                 raise ShuttingDown("the server is shutting down: retry on another replica")
@@ -120,7 +124,9 @@ class DynamicBatcher:
     def _run(self, jobs: list[Job]) -> None:
         t0 = time.perf_counter()
         try:
-            outputs = self.cf.generate_many([(j.prompts, j.config) for j in jobs])
+            streams = [j.on_trace for j in jobs]
+            on_trace = (lambda r, entry: streams[r](entry) if streams[r] else None) if any(streams) else None
+            outputs = self.cf.generate_many([(j.prompts, j.config) for j in jobs], on_trace=on_trace)
         except Exception as batch_error:  # noqa: BLE001 — isolate the job that failed, answer the others
             if len(jobs) == 1:
                 jobs[0].future.set_exception(batch_error)
