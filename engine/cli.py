@@ -135,13 +135,11 @@ def _serve(args) -> int:
         from .server.ray_app import serve_ray
         return serve_ray(args.model, args.backend, args.device, args.dtype, args.replicas, args.max_batch,
                          args.max_wait_ms, args.host, args.port)
-    import uvicorn
-
     from .api import CodeFusion
-    from .server.app import create_app
+    from .server.app import create_app, serve_on_main_thread
     cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=int(args.timeout))
+    app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False)
+    serve_on_main_thread(app, args.host, args.port, int(args.timeout))
     return 0
 
 

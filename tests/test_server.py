@@ -265,3 +265,21 @@ def test_stream_sends_each_trace_step_then_the_result(cf):
         assert result == {**expect, "timings": result["timings"]}
     assert refused.status_code == 422 and "steps" in refused.json()["error"]
     assert 'codefusion_batch_requests_count 3.0' in metrics  # the two streams ran as one batch
+
+
+def test_the_worker_loop_can_run_on_the_callers_thread(cf):
+    """own_thread=False (what `codefusion serve` does with its main thread): serve_forever() runs the jobs
+    on the calling thread and returns once close() has drained the queue."""
+    batcher = DynamicBatcher(cf, max_wait_ms=5, own_thread=False)
+    config = GenerationConfig(steps=STEPS, seed=3)
+    answers = []
+
+    def client():
+        answers.append(batcher.submit(["list all files"], config).result(30))
+        batcher.close()
+    thread = threading.Thread(target=client)
+    thread.start()
+    batcher.serve_forever()
+    thread.join(30)
+    assert batcher.worker is threading.current_thread() and batcher.stopped.is_set()
+    assert answers[0].texts == cf.generate(["list all files"], config).texts

@@ -187,9 +187,10 @@ class CompiledTorchBackend(TorchBackend):
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         super().__init__(model, device, dtype)
+        # the stacks are compiled as modules, so their weights are parameters Inductor can freeze and pre-pack
         options = {"freezing": True}
-        self._denoise = torch.compile(self._denoise, options=options, dynamic=False)
-        self._decode = torch.compile(self._decode, options=options, dynamic=False)
+        self.denoiser = torch.compile(self.denoiser, options=options, dynamic=False)
+        self.decoder = torch.compile(self.decoder, options=options, dynamic=False)
 
     # Inference-mode tensors cannot pass through a graph Inductor traces: no_grad instead
     @torch.no_grad()

@@ -78,6 +78,35 @@ class Metrics:
         self.steps.inc(steps or 0)
 
 
+def serve_on_main_thread(app: FastAPI, host: str, port: int, graceful_s: int = 120) -> None:
+    """uvicorn on a background thread, the batcher's worker loop on this (the main) thread, which loaded
+    the model: see batcher.py for why. SIGINT / SIGTERM stop uvicorn, whose shutdown drains the batcher."""
+    import signal
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                           timeout_graceful_shutdown=graceful_s))
+
+    def run_http():
+        try:
+            server.run()
+        finally:  # a failed start (port in use) must not leave the main thread waiting for jobs
+            app.state.batcher.close()
+    http = threading.Thread(target=run_http, name="codefusion-http")
+
+    def stop(signum, frame):
+        server.should_exit = True
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    http.start()
+    app.state.batcher.serve_forever()  # returns once uvicorn's shutdown has closed and drained it
+    http.join()
+    if not server.started:
+        raise CodeFusionError(f"the HTTP server did not start on {host}:{port} (is the port in use?)")
+
+
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
@@ -87,9 +116,11 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: int = 256, api_key: str | None = None,
-               limits: Limits = Limits()) -> FastAPI:
+               limits: Limits = Limits(), own_worker: bool = True) -> FastAPI:
+    """``own_worker=False``: the caller runs ``app.state.batcher.serve_forever()`` on its own thread
+    (``codefusion serve`` runs it on the main thread, uvicorn on another)."""
     metrics = Metrics()
-    batcher = DynamicBatcher(cf, max_batch, max_wait_ms, max_queue, limits.timeout_s, metrics.on_batch)
+    batcher = DynamicBatcher(cf, max_batch, max_wait_ms, max_queue, limits.timeout_s, metrics.on_batch, own_worker)
 
     @asynccontextmanager
     async def lifespan(app):
