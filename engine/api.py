@@ -131,14 +131,8 @@ class CodeFusion:
         self.backend.synchronize()
         t_encoded = time.perf_counter()
         outputs: list[GenerationOutput | None] = [None] * len(reqs)
-        if len(groups) > 1 and getattr(self.backend, "ragged", False) and not config.early_exit:
-            # one loop at the longest bucket, each request masked to its own length (backend.ragged_memory)
-            length_of = {r: n for n, members in groups.items() for r in members}
-            runs = [(max(groups), sorted(length_of), length_of)]
-        else:
-            runs = [(n, members, None) for n, members in groups.items()]
-        for n_max, members, ragged in runs:  # 4–6 per run
-            for r, out in zip(members, self._generate_group(reqs, members, first, memory, n_max, on_trace, ragged)):
+        for n_max, members in groups.items():  # 4–6 per length bucket
+            for r, out in zip(members, self._generate_group(reqs, members, first, memory, n_max, on_trace)):
                 out.warnings = warnings[r]
                 outputs[r] = out
         total = round((time.perf_counter() - t_start) * 1e3, 3)
@@ -146,16 +140,13 @@ class CodeFusion:
             out.timings = {"encode_ms": round((t_encoded - t_start) * 1e3, 3), **out.timings, "total_ms": total}
         return outputs
 
-    def _generate_group(self, reqs, members: list[int], first: list[int], memory, n_max: int, on_trace=None,
-                        lengths: dict[int, int] | None = None):
-        """Sample, decode and rank the requests ``members`` as one batch of rows (request, prompt, sample),
-        request-major, so each request's rows are contiguous. One length bucket n_max, or with ``lengths``
-        (request → its length) a ragged batch of length n_max."""
+    def _generate_group(self, reqs, members: list[int], first: list[int], memory, n_max: int, on_trace=None):
+        """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows
+        (request, prompt, sample), request-major, so each request's rows are contiguous."""
         t0 = time.perf_counter()
         config, device = reqs[members[0]][1], self.backend.device
         n = self.cfg.bucket_for(n_max)
-        length_of = (lambda r: n_max) if lengths is None else lengths.__getitem__  # noqa: E731
-        prompt_of, seeds, samples, spans, row_len = [], [], [], [], []
+        prompt_of, seeds, samples, spans = [], [], [], []
         for r in members:
             ps, c = reqs[r]
             spans.append((len(prompt_of), len(ps), c.num_samples))
@@ -163,11 +154,8 @@ class CodeFusion:
                 prompt_of += [first[r] + j] * c.num_samples
                 seeds += [c.seed] * c.num_samples
                 samples += range(c.num_samples)
-                row_len += [length_of(r)] * c.num_samples
         # 4. sample
         rows_memory = select_rows(memory, torch.tensor(prompt_of, device=device))
-        if lengths is not None:
-            rows_memory = self.backend.ragged_memory(rows_memory, torch.tensor(row_len), n)
         table = step_table(NoiseSchedule.sqrt(self.cfg.diffusion_steps, device).respace(config.steps), config.solver,
                            config.eta, config.clamp)
         seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
@@ -181,7 +169,7 @@ class CodeFusion:
         def publish(entry: dict) -> None:
             for r, span in zip(members, spans):
                 on_trace(r, per_request(entry, r, *span))
-        state, trace, steps_run = self._sample(state, config, row_len, publish if on_trace else None)
+        state, trace, steps_run = self._sample(state, config, n_max, publish if on_trace else None)
         self.backend.synchronize()
         t_sampled = time.perf_counter()
         # 5. decode
@@ -192,11 +180,10 @@ class CodeFusion:
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         outs = []
         for r, (a, n_prompts, k) in zip(members, spans):
-            rows, cut = slice(a, a + n_prompts * k), length_of(r)
-            texts, scores, sample_texts = self._rank(ids[rows, :cut], logp[rows, :cut], n_prompts, k)
+            texts, scores, sample_texts = self._rank(ids[a:a + n_prompts * k], logp[a:a + n_prompts * k], n_prompts, k)
             req_trace = None if trace is None else [per_request(e, r, a, n_prompts, k) for e in trace]
             timings = {"sample_ms": ms(t0, t_sampled), "decode_ms": ms(t_sampled, t_decoded), "steps": steps_run,
-                       "length": self.cfg.bucket_for(cut), "batch_rows": len(prompt_of)}
+                       "length": n, "batch_rows": len(prompt_of)}
             outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts))
         return outs
 
@@ -208,7 +195,7 @@ class CodeFusion:
             return [self.cfg.max_target_len] * len(prompts)
         return [self.cfg.bucket_for(int(n)) for n in lengths]
 
-    def _sample(self, state, config: GenerationConfig, row_len: list[int], publish=None):
+    def _sample(self, state, config: GenerationConfig, n_max: int, publish=None):
         """Run the loop → (state, trace, steps run). With ``trace_steps``, stop after each requested step
         count and decode x̂0 (one text per row; handed to ``publish`` at once when given); with
         ``early_exit``, stop once every row has settled."""
@@ -223,7 +210,7 @@ class CodeFusion:
             done = stop
             ids, _ = self.backend.decode(state.x0_hat, state.memory)
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
-                          "rows": [self.tokenizer.decode(row[:cut]) for row, cut in zip(ids.cpu().tolist(), row_len)]})
+                          "rows": [self.tokenizer.decode(row) for row in ids[:, :n_max].cpu().tolist()]})
             if publish is not None:
                 publish(trace[-1])
         return run(self.backend, state, done), trace, len(state.table)

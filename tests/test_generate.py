@@ -1,6 +1,5 @@
 """The API and the `generate` CLI on a tiny random model: determinism, batch ≡ singles, bad input."""
 import json
-from dataclasses import replace
 import subprocess
 import sys
 
@@ -10,7 +9,6 @@ import torch
 from codefusion import CodeFusion, GenerationConfig
 from codefusion.backends import available, get_backend
 from codefusion.checkpoint import save_checkpoint
-from codefusion.model import CodeFusionModel
 from codefusion.cli import main
 from codefusion.errors import CodeFusionError
 
@@ -177,35 +175,3 @@ def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
         cf.generate_many([a, (["pwd"], GenerationConfig(steps=5))])
     with pytest.raises(CodeFusionError, match="at least one"):
         cf.generate_many([])
-
-
-@pytest.mark.parametrize("self_condition", [False, True])
-def test_requests_of_different_lengths_share_one_ragged_loop(tiny_model, tokenizer, monkeypatch, self_condition):
-    """Requests whose length head picks different buckets run as one loop at the longest bucket, each row
-    masked to its own length (torch backend on CPU): every answer — texts, scores, trace — equals the request
-    run alone at its own length, and the batch holds all of their rows."""
-    import dataclasses
-
-    torch.manual_seed(2)
-    model = CodeFusionModel(dataclasses.replace(tiny_model.cfg, self_condition=self_condition,
-                                                length_head=True)).eval()
-    cf = CodeFusion(model, tokenizer, "torch")
-    wanted = {"list files": 10, "count lines in a.txt": 30, "show disk usage": 12}  # buckets 16, 32, 16
-
-    def lengths(memory, quantile):  # the length head, replaced by a fixed length per prompt
-        return torch.tensor([wanted[p] for p in current])
-    monkeypatch.setattr(cf.backend, "lengths", lengths)
-    config = GenerationConfig(steps=6, seed=3, num_samples=2, trace_steps=(3,))
-    requests = [(["list files"], config), (["count lines in a.txt", "show disk usage"], replace(config, seed=5)),
-                (["show disk usage"], replace(config, seed=7))]
-    current = [p for ps, _ in requests for p in ps]
-    batched = cf.generate_many(requests)
-    assert [o.timings["batch_rows"] for o in batched] == [8, 8, 8]  # one loop for all 4 prompts × 2 samples
-    assert [o.timings["length"] for o in batched] == [16, 32, 16]
-    for (prompts, cfg), got in zip(requests, batched):
-        current = prompts
-        alone = cf.generate(prompts, cfg)
-        assert alone.timings["batch_rows"] == 2 * len(prompts)
-        assert got.texts == alone.texts and got.samples == alone.samples and got.trace == alone.trace
-        for a, b in zip(got.scores, alone.scores):
-            assert a == pytest.approx(b, abs=1e-5)

@@ -34,13 +34,11 @@ class FastMemory(Memory):
 
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     attn_mask: torch.Tensor | None = None  # (B, 1, 1, S) bool, True where a key may be attended
-    self_mask: torch.Tensor | None = None  # (B, 1, 1, n) bool for ragged batches: a row's own target positions
 
     def repeat_interleave(self, k: int) -> "FastMemory":
         rep = lambda x: x.repeat_interleave(k, 0)  # noqa: E731
         return replace(self, states=rep(self.states), mask=rep(self.mask), attn_mask=rep(self.attn_mask),
-                       kv=tuple((rep(a), rep(b)) for a, b in self.kv),
-                       self_mask=None if self.self_mask is None else rep(self.self_mask))
+                       kv=tuple((rep(a), rep(b)) for a, b in self.kv))
 
 
 class FastBlock(nn.Module):
@@ -64,11 +62,10 @@ class FastBlock(nn.Module):
     def cross_kv(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.ck(mem)), self.heads(self.cv(mem))
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], attn_mask: torch.Tensor,
-                self_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], attn_mask: torch.Tensor) -> torch.Tensor:
         B, n, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-        x = x + self.o(F.scaled_dot_product_attention(q, k, v, attn_mask=self_mask).transpose(1, 2).reshape(B, n, d))
+        x = x + self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, n, d))
         q = self.heads(self.cq(self.ln2(x)))
         x = x + self.co(F.scaled_dot_product_attention(q, *kv, attn_mask=attn_mask).transpose(1, 2).reshape(B, n, d))
         return x + self.ffn(self.ln3(x))
@@ -86,12 +83,12 @@ class FastStack(nn.Module):
         self.to(dtype)
         self.dtype = dtype
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask, self_mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask) -> torch.Tensor:
         h = self.inp(x.to(self.dtype)) + self.pos[: x.shape[1]]
         if self.time_table is not None:
             h = h + self.time_table.index_select(0, t.reshape(1))  # (1, d): a 0-d index would sync (.item())
         for block, block_kv in zip(self.blocks, kv):
-            h = block(h, block_kv, attn_mask, self_mask)
+            h = block(h, block_kv, attn_mask)
         return self.out(self.ln(h))
 
 
@@ -125,17 +122,6 @@ class TorchBackend(Backend):
         self.abar = model.alphas_cumprod.to(device)
         # GPU: the loop replays CUDA graphs of its steps (graphs.py); CPU has no launch cost to save
         self.graphs = StepGraphs(self.step) if device.type == "cuda" else None
-        # ragged batches (rows of several length buckets in one loop, see ragged_memory): CPU only for now,
-        # the captured graphs of the GPU path are not checked with a self-attention mask
-        self.ragged = self.graphs is None
-
-    def ragged_memory(self, memory: FastMemory, lengths: torch.Tensor, n: int) -> FastMemory:
-        """Rows of different target lengths in one batch of length n: row b attends to its first
-        lengths[b] positions only. Every other op is per position and the counter-based noise of position
-        p does not depend on n, so a row's first lengths[b] positions evolve as in a batch of length
-        lengths[b] (up to float summation order); the caller keeps only those."""
-        keys = torch.arange(n, device=self.device)[None, :] < lengths.to(self.device)[:, None]
-        return replace(memory, self_mask=keys[:, None, None, :])
 
     def advance(self, state, i, x0):
         """On CPU, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
@@ -172,7 +158,7 @@ class TorchBackend(Backend):
 
     def _denoise(self, x_t, t, memory: FastMemory, x0_prev):
         x = torch.cat([x_t, x0_prev], dim=-1) if self.self_condition else x_t
-        out = self.denoiser(x, t, self._kv(memory, "denoiser"), memory.attn_mask, memory.self_mask).to(torch.float32)
+        out = self.denoiser(x, t, self._kv(memory, "denoiser"), memory.attn_mask).to(torch.float32)
         if self.cfg.prediction == "x0":
             return out
         abar = self.abar.index_select(0, t.reshape(1))  # (1,), no host sync
@@ -183,7 +169,7 @@ class TorchBackend(Backend):
         return self._decode(x0, memory)
 
     def _decode(self, x0, memory: FastMemory):
-        h = self.decoder(x0, None, self._kv(memory, "decoder"), memory.attn_mask, memory.self_mask)
+        h = self.decoder(x0, None, self._kv(memory, "decoder"), memory.attn_mask)
         logits = self.head(h, self.embed_weight)
         logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
         best, ids = logp.max(dim=-1)

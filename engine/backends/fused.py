@@ -80,10 +80,7 @@ class FusedStack(nn.Module):
         self.fast = fast
         self.blocks = nn.ModuleList(FusedBlock(b) for b in fast.blocks)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask: torch.Tensor,
-                self_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self_mask is not None:
-            raise CodeFusionError("the triton backend runs no ragged batches (self-attention mask): one length per batch")
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask: torch.Tensor) -> torch.Tensor:
         f = self.fast
         key_mask = attn_mask[:, 0, 0, :]  # (B, 1, 1, S) → (B, S) view
         lns = [b.fast.ln1 for b in self.blocks[1:]] + [f.ln]
@@ -119,7 +116,6 @@ class TritonBackend(TorchBackend):
         if len(self.denoiser.blocks) == 0 or len(self.decoder.blocks) == 0:
             raise CodeFusionError("the triton backend needs at least one block in N and D")
         self.denoiser, self.decoder = fuse(self.denoiser), fuse(self.decoder)
-        self.ragged = False  # the fused attention kernel takes no self-attention mask
         self._steps: dict[int, torch.Tensor] = {}
 
     def _step_index(self, i, K: int) -> torch.Tensor:
