@@ -162,13 +162,13 @@ class CodeFusion:
         samples = torch.tensor(samples, dtype=torch.int64, device=device)
         state = initial_state(self.backend, rows_memory, table, seeds, samples, n)
 
-        def per_request(entry: dict, r: int, a: int, n_prompts: int, k: int) -> dict:
+        def per_request(entry: dict, a: int, n_prompts: int, k: int) -> dict:
             return {"step": entry["step"], "timestep": entry["timestep"],
                     "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
 
         def publish(entry: dict) -> None:
             for r, span in zip(members, spans):
-                on_trace(r, per_request(entry, r, *span))
+                on_trace(r, per_request(entry, *span))
         state, trace, steps_run = self._sample(state, config, n_max, publish if on_trace else None)
         self.backend.synchronize()
         t_sampled = time.perf_counter()
@@ -181,7 +181,7 @@ class CodeFusion:
         outs = []
         for r, (a, n_prompts, k) in zip(members, spans):
             texts, scores, sample_texts = self._rank(ids[a:a + n_prompts * k], logp[a:a + n_prompts * k], n_prompts, k)
-            req_trace = None if trace is None else [per_request(e, r, a, n_prompts, k) for e in trace]
+            req_trace = None if trace is None else [per_request(e, a, n_prompts, k) for e in trace]
             timings = {"sample_ms": ms(t0, t_sampled), "decode_ms": ms(t_sampled, t_decoded), "steps": steps_run,
                        "length": n, "batch_rows": len(prompt_of)}
             outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts))

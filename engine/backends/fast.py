@@ -178,16 +178,18 @@ class TorchBackend(Backend):
 
 class CompiledTorchBackend(TorchBackend):
     """``torch-compile``: the ``torch`` backend with the denoiser and decoder compiled by Inductor, with
-    freezing (the weights become constants: bf16 linears pre-packed for oneDNN/AMX, LayerNorm, GELU and
-    residual adds fused into a few C++ loops). Same results as ``torch`` up to the reordering of float
-    sums; its first call per (rows, length) shape compiles (tens of seconds on a 2-core CPU; ``bench
-    latency`` reports it as cold start), so it suits a server or a benchmark, not a one-shot CLI call."""
+    freezing (the weights become constants; LayerNorm, GELU, residual adds and the Python between ops
+    fused into a few C++ loops; on this project's AVX-512-BF16 CPU the linears stay oneDNN ``addmm``
+    calls). Same results as ``torch`` up to the reordering of float sums. Its first call per (rows,
+    length) shape compiles (≈ 20 s for the default model on a 2-core CPU; ``bench latency`` reports it
+    as cold start), so it suits a server or a benchmark, not a one-shot CLI call. Measured: one 20-step
+    query on the default model 100 ms against 121 ms for ``torch``; the ``paper`` step 22.9 against 24.1 ms."""
 
     name = "torch-compile"
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         super().__init__(model, device, dtype)
-        # the stacks are compiled as modules, so their weights are parameters Inductor can freeze and pre-pack
+        # the stacks are compiled as modules, so their weights are parameters Inductor can freeze
         options = {"freezing": True}
         self.denoiser = torch.compile(self.denoiser, options=options, dynamic=False)
         self.decoder = torch.compile(self.decoder, options=options, dynamic=False)

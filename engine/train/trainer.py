@@ -202,6 +202,8 @@ def sample_t(how: str, B: int, T: int, device, t_min: float = 0.0, t_min_share: 
     ``t_min`` clips the noise from below (DINOISER, Ye et al. 2023): a ``t_min_share`` of the rows draw
     from [t_min·T, T) with the same shape, so the loss is spent where the condition decides; the other
     rows keep the whole range, so low-noise denoising is not forgotten."""
+    if how == "uniform" and t_min == 0:
+        return torch.randint(0, T, (B,), device=device)  # the draws of runs made before t_min existed
     u = torch.rand(B, device=device)
     frac = u if how == "uniform" else 1 - (1 - u) ** 2
     if t_min > 0:
