@@ -283,3 +283,55 @@ def test_the_worker_loop_can_run_on_the_callers_thread(cf):
     thread.join(30)
     assert batcher.worker is threading.current_thread() and batcher.stopped.is_set()
     assert answers[0].texts == cf.generate(["list all files"], config).texts
+
+
+def test_codefusion_serve_runs_the_engine_on_the_main_thread_and_stops_on_sigterm(cf):
+    """What `codefusion serve` runs: uvicorn on a thread, the batcher loop here; SIGTERM drains and returns."""
+    import os
+    import signal
+
+    from codefusion.server.app import serve_on_main_thread
+    app = create_app(cf, max_wait_ms=5, own_worker=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, answers = f"http://127.0.0.1:{port}", []
+
+    def client():
+        for _ in range(600):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        answers.append(_post(url, {"prompts": ["list all files"], "steps": STEPS}))
+        os.kill(os.getpid(), signal.SIGTERM)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        serve_on_main_thread(app, "127.0.0.1", port, graceful_s=10)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    thread.join(30)
+    assert answers[0].status_code == 200 and answers[0].json()["texts"]
+    assert app.state.batcher.worker is threading.main_thread() and app.state.batcher.stopped.is_set()
+
+
+def test_codefusion_serve_on_a_busy_port_fails_in_one_line(cf):
+    import signal
+
+    from codefusion.errors import CodeFusionError
+    from codefusion.server.app import serve_on_main_thread
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        try:
+            with pytest.raises(CodeFusionError, match="did not start on 127.0.0.1"):
+                serve_on_main_thread(create_app(cf, own_worker=False), "127.0.0.1", port, graceful_s=5)
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)

@@ -92,7 +92,9 @@ def serve_on_main_thread(app: FastAPI, host: str, port: int, graceful_s: int = 1
     def run_http():
         try:
             server.run()
-        finally:  # a failed start (port in use) must not leave the main thread waiting for jobs
+        except SystemExit:  # uvicorn exits on a failed start (port in use); the main thread reports it
+            pass
+        finally:  # and must not be left waiting for jobs
             app.state.batcher.close()
     http = threading.Thread(target=run_http, name="codefusion-http")
 
