@@ -10,6 +10,7 @@ import pytest
 import uvicorn
 
 from codefusion import CodeFusion, GenerationConfig
+from codefusion.bench.serve import _free_port
 from codefusion.server.app import Limits, create_app
 from codefusion.server.batcher import DynamicBatcher, QueueFull
 
@@ -38,9 +39,7 @@ class Server:
     """uvicorn in a thread on a free loopback port."""
 
     def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = _free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -208,9 +207,7 @@ def test_ray_serve_batches_and_answers_like_one_process(overfit_dir, cf):
     ray = pytest.importorskip("ray")
     serve = pytest.importorskip("ray.serve")
     from codefusion.server.ray_app import build_deployment
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)  # controller + proxy + replica
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -292,9 +289,7 @@ def test_codefusion_serve_runs_the_engine_on_the_main_thread_and_stops_on_sigter
 
     from codefusion.server.app import serve_on_main_thread
     app = create_app(cf, max_wait_ms=5, own_worker=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     url, answers = f"http://127.0.0.1:{port}", []
 
     def client():
