@@ -16,7 +16,7 @@ from .prompts import PROMPTS
 LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "n", "ms_per_step_p50",
                    "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step"]
 PARITY_COLUMNS = ["backend", "device", "dtype", "steps", "solver", "prompts", "samples", "n", "max_abs_err",
-                  "token_agreement", "program_agreement"]
+                  "max_step_err", "token_agreement", "program_agreement"]
 
 
 def _ints(text: str) -> list[int]:

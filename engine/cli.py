@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from .config import CLAMPS
 from .errors import CodeFusionError
 
 
@@ -159,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
-    g.add_argument("--clamp", action="store_true", help="round x̂0 to the nearest code embedding every step")
+    g.add_argument("--clamp", nargs="?", const="nearest", default="none", choices=CLAMPS,
+                   help="round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the "
+                        "embeddings of the tokens the decoder reads from it (default none, the reference sampler)")
     g.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     g.add_argument("--trace", default=None, help="comma-separated step counts at which to show the decoded x̂0")
     g.add_argument("--backend", default="reference")
@@ -178,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eta", type=float, default=0.0, help="DDIM η")
     e.add_argument("--num-samples", type=int, default=1, help="k samples per row; top-1/3/5 are reported up to k")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--clamp", action="store_true", help="round x̂0 to the nearest code embedding every step")
+    e.add_argument("--clamp", nargs="?", const="nearest", default="none", choices=CLAMPS,
+                   help="round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the "
+                        "embeddings of the tokens the decoder reads from it (default none, the reference sampler)")
     e.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     e.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
     e.add_argument("--batch-size", type=int, default=64, help="sequences (rows × samples) per denoising batch")
@@ -229,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise clipping: t starts at this fraction of T (default 0) for --t-min-share of the rows")
     r.add_argument("--t-min-share", type=float, default=None,
                    help="share of rows whose t is clipped by --t-min (default 1; the rest draw from the whole range)")
+    r.add_argument("--pooled-condition", action="store_true", default=None,
+                   help="give the denoiser MLP(mean E_s) at every position (extends an --init model without it)")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

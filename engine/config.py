@@ -50,6 +50,7 @@ class ModelConfig:
     embed_init_std: float = 1.0
     dropout: float = 0.1
     length_head: bool = False  # p(n | E_s), trained after the diffusion model (codefusion train --task length)
+    pooled_condition: bool = False  # N's input also gets MLP(masked mean of E_s) at every position (see denoiser.py)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or self.enc_d_model % self.enc_heads:
@@ -103,6 +104,18 @@ def get_preset(name: str) -> ModelConfig:
 
 
 Solver = Literal["ddpm", "ddim", "dpmpp_2m"]
+CLAMPS: tuple[str, ...] = ("none", "nearest", "decode")
+
+
+def clamp_mode(value) -> str:
+    """GenerationConfig.clamp as one of CLAMPS: False/None → "none", True → "nearest" (Diffusion-LM)."""
+    if value is None or value is False:
+        return "none"
+    if value is True:
+        return "nearest"
+    if value not in CLAMPS:
+        raise CodeFusionError(f"clamp must be one of {', '.join(CLAMPS)} (or true/false), got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -118,4 +131,6 @@ class GenerationConfig:
     early_exit: bool = False
     eta: float = 0.0  # DDIM η (0 = deterministic DDIM)
     trace_steps: tuple[int, ...] = field(default_factory=tuple)
-    clamp: bool = False  # round x̂0 to the nearest code embedding every step (off in the reference sampler)
+    # rounding of x̂0 at every step (off in the reference sampler): "nearest" code embedding (Diffusion-LM's
+    # clamping; True means this), or "decode": L(argmax H(D(x̂0, E_s))), the tokens the decoder reads
+    clamp: bool | str = False

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import LANGS, GenerationConfig, ModelConfig
+from .config import LANGS, GenerationConfig, ModelConfig, clamp_mode
 from .diffusion.solvers import SOLVERS
 from .errors import CodeFusionError
 
@@ -42,6 +42,7 @@ def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
         raise CodeFusionError(f"seed must be an integer in 0..2^63-1, got {c.seed!r}")
     if c.max_length is not None and (not _is_int(c.max_length) or not 1 <= c.max_length <= model.max_target_len):
         raise CodeFusionError(f"max_length must be an integer in 1..{model.max_target_len}, got {c.max_length!r}")
+    clamp_mode(c.clamp)
     if not 0.0 <= c.eta <= 1.0:
         raise CodeFusionError(f"eta must be in [0, 1], got {c.eta!r}")
     bad = [s for s in c.trace_steps if not _is_int(s) or not 1 <= s <= c.steps]

@@ -34,7 +34,7 @@ def _cast(stack: FastStack, dtype: torch.dtype) -> FastStack:
 
 
 class EncoderGraph(nn.Module):
-    """(src_ids, src_mask) → (E_s, K/V of every block of N then D [, length logits])."""
+    """(src_ids, src_mask) → (E_s, K/V of every block of N then D [, pooled condition] [, length logits])."""
 
     predecompose = True  # see onnx.py: T5's reshape needs torch's default decompositions before export
 
@@ -43,12 +43,15 @@ class EncoderGraph(nn.Module):
         self.encoder = fast.encoder  # fp32 always
         self.blocks = nn.ModuleList([*_cast(fast.denoiser, dtype).blocks, *_cast(fast.decoder, dtype).blocks])
         self.length_head = fast.model.length_head
+        self.cond = None if fast.cond is None else copy.deepcopy(fast.cond).to(dtype)
         self.dtype = dtype
 
     def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor):
         states = self.encoder(src_ids, src_mask)  # (B, S, d_enc) fp32
         kv = [t for block in self.blocks for t in block.cross_kv(states.to(self.dtype))]  # each (B, h, S, d/h)
         out = (states, *kv)
+        if self.cond is not None:
+            out = (*out, self.cond(states.to(self.dtype), src_mask)[:, None, :])  # (B, 1, d)
         if self.length_head is not None:
             out = (*out, self.length_head(states, src_mask))  # (B, n_max) fp32
         return out
@@ -61,12 +64,14 @@ class DenoiserGraph(nn.Module):
         super().__init__()
         self.stack = _cast(fast.denoiser, dtype)
         self.self_condition = fast.self_condition
+        self.pooled = fast.cond is not None  # then the last of *kv is the pooled condition (B, 1, d)
         self.eps = fast.cfg.prediction == "eps"
         self.register_buffer("abar", fast.abar.to(torch.float32).clone(), persistent=False)
 
     def forward(self, x_t, x0_prev, timestep, coef, noise, src_mask, *kv):
         x = torch.cat([x_t, x0_prev], dim=-1) if self.self_condition else x_t
-        out = self.stack(x, timestep, _pairs(kv), _mask(src_mask, x.shape[1])).to(torch.float32)
+        kv, cond = (kv[:-1], kv[-1]) if self.pooled else (kv, None)
+        out = self.stack(x, timestep, _pairs(kv), _mask(src_mask, x.shape[1]), cond).to(torch.float32)
         if self.eps:
             abar = self.abar.index_select(0, timestep.reshape(1))  # (1,)
             out = (x_t - (1 - abar).sqrt() * out) / abar.sqrt()

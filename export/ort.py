@@ -52,11 +52,12 @@ def choose_providers(device: torch.device, available: list[str] | None = None) -
 class OrtMemory(Memory):
     kv: tuple[torch.Tensor, ...] = ()  # the encoder's kv_den_* then kv_dec_* outputs, each (B, h, S, d/h)
     length_logits: torch.Tensor | None = None  # (B, n_max) fp32, when the model has a length head
+    cond: torch.Tensor | None = None  # (B, 1, d) the denoiser's pooled condition, when the model has one
 
     def repeat_interleave(self, k: int) -> "OrtMemory":
-        rep = lambda x: x.repeat_interleave(k, 0)  # noqa: E731
+        rep = lambda x: None if x is None else x.repeat_interleave(k, 0)  # noqa: E731
         return replace(super().repeat_interleave(k), kv=tuple(rep(t) for t in self.kv),
-                       length_logits=None if self.length_logits is None else rep(self.length_logits))
+                       length_logits=rep(self.length_logits), cond=rep(self.cond))
 
 
 class Graph:
@@ -145,7 +146,7 @@ class OrtBackend(Backend):
         out = {t.name: graph.empty(t.name, sizes) for t in graph.spec.outputs}
         graph.run({"src_ids": ids, "src_mask": mask}, out)
         kv = tuple(t for n, t in out.items() if n.startswith("kv_"))  # spec order: N's blocks, then D's
-        return OrtMemory(out["memory"], mask, kv, out.get("length_logits"))
+        return OrtMemory(out["memory"], mask, kv, out.get("length_logits"), out.get("cond_den"))
 
     def _kv(self, memory: OrtMemory, graph: str) -> dict[str, torch.Tensor]:
         """The K/V inputs of ``graph`` by name, from the memory's flat tuple."""
@@ -167,10 +168,11 @@ class OrtBackend(Backend):
         out = self._slot(state)
         self.graphs["denoiser"].run({"x_t": state.x_t, "x0_prev": state.x0_hat, "timestep": t.reshape(1),
                                      "coef": coef, "noise": z, "src_mask": state.memory.mask,
-                                     **self._kv(state.memory, "denoiser")}, out)
+                                     **self._kv(state.memory, "denoiser"),
+                                     **({} if state.memory.cond is None else {"cond_den": state.memory.cond})}, out)
         x0, x_next = out["x0_hat"], out["x_next"]
-        if table.clamp:  # x̂0 is rounded before the update: redo (★) in torch on the rounded x̂0
-            x0 = self.nearest_embedding(x0)
+        if table.clamp != "none":  # x̂0 is rounded before the update: redo (★) in torch on the rounded x̂0
+            x0 = self.round_x0(x0, state.memory, table.clamp)
             x_next = update(state.x_t, x0, state.x0_hat, table, i, z)
         return replace(state, x_t=x_next, x0_hat=x0)
 
@@ -199,6 +201,5 @@ class OrtBackend(Backend):
         graph.run({"x0": x0, "src_mask": memory.mask, **self._kv(memory, "decoder")}, out)
         return out["token_ids"], out["logprobs"]
 
-    def nearest_embedding(self, x0: torch.Tensor) -> torch.Tensor:
-        emb = self.model.embed_weight.to(x0.device)  # (V, d) fp32, from embedding.safetensors
-        return emb[(x0 @ emb.T - 0.5 * emb.pow(2).sum(-1)).argmax(dim=-1)]
+    def embedding(self, device: torch.device) -> torch.Tensor:
+        return self.model.embed_weight.to(device)  # (V, d) fp32, from embedding.safetensors

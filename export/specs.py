@@ -2,9 +2,10 @@
 with min/opt/max, sample inputs. ONNX export, TensorRT profiles and verification all read these.
 
     encoder   src_ids (B,S) int64, src_mask (B,S) bool
-              → memory (B,S,d_enc) fp32, kv_den_{l}_{k,v} / kv_dec_{l}_{k,v} (B,h,S,d/h) [, length_logits (B,n_max)]
+              → memory (B,S,d_enc) fp32, kv_den_{l}_{k,v} / kv_dec_{l}_{k,v} (B,h,S,d/h) [, cond_den (B,1,d)]
+                [, length_logits (B,n_max)]
     denoiser  x_t, x0_prev, noise (B,n,d_emb) fp32, timestep (1,) int64, coef (4,) fp32 = (a, b, c, σ) of step i,
-              src_mask, kv_den_* → x0_hat, x_next (B,n,d_emb) fp32        (the solver update ★ fused in)
+              src_mask, kv_den_* [, cond_den] → x0_hat, x_next (B,n,d_emb) fp32   (the solver update ★ fused in)
     decoder   x0 (B,n,d_emb) fp32, src_mask, kv_dec_* → token_ids (B,n) int64, logprobs (B,n) fp32   (argmax inside)
 
 The step index stays a tensor input (timestep + the step's coefficients, gathered by the caller with
@@ -100,12 +101,14 @@ def graph_specs(cfg: ModelConfig, dtype: str = "float32") -> dict[str, GraphSpec
     mask = TensorSpec("src_mask", "bool", ("batch", S))
     state = lambda name: TensorSpec(name, "float32", ("batch", "n", cfg.d_embed))  # noqa: E731
     length = (TensorSpec("length_logits", "float32", ("batch", cfg.max_target_len)),) if cfg.length_head else ()
+    cond = (TensorSpec("cond_den", "compute", ("batch", 1, cfg.d_model)),) if cfg.pooled_condition else ()
     encoder = GraphSpec(
         "encoder", (TensorSpec("src_ids", "int64", ("batch", S)), mask),
-        (TensorSpec("memory", "float32", ("batch", S, cfg.enc_d_model)), *kv_den, *kv_dec, *length), dims, **extra)
+        (TensorSpec("memory", "float32", ("batch", S, cfg.enc_d_model)), *kv_den, *kv_dec, *cond, *length), dims,
+        **extra)
     denoiser = GraphSpec(
         "denoiser", (state("x_t"), state("x0_prev"), TensorSpec("timestep", "int64", (1,)),
-                     TensorSpec("coef", "float32", (4,)), state("noise"), mask, *kv_den),
+                     TensorSpec("coef", "float32", (4,)), state("noise"), mask, *kv_den, *cond),
         (state("x0_hat"), state("x_next")), dims, **extra)
     decoder = GraphSpec(
         "decoder", (state("x0"), mask, *kv_dec),

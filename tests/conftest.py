@@ -76,6 +76,14 @@ def tiny_model(tokenizer) -> CodeFusionModel:
     return CodeFusionModel(cfg).eval()
 
 
+def pooled_model(cfg, seed: int = 1) -> CodeFusionModel:
+    """``cfg`` with N's pooled condition, its zero-started output layer drawn at random so the path matters."""
+    torch.manual_seed(seed)
+    model = CodeFusionModel(dataclasses.replace(cfg, pooled_condition=True)).eval()
+    torch.nn.init.normal_(model.denoiser.cond.mlp[2].weight, std=0.5)
+    return model
+
+
 @pytest.fixture(scope="session")
 def overfit_dir(tmp_path_factory) -> Path:
     """A tiny model trained (fp32, ~15 s) on the 8 Bash pairs until it reproduces them."""

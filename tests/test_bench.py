@@ -18,9 +18,36 @@ def test_bench_parity_cli_torch_fp32_matches_reference(tmp_path, capsys):
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert (row["backend"], row["dtype"], row["steps"], row["prompts"]) == ("torch", "float32", 8, 8)
     assert row["max_abs_err"] <= 1e-5 and row["token_agreement"] == 1.0 and row["program_agreement"] == 1.0
+    assert 0 <= row["max_step_err"] <= 1e-5
     saved = json.loads((tmp_path / "parity.json").read_text())
     assert saved["rows"] == [row] and saved["environment"]["commit"]
     assert "| torch | cpu | float32 |" in (tmp_path / "parity.md").read_text()
+
+
+def test_parity_one_step_error_starts_from_the_reference_state(tiny_model, tokenizer):
+    """An engine whose x_t drifts after every step but whose x̂0 is exact: the free-running error grows
+    with the drift, the one-step error (each step from the reference's state) stays 0."""
+    from dataclasses import replace
+
+    import torch
+
+    from codefusion.backends import get_backend
+    from codefusion.bench.parity import _lockstep
+    from codefusion.diffusion.schedule import NoiseSchedule
+    from codefusion.diffusion.solvers import step_table
+
+    ref = get_backend("reference")(tiny_model, torch.device("cpu"), torch.float32)
+
+    class Drifting(type(ref)):
+        def step(self, state, i):
+            out = super().step(state, i)
+            return replace(out, x_t=out.x_t + 1e-2)
+
+    drifting = Drifting(tiny_model, torch.device("cpu"), torch.float32)
+    table = step_table(NoiseSchedule.sqrt().respace(6), "ddpm")
+    worst, step_worst, _, _ = _lockstep(ref, [drifting], tokenizer, ["list all files"], "bash", 16, table, [table],
+                                        seed=0, k=1)
+    assert worst[0] > 1e-4 and step_worst[0] == 0.0
 
 
 def test_bench_latency_rows_and_plot(tmp_path, capsys):

@@ -1,8 +1,8 @@
 """ONNX export and the onnxruntime backend against `reference`: x̂0 step by step, tokens, texts; the CLI;
 every bad input's one-line error; the manifest's mismatch checks; the TensorRT gate and profiles.
 
-One export of a tiny self-conditioning model with a length head (the shipped model's features) is shared
-by the module: it is also the `codefusion export onnx` CLI test."""
+One export of a tiny self-conditioning model with a length head and the pooled condition (the shipped
+model's features) is shared by the module: it is also the `codefusion export onnx` CLI test."""
 import dataclasses
 import json
 import shutil
@@ -17,7 +17,7 @@ from codefusion.config import ModelConfig
 from codefusion.diffusion.loop import initial_state
 from codefusion.diffusion.schedule import NoiseSchedule
 from codefusion.diffusion.solvers import step_table
-from codefusion.model import CodeFusionModel
+from conftest import pooled_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -32,9 +32,8 @@ PROMPTS = ["list all files", "find txt files", "count lines in a.txt"]
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, tiny_model, tokenizer):
-    torch.manual_seed(2)
     cfg = dataclasses.replace(tiny_model.cfg, self_condition=True, length_head=True)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", CodeFusionModel(cfg).eval(), tokenizer)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", pooled_model(cfg, seed=2), tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,8 @@ def test_ort_matches_reference_every_step(export_dir, ckpt, tokenizer, solver):
 
 
 @pytest.mark.parametrize("config", [GenerationConfig(steps=10, num_samples=2, seed=1),
-                                    GenerationConfig(steps=6, solver="dpmpp_2m", clamp=True, max_length=9)])
+                                    GenerationConfig(steps=6, solver="dpmpp_2m", clamp=True, max_length=9),
+                                    GenerationConfig(steps=5, clamp="decode", seed=2)])
 def test_generate_from_export_dir_equals_reference(export_dir, ckpt, config):
     ref = CodeFusion.from_pretrained(ckpt).generate(PROMPTS, config)
     out = CodeFusion.from_pretrained(export_dir, backend="onnxruntime").generate(PROMPTS, config)

@@ -73,6 +73,21 @@ def test_self_conditioning_input():
     assert not torch.allclose(m.predict_x0(x, t, mem, None), m.predict_x0(x, t, mem, None, torch.ones_like(x)))
 
 
+def test_pooled_condition_reads_the_unpadded_request():
+    """C(E_s) adds the same vector to every position; it reads only the unpadded source rows."""
+    from conftest import pooled_model
+    m = pooled_model(get_preset("tiny"))
+    x, t = torch.randn(2, 8, m.cfg.d_embed), torch.tensor([1199, 1199])
+    mem = torch.randn(2, 5, m.cfg.enc_d_model)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    cond = m.denoiser.cond(mem, mask)
+    torch.testing.assert_close(cond[0], m.denoiser.cond.mlp(mem[0, :3].mean(0)))
+    other = mem.clone()
+    other[0, 3:] = 100.0  # padding rows changed: nothing moves
+    torch.testing.assert_close(m.denoiser(x, t, mem, mask), m.denoiser(x, t, other, mask))
+    assert not torch.allclose(m.denoiser(x, t, mem, mask), m.denoiser(x, t, mem.flip(0), mask.flip(0)))
+
+
 def test_bucket_for():
     cfg = get_preset("paper")
     assert [cfg.bucket_for(n) for n in (1, 32, 33, 100, 128)] == [32, 32, 64, 128, 128]

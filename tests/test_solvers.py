@@ -118,3 +118,26 @@ def test_clamped_sampling_ends_on_embedding_rows(tiny_model, tokenizer):
         state = run(backend, initial_state(backend, memory, table, torch.tensor([0]), torch.tensor([0]), 16))
         on_rows = (torch.cdist(state.x_t[0], emb).min(dim=-1).values < 1e-5).all()
         assert bool(on_rows) is clamp  # the last step returns x̂0: clamped, it is made of rows of L
+
+
+def test_decode_rounding_feeds_back_the_decoded_tokens(tiny_model, tokenizer):
+    """clamp="decode": every step's x̂0 becomes L of the tokens D reads from the raw x̂0, so the final x (the
+    last step returns x̂0) is made of rows of L; a bad clamp value is a one-line error."""
+    from codefusion import CodeFusion, GenerationConfig
+    from codefusion.backends import get_backend
+    from codefusion.diffusion.loop import initial_state, run
+    backend = get_backend("reference")(tiny_model, torch.device("cpu"), torch.float32)
+    memory = backend.encode(tokenizer.encode_source(["list files", "sum x"], ["bash", "python"], 16))
+    raw = torch.randn(2, 16, tiny_model.cfg.d_embed, generator=torch.Generator().manual_seed(3))
+    ids, _ = backend.decode(raw, memory)
+    torch.testing.assert_close(backend.round_x0(raw, memory, "decode"), tiny_model.embed.weight.detach()[ids])
+    table = step_table(NoiseSchedule.sqrt().respace(5), "ddim", clamp="decode")
+    assert table.clamp == "decode" and step_table(NoiseSchedule.sqrt(), clamp=True).clamp == "nearest"
+    seeds = torch.tensor([0, 0])
+    state = run(backend, initial_state(backend, memory, table, seeds, torch.tensor([0, 1]), 16))
+    emb = tiny_model.embed.weight.detach()
+    gap = (state.x_t[:, :, None, :] - emb).abs().amax(dim=-1).min(dim=-1).values  # (B, n): to the closest row
+    assert float(gap.max()) < 1e-6
+    cf = CodeFusion(tiny_model, tokenizer, "reference", "cpu", "float32")
+    with pytest.raises(CodeFusionError, match="clamp must be one of none, nearest, decode"):
+        cf.generate(["list files"], GenerationConfig(steps=2, clamp="round"))

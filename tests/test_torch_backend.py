@@ -11,6 +11,7 @@ from codefusion.diffusion.schedule import NoiseSchedule
 from codefusion.diffusion.solvers import step_table
 from codefusion.errors import CodeFusionError
 from codefusion.model import CodeFusionModel
+from conftest import pooled_model
 
 CPU = torch.device("cpu")
 
@@ -21,18 +22,21 @@ def _pair(model, dtype=torch.float32):
     return ref, fast
 
 
-def _variant(tiny_model, self_condition: bool, prediction: str):
-    """The tiny preset with self-conditioning and/or eps-prediction (the shipped `small` self-conditions)."""
+def _variant(tiny_model, self_condition: bool, prediction: str, pooled: bool = False):
+    """The tiny preset with self-conditioning, eps-prediction and/or the pooled condition."""
     import dataclasses
+    cfg = dataclasses.replace(tiny_model.cfg, self_condition=self_condition, prediction=prediction)
+    if pooled:
+        return pooled_model(cfg)
     torch.manual_seed(1)
-    return CodeFusionModel(dataclasses.replace(tiny_model.cfg, self_condition=self_condition,
-                                               prediction=prediction)).eval()
+    return CodeFusionModel(cfg).eval()
 
 
 @pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp_2m"])
-@pytest.mark.parametrize("self_condition,prediction", [(False, "x0"), (True, "x0"), (True, "eps")])
-def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver, self_condition, prediction):
-    ref, fast = _pair(_variant(tiny_model, self_condition, prediction))
+@pytest.mark.parametrize("self_condition,prediction,pooled",
+                         [(False, "x0", False), (True, "x0", False), (True, "eps", False), (True, "x0", True)])
+def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver, self_condition, prediction, pooled):
+    ref, fast = _pair(_variant(tiny_model, self_condition, prediction, pooled))
     src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 16)
     table = step_table(NoiseSchedule.sqrt().respace(12), solver)
     seeds, samples = torch.tensor([3, 3]), torch.tensor([0, 1])

@@ -45,6 +45,19 @@ def test_pretrain_then_finetune_from_init(tmp_path, data_dir):
     assert [h["task"] for h in history] == ["pretrain", "finetune"]
 
 
+def test_pooled_condition_extends_an_init_model(tmp_path, data_dir, overfit_dir):
+    """--pooled-condition on a model without it: the extension starts as the same function, then trains."""
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.train.trainer import with_pooled_condition
+    model = load_checkpoint(overfit_dir)[0].eval()
+    extended = with_pooled_condition(model).eval()
+    x, t, mem = torch.randn(2, 16, model.cfg.d_embed), torch.tensor([3, 1199]), torch.randn(2, 5, model.cfg.enc_d_model)
+    assert torch.equal(model.denoiser(x, t, mem, None), extended.denoiser(x, t, mem, None))
+    out = train(_cfg(tmp_path, data_dir, init=str(overfit_dir), pooled_condition=True, max_steps=3))
+    trained = load_checkpoint(out)[0]
+    assert trained.cfg.pooled_condition and bool(trained.denoiser.cond.mlp[2].weight.detach().abs().sum() > 0)
+
+
 def test_resume_continues_the_step_count(tmp_path, data_dir):
     out = train(_cfg(tmp_path, data_dir, max_steps=4))
     with pytest.raises(CodeFusionError, match="already holds a checkpoint"):

@@ -21,6 +21,7 @@ from codefusion.diffusion.loop import initial_state  # noqa: E402
 from codefusion.diffusion.schedule import NoiseSchedule  # noqa: E402
 from codefusion.diffusion.solvers import step_table  # noqa: E402
 from codefusion.model import CodeFusionModel  # noqa: E402
+from conftest import pooled_model  # noqa: E402
 
 CPU = torch.device("cpu")
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # kernels compiled on a GPU, else interpreted
@@ -63,11 +64,12 @@ def test_trained_fixture_tokens_match_reference_fp32(overfit_dir, solver):
     assert torch.equal(ids_a[decided], ids_b[decided]), f"{int((ids_a != ids_b)[decided].sum())} tokens differ"
 
 
-@pytest.mark.parametrize("self_condition,prediction,solver", [(True, "eps", "dpmpp_2m"), (False, "x0", "ddpm")])
-def test_x0_matches_reference_every_step(tiny_model, tokenizer, self_condition, prediction, solver):
+@pytest.mark.parametrize("self_condition,prediction,solver,pooled",
+                         [(True, "eps", "dpmpp_2m", False), (False, "x0", "ddpm", False), (True, "x0", "ddpm", True)])
+def test_x0_matches_reference_every_step(tiny_model, tokenizer, self_condition, prediction, solver, pooled):
+    cfg = dataclasses.replace(tiny_model.cfg, self_condition=self_condition, prediction=prediction)
     torch.manual_seed(1)
-    model = CodeFusionModel(dataclasses.replace(tiny_model.cfg, self_condition=self_condition,
-                                                prediction=prediction)).eval()
+    model = pooled_model(cfg) if pooled else CodeFusionModel(cfg).eval()
     ref = get_backend("reference")(model, CPU, torch.float32)
     fused = get_backend("triton")(copy.deepcopy(model), DEV, torch.float32)
     src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 16)

@@ -80,8 +80,8 @@ class Backend:
     def step(self, state: SamplerState, i) -> SamplerState:
         t = at(state.table.timesteps, i).reshape(())
         x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
-        if state.table.clamp:
-            x0 = self.nearest_embedding(x0)
+        if state.table.clamp != "none":
+            x0 = self.round_x0(x0, state.memory, state.table.clamp)
         return replace(state, x_t=self.advance(state, i, x0), x0_hat=x0)
 
     def advance(self, state: SamplerState, i, x0: torch.Tensor) -> torch.Tensor:
@@ -90,11 +90,27 @@ class Backend:
         z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]))
         return update(state.x_t, x0, state.x0_hat, state.table, i, z)
 
+    def round_x0(self, x0: torch.Tensor, memory: Memory, how: str) -> torch.Tensor:
+        """x̂0 replaced by rows of L: its nearest ("nearest"), or those of the tokens the decoder reads from it,
+        L(argmax H(D(x̂0, E_s))) ("decode"). An x0-regression denoiser shrinks x̂0 towards the mean wherever it
+        is unsure, and fed back step after step the shrinkage compounds: on the shipped `small` model, 100
+        DDPM steps from a dev program noised to t = 291 keep 66% of its tokens, 97% with "decode"
+        (models/README.md). "decode" costs one decoder pass per step."""
+        if how == "nearest":
+            return self.nearest_embedding(x0)
+        ids, _ = self.decode(x0, memory)
+        with torch.inference_mode():
+            return self.embedding(x0.device)[ids]
+
+    def embedding(self, device: torch.device) -> torch.Tensor:
+        """L, (V, d_embed) fp32 on ``device``."""
+        return self.model.embed.weight.to(device=device, dtype=torch.float32)
+
     def nearest_embedding(self, x0: torch.Tensor) -> torch.Tensor:
         """Each position of x̂0 (B, n, d) replaced by its nearest row of L (Li et al. 2022, "clamping"):
         argmin_w ‖x − L_w‖² = argmax_w (x·L_w − ‖L_w‖²/2). fp32 throughout."""
         with torch.inference_mode():
-            emb = self.model.embed.weight.to(device=x0.device, dtype=torch.float32)  # (V, d)
+            emb = self.embedding(x0.device)  # (V, d)
             ids = (x0 @ emb.T - 0.5 * emb.pow(2).sum(-1)).argmax(dim=-1)
             return emb[ids]
 

@@ -34,11 +34,13 @@ class FastMemory(Memory):
 
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
     attn_mask: torch.Tensor | None = None  # (B, 1, 1, S) bool, True where a key may be attended
+    cond: torch.Tensor | None = None  # (B, 1, d) N's pooled condition C(E_s), when the model has one
 
     def repeat_interleave(self, k: int) -> "FastMemory":
         rep = lambda x: x.repeat_interleave(k, 0)  # noqa: E731
         return replace(self, states=rep(self.states), mask=rep(self.mask), attn_mask=rep(self.attn_mask),
-                       kv=tuple((rep(a), rep(b)) for a, b in self.kv))
+                       kv=tuple((rep(a), rep(b)) for a, b in self.kv),
+                       cond=None if self.cond is None else rep(self.cond))
 
 
 class FastBlock(nn.Module):
@@ -72,7 +74,8 @@ class FastBlock(nn.Module):
 
 
 class FastStack(nn.Module):
-    """N or D as: input projection + positions [+ time table row] → FastBlocks → LN → output projection."""
+    """N or D as: input projection + positions [+ time table row] [+ pooled condition] → FastBlocks → LN →
+    output projection."""
 
     def __init__(self, stack, dtype: torch.dtype, time_table: torch.Tensor | None = None):
         super().__init__()
@@ -83,10 +86,13 @@ class FastStack(nn.Module):
         self.to(dtype)
         self.dtype = dtype
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         h = self.inp(x.to(self.dtype)) + self.pos[: x.shape[1]]
         if self.time_table is not None:
             h = h + self.time_table.index_select(0, t.reshape(1))  # (1, d): a 0-d index would sync (.item())
+        if cond is not None:
+            h = h + cond
         for block, block_kv in zip(self.blocks, kv):
             h = block(h, block_kv, attn_mask)
         return self.out(self.ln(h))
@@ -114,6 +120,7 @@ class TorchBackend(Backend):
             steps = torch.arange(cfg.diffusion_steps, device=device)
             table = den.time.mlp(sinusoidal(steps, den.time.d)).to(dtype)  # fp32 MLP, then cast
             self.denoiser = FastStack(den, dtype, table).eval()
+            self.cond = None if den.cond is None else den.cond.to(dtype).eval()
             self.decoder = FastStack(model.decoder, dtype).eval()
             self.encoder = model.encoder.to(dtype).eval()
             self.self_condition = cfg.self_condition
@@ -146,7 +153,8 @@ class TorchBackend(Backend):
         ids, mask = source.ids.to(self.device), source.mask.to(self.device)
         states = self.encoder(ids, mask)
         kv = tuple(b.cross_kv(states) for b in (*self.denoiser.blocks, *self.decoder.blocks))
-        return FastMemory(states, mask, kv, mask.bool()[:, None, None, :])
+        cond = None if self.cond is None else self.cond(states, mask)[:, None, :]
+        return FastMemory(states, mask, kv, mask.bool()[:, None, None, :], cond)
 
     def _kv(self, memory: FastMemory, part: str):
         n_den = len(self.denoiser.blocks)
@@ -158,7 +166,7 @@ class TorchBackend(Backend):
 
     def _denoise(self, x_t, t, memory: FastMemory, x0_prev):
         x = torch.cat([x_t, x0_prev], dim=-1) if self.self_condition else x_t
-        out = self.denoiser(x, t, self._kv(memory, "denoiser"), memory.attn_mask).to(torch.float32)
+        out = self.denoiser(x, t, self._kv(memory, "denoiser"), memory.attn_mask, memory.cond).to(torch.float32)
         if self.cfg.prediction == "x0":
             return out
         abar = self.abar.index_select(0, t.reshape(1))  # (1,), no host sync

@@ -73,19 +73,23 @@ class FusedBlock(nn.Module):
 
 
 class FusedStack(nn.Module):
-    """FastStack with FusedBlocks: the same forward(x, t, kv, attn_mask) → (B, n, d_out)."""
+    """FastStack with FusedBlocks: the same forward(x, t, kv, attn_mask[, cond]) → (B, n, d_out)."""
 
     def __init__(self, fast: FastStack):
         super().__init__()
         self.fast = fast
         self.blocks = nn.ModuleList(FusedBlock(b) for b in fast.blocks)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None, kv, attn_mask: torch.Tensor,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         f = self.fast
         key_mask = attn_mask[:, 0, 0, :]  # (B, 1, 1, S) → (B, S) view
         lns = [b.fast.ln1 for b in self.blocks[1:]] + [f.ln]
         table = f.time_table
-        x, a = _norm(f.inp(x.to(f.dtype)), None, self.blocks[0].fast.ln1, pos=f.pos, table=table,
+        h = f.inp(x.to(f.dtype))
+        if cond is not None:  # the pooled condition, (B, 1, d): one more add, only for models that have it
+            h = h + cond
+        x, a = _norm(h, None, self.blocks[0].fast.ln1, pos=f.pos, table=table,
                      t=None if table is None else t.reshape(1))
         for block, block_kv, ln in zip(self.blocks, kv, lns):
             y, x = block(x, a, block_kv, key_mask)

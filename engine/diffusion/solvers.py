@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import clamp_mode
 from ..errors import CodeFusionError
 from .schedule import NoiseSchedule
 
@@ -33,7 +34,7 @@ class StepTable:
     sigma: torch.Tensor
     sqrt_abar: torch.Tensor  # √ᾱ_t, for converting an eps prediction to x̂0
     solver: str
-    clamp: bool = False  # round x̂0 to the nearest code embedding every step (Diffusion-LM's clamping)
+    clamp: str = "none"  # x̂0 rounded every step: "none", "nearest" embedding (Diffusion-LM), "decode" (see Backend)
 
     def __len__(self) -> int:
         return self.timesteps.shape[0]
@@ -85,7 +86,7 @@ def dpmpp_2m_coefficients(s: NoiseSchedule) -> tuple[torch.Tensor, ...]:
     return torch.cat([a, one]), torch.cat([b, zero]), torch.cat([c, zero]), torch.zeros_like(s.alphas_cumprod)
 
 
-def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0, clamp: bool = False) -> StepTable:
+def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0, clamp: bool | str = False) -> StepTable:
     if solver == "ddpm":
         coefs = ddpm_coefficients(schedule)
     elif solver == "ddim":
@@ -96,7 +97,7 @@ def step_table(schedule: NoiseSchedule, solver: str = "ddpm", eta: float = 0.0, 
         raise CodeFusionError(f"unknown solver {solver!r}: choose one of {', '.join(SOLVERS)}")
     a, b, c, sigma = (x.to(torch.float32) for x in coefs)
     return StepTable(schedule.timesteps, a, b, c, sigma, schedule.alphas_cumprod.sqrt().to(torch.float32), solver,
-                     clamp)
+                     clamp_mode(clamp))
 
 
 def at(column: torch.Tensor, i) -> torch.Tensor:

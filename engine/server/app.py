@@ -54,7 +54,7 @@ class GenerateRequest(BaseModel):
     max_length: int | None = None
     early_exit: bool = False
     eta: float = 0.0
-    clamp: bool = False
+    clamp: bool | str = False  # false/true, or "none" | "nearest" | "decode"
     trace_steps: list[int] = Field(default_factory=list)
 
 

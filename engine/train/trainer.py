@@ -51,6 +51,7 @@ class TrainConfig:
     t_sampling: str = "uniform"  # "high": t/T = 1 − (1−u)², 71% of draws in the noisier half (see sample_t)
     t_min: float = 0.0  # noise clipping (DINOISER): draws of t start at t_min·T for a t_min_share of the rows
     t_min_share: float = 1.0
+    pooled_condition: bool = False  # switch on N's pooled-E_s input (a model without it is extended, see below)
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -90,6 +91,24 @@ def _balanced(rows: list[Example], n: int) -> list[Example]:
 
 
 def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
+    model, tok, meta = _load_or_create(cfg, train)
+    if cfg.pooled_condition and not model.cfg.pooled_condition:
+        model = with_pooled_condition(model)
+    return model, tok, meta
+
+
+def with_pooled_condition(model: CodeFusionModel) -> CodeFusionModel:
+    """The same model with N's pooled-condition input added; its last layer starts at zero, so the
+    extended model computes exactly what ``model`` did until training moves it."""
+    extended = CodeFusionModel(dataclasses.replace(model.cfg, pooled_condition=True))
+    missing, unexpected = extended.load_state_dict(model.state_dict(), strict=False)
+    new = [k for k in missing if not k.startswith("denoiser.cond.")]
+    if new or unexpected:
+        raise CodeFusionError(f"cannot extend the model with a pooled condition: unexpected keys {(new + unexpected)[:3]}")
+    return extended
+
+
+def _load_or_create(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
     if cfg.resume:
         model, tok, config = load_checkpoint(cfg.out)
         return model, tok, config.get("meta", {})
