@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=200)
     q.add_argument("--steps", default="1200,200,100,50,20,10,5")
     q.add_argument("--solver", default="ddpm,ddim,dpmpp_2m")
+    q.add_argument("--clamp", default="none", help="x̂0 rounding per step, comma-separated: none,nearest,decode")
     q.add_argument("--no-early-exit", dest="early_exit", action="store_false")
     q.add_argument("--no-length", dest="full_length", action="store_false",
                    help="skip the row that runs every request at the longest length bucket")
@@ -153,21 +154,23 @@ def _quality(args, model, tok) -> int:
     from .quality import headline, plot_quality, quality
 
     steps, solvers = _ints(args.steps), [s for s in args.solver.split(",") if s]
+    clamps = tuple(c for c in args.clamp.split(",") if c)
     for solver in solvers:
         for s in steps:
-            check_config(GenerationConfig(lang=args.lang, steps=s, solver=solver, num_samples=args.num_samples),
-                         model.cfg, args.backend)
+            for clamp in clamps:
+                check_config(GenerationConfig(lang=args.lang, steps=s, solver=solver, num_samples=args.num_samples,
+                                              clamp=clamp), model.cfg, args.backend)
     if args.limit is not None and args.limit < 1:
         raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
     rows = read_jsonl(Path(args.data))[: args.limit or None]
     check_rows(rows, args.lang)
     cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
     table = quality(cf, rows, args.lang, steps, solvers, args.seed, args.num_samples, args.batch, args.early_exit,
-                    args.full_length, progress=not args.json)
+                    args.full_length, progress=not args.json, clamps=clamps)
     meta = {"suite": "quality", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
             "lang": args.lang, "data": args.data, "rows": len(rows), "backend": args.backend, "dtype": args.dtype,
             "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"}
-    columns = ["solver", "steps", "variant", "n", "ms_per_row"]
+    columns = ["solver", "steps", "clamp", "variant", "n", "ms_per_row"]
     for name in headline(args.lang):
         columns += [name, f"diff_{name}", f"diff_ci95_{name}"]
     files = report.write(args.out, f"quality_{args.lang}", table, columns, meta)

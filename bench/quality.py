@@ -22,19 +22,23 @@ BASELINE = ("ddpm", 1200)
 RESAMPLES = 1000
 
 
-def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_length: bool, max_len: int):
-    """(label fields, GenerationConfig overrides) in run order; the baseline first."""
+def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_length: bool, max_len: int,
+                   clamps: tuple[str, ...] = ("none",)):
+    """(label fields, GenerationConfig overrides) in run order; the baseline (unclamped ancestral) first."""
     top = max(steps)
-    out = [({"solver": "ddpm", "steps": top, "variant": "baseline"}, {"solver": "ddpm", "steps": top})]
+    out = [({"solver": "ddpm", "steps": top, "clamp": "none", "variant": "baseline"},
+            {"solver": "ddpm", "steps": top})]
     for solver in solvers:
-        for s in sorted(steps, reverse=True):
-            if (solver, s) != ("ddpm", top):
-                out.append(({"solver": solver, "steps": s, "variant": ""}, {"solver": solver, "steps": s}))
+        for clamp in clamps:
+            for s in sorted(steps, reverse=True):
+                if (solver, s, clamp) != ("ddpm", top, "none"):
+                    out.append(({"solver": solver, "steps": s, "clamp": clamp, "variant": ""},
+                                {"solver": solver, "steps": s, "clamp": clamp}))
         if early_exit:
-            out.append(({"solver": solver, "steps": top, "variant": "early_exit"},
+            out.append(({"solver": solver, "steps": top, "clamp": "none", "variant": "early_exit"},
                         {"solver": solver, "steps": top, "early_exit": True}))
     if full_length:  # every request at the model's longest bucket instead of the predicted one
-        out.append(({"solver": "ddpm", "steps": top, "variant": f"length={max_len}"},
+        out.append(({"solver": "ddpm", "steps": top, "clamp": "none", "variant": f"length={max_len}"},
                     {"solver": "ddpm", "steps": top, "max_length": max_len}))
     return out
 
@@ -59,9 +63,10 @@ def paired(base: list[dict], other: list[dict], name: str, seed: int = 0) -> tup
 
 
 def quality(cf, rows: list[dict], lang: str, steps: list[int], solvers: list[str], seed: int, num_samples: int,
-            batch_size: int, early_exit: bool, full_length: bool, progress: bool = True) -> list[dict]:
+            batch_size: int, early_exit: bool, full_length: bool, progress: bool = True,
+            clamps: tuple[str, ...] = ("none",)) -> list[dict]:
     out, base = [], None
-    configs = configurations(steps, solvers, early_exit, full_length, cf.cfg.max_target_len)
+    configs = configurations(steps, solvers, early_exit, full_length, cf.cfg.max_target_len, clamps)
     for label, overrides in tqdm(configs, desc="quality", disable=not progress):
         config = GenerationConfig(lang=lang, seed=seed, num_samples=num_samples, **overrides)
         t0 = time.perf_counter()
@@ -86,7 +91,7 @@ def headline(lang: str) -> list[str]:
 
 
 def plot_quality(rows: list[dict], lang: str, path) -> object | None:
-    """Quality vs steps, one line per solver, one panel per headline metric (log steps)."""
+    """Quality vs steps, one line per solver (and rounding), one panel per headline metric (log steps)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -96,11 +101,13 @@ def plot_quality(rows: list[dict], lang: str, path) -> object | None:
     names = headline(lang)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for solver in sorted({r["solver"] for r in rows}):
+        for solver, clamp in sorted({(r["solver"], r.get("clamp", "none")) for r in rows}):
             pts = sorted((r["steps"], r.get(name)) for r in rows
-                         if r["solver"] == solver and r["variant"] in ("", "baseline") and r.get(name) is not None)
+                         if (r["solver"], r.get("clamp", "none")) == (solver, clamp)
+                         and r["variant"] in ("", "baseline") and r.get(name) is not None)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=solver)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        label=solver if clamp == "none" else f"{solver}, clamp={clamp}")
         ax.set_xscale("log")
         ax.set_xlabel("steps")
         ax.set_title(name)

@@ -93,9 +93,9 @@ class Backend:
     def round_x0(self, x0: torch.Tensor, memory: Memory, how: str) -> torch.Tensor:
         """x̂0 replaced by rows of L: its nearest ("nearest"), or those of the tokens the decoder reads from it,
         L(argmax H(D(x̂0, E_s))) ("decode"). An x0-regression denoiser shrinks x̂0 towards the mean wherever it
-        is unsure, and fed back step after step the shrinkage compounds: on the shipped `small` model, 100
-        DDPM steps from a dev program noised to t = 291 keep 66% of its tokens, 97% with "decode"
-        (models/README.md). "decode" costs one decoder pass per step."""
+        is unsure, and fed back step after step the shrinkage compounds: on this project's `small` model, 100
+        DDPM steps from dev programs noised to t = 291 keep 66% of their tokens, 97% with "decode"
+        (models/README.md, session 5). "decode" costs one decoder pass per step."""
         if how == "nearest":
             return self.nearest_embedding(x0)
         ids, _ = self.decode(x0, memory)
