@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default model (models/): one command, about 6 hours on a 2-core CPU (budgets below).
-#   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN] \
-#        [CLIP_MIN] [POOLED_MIN] [LONG_MIN]
+# Reproduces the embedded default model (models/): one command, about 2 hours on a 2-core CPU.
+#   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]
 # DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl).
 # 1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
 # 2. pre-training (CodeFusion §3.2: unsupervised generation alternating with CPD) on the distinct
@@ -10,27 +9,20 @@
 #    timesteps uniform;
 # 4. more fine-tuning with timesteps biased towards high noise (--t-sampling high), so the
 #    denoiser learns to use the request (see models/README.md);
-# 5. noise-clipped fine-tuning (DINOISER: 80% of the rows draw t from [0.7 T, T));
-# 6. the same with the denoiser's pooled condition switched on (--pooled-condition: MLP(mean E_s) added at
-#    every position; its last layer starts at zero, so the model starts where phase 5 ended);
-# 7. a longer run of phase 6's recipe;
-# 8. the length head p(n | E_s) fitted on the fine-tuned model (its other weights frozen);
-# 9. the shipping copy: bf16 weights in OUT_DIR/default (copy its files into models/).
+# 5. the length head p(n | E_s) fitted on the fine-tuned model (its other weights frozen);
+# 6. the shipping copy: bf16 weights in OUT_DIR/default (copy its files into models/).
 # Phases 2–4: bf16 autocast, batch 64, AdamW, warm-up then cosine to zero over each budget, half
 # of the batches padded to a longer length bucket (--upsize 0.5). Budgets are wall-clock minutes,
 # so the number of steps depends on the machine and its load (models/README.md gives the counts).
 # Environment: DEVICE (cpu | cuda, default cpu), BATCH (default 64), TOKENIZER (an existing
 # tokenizer.json to reuse instead of step 1, e.g. models/tokenizer.json).
 set -euo pipefail
-usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN] [CLIP_MIN] [POOLED_MIN] [LONG_MIN]"
+usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]"
 data=${1:?$usage}
 out=${2:?$usage}
 pre_min=${3:-20}
 fine_min=${4:-55}
 high_min=${5:-33}
-clip_min=${6:-40}
-pooled_min=${7:-20}
-long_min=${8:-45}
 device=${DEVICE:-cpu}
 batch=${BATCH:-64}
 mkdir -p "$out"
@@ -46,14 +38,7 @@ codefusion train --preset small "${common[@]}" --task finetune --init "$out/pret
     --out "$out/finetune" --minutes "$fine_min" --lr 1e-3 --warmup 200 --seed 0
 codefusion train --preset small "${common[@]}" --task finetune --init "$out/finetune" \
     --out "$out/finetune_high_t" --minutes "$high_min" --lr 5e-4 --warmup 50 --t-sampling high --seed 1
-clip=(--t-sampling high --t-min 0.7 --t-min-share 0.8 --dev-every 0)
-codefusion train --preset small "${common[@]}" --task finetune --init "$out/finetune_high_t" \
-    --out "$out/clip" --minutes "$clip_min" --lr 7e-4 --warmup 100 "${clip[@]}" --seed 2
-codefusion train --preset small "${common[@]}" --task finetune --init "$out/clip" --pooled-condition \
-    --out "$out/pooled" --minutes "$pooled_min" --lr 7e-4 --warmup 50 "${clip[@]}" --seed 3
-codefusion train --preset small "${common[@]}" --task finetune --init "$out/pooled" \
-    --out "$out/long" --minutes "$long_min" --lr 5e-4 --warmup 50 "${clip[@]}" --seed 5
-codefusion train --task length --init "$out/long" --data "$data" --out "$out/length" \
+codefusion train --task length --init "$out/finetune_high_t" --data "$data" --out "$out/length" \
     --lr 1e-3 --seed 0
 codefusion pack --model "$out/length" --out "$out/default" --dtype bfloat16
 echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"
