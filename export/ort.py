@@ -149,10 +149,14 @@ class OrtBackend(Backend):
         return OrtMemory(out["memory"], mask, kv, out.get("length_logits"), out.get("cond_den"))
 
     def _kv(self, memory: OrtMemory, graph: str) -> dict[str, torch.Tensor]:
-        """The K/V inputs of ``graph`` by name, from the memory's flat tuple."""
+        """The per-request inputs of ``graph`` by name: its K/V from the memory's flat tuple, and for the
+        denoiser the pooled condition when the model has one."""
         n_den = 2 * self.cfg.denoiser_layers
         names = [t.name for t in self.specs[graph].inputs if t.name.startswith("kv_")]
-        return dict(zip(names, memory.kv[:n_den] if graph == "denoiser" else memory.kv[n_den:]))
+        out = dict(zip(names, memory.kv[:n_den] if graph == "denoiser" else memory.kv[n_den:]))
+        if graph == "denoiser" and memory.cond is not None:
+            out["cond_den"] = memory.cond
+        return out
 
     def lengths(self, memory: OrtMemory, quantile: float) -> torch.Tensor | None:
         if memory.length_logits is None:
@@ -168,8 +172,7 @@ class OrtBackend(Backend):
         out = self._slot(state)
         self.graphs["denoiser"].run({"x_t": state.x_t, "x0_prev": state.x0_hat, "timestep": t.reshape(1),
                                      "coef": coef, "noise": z, "src_mask": state.memory.mask,
-                                     **self._kv(state.memory, "denoiser"),
-                                     **({} if state.memory.cond is None else {"cond_den": state.memory.cond})}, out)
+                                     **self._kv(state.memory, "denoiser")}, out)
         x0, x_next = out["x0_hat"], out["x_next"]
         if table.clamp != "none":  # x̂0 is rounded before the update: redo (★) in torch on the rounded x̂0
             x0 = self.round_x0(x0, state.memory, table.clamp)
