@@ -60,7 +60,8 @@ def parity(model, tokenizer, prompts: list[str], lang: str, backends: list[str],
               for name, dtype in combos]
     tables = [step_table(NoiseSchedule.sqrt(model.cfg.diffusion_steps, o.device).respace(steps), solver)
               for o in others]
-    tally = [{"worst": 0.0, "step_worst": 0.0, "same_tok": 0, "total_tok": 0, "same_prog": 0, "total_prog": 0} for _ in combos]
+    tally = [{"worst": 0.0, "step_worst": 0.0, "same_tok": 0, "total_tok": 0, "same_prog": 0, "total_prog": 0}
+             for _ in combos]
     bar = tqdm(range(0, len(prompts), batch), desc=f"parity ({len(combos)} engines)", disable=not progress)
     for start in bar:
         chunk = prompts[start:start + batch]

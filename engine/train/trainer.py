@@ -104,7 +104,8 @@ def with_pooled_condition(model: CodeFusionModel) -> CodeFusionModel:
     missing, unexpected = extended.load_state_dict(model.state_dict(), strict=False)
     new = [k for k in missing if not k.startswith("denoiser.cond.")]
     if new or unexpected:
-        raise CodeFusionError(f"cannot extend the model with a pooled condition: unexpected keys {(new + unexpected)[:3]}")
+        raise CodeFusionError("cannot extend the model with a pooled condition: unexpected keys "
+                              f"{(new + unexpected)[:3]}")
     return extended
 
 
