@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="small")
     r.add_argument("--data", required=True)
     r.add_argument("--datasets", default=None, help="comma-separated: nl2bash,conala,cf (default: all present)")
-    r.add_argument("--task", default="finetune", choices=["pretrain", "finetune", "length"],
-                   help="length: fit the length head of the --init model (its other weights frozen)")
+    r.add_argument("--task", default="finetune", choices=["pretrain", "finetune", "encoder", "length"],
+                   help="encoder: pre-train E as the encoder of a request → code seq2seq model (a stand-in for "
+                        "CodeT5); length: fit the length head of the --init model (its other weights frozen)")
     r.add_argument("--out", required=True)
     r.add_argument("--init", default=None, help="start from this checkpoint (fine-tuning after pre-training)")
     r.add_argument("--tokenizer", default=None, help="tokenizer.json (default: train one on the data)")
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of rows whose t is clipped by --t-min (default 1; the rest draw from the whole range)")
     r.add_argument("--pooled-condition", action="store_true", default=None,
                    help="give the denoiser MLP(mean E_s) at every position (extends an --init model without it)")
+    r.add_argument("--freeze-encoder", action="store_true", default=None,
+                   help="keep E as --init left it (fine-tuning after --task encoder)")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

@@ -211,3 +211,49 @@ def test_condition_probe_on_the_overfit_model(overfit_dir, tmp_path):
     data = write_data(tmp_path / "data", {"nl2bash": PAIRS["nl2bash"]})
     rows = {r["t"]: r for r in probe(str(overfit_dir), str(data), rows=8, n=16)}
     assert rows[1199]["rows"] == 8 and rows[1199]["acc_right"] > rows[1199]["acc_shuffled"] + 0.3
+
+
+def _bash_only(tmp_path):
+    return write_data(tmp_path / "bash", {"nl2bash": PAIRS["nl2bash"]})
+
+
+def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
+    """--task encoder: a T5 decoder on E_s learns the 8 pairs greedily; only E changes in the CodeFusion
+    checkpoint, the decoder is saved beside it, and --resume reloads it."""
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.train.seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
+    data = _bash_only(tmp_path)
+    before = load_checkpoint(overfit_dir)[0]
+    cfg = _cfg(tmp_path, data, task="encoder", init=str(overfit_dir), max_steps=120, batch_size=8, lr=3e-3,
+               warmup=10, dev_rows=8, dev_every=0)
+    out = train(cfg)
+    model, tok, config = load_checkpoint(out)
+    assert config["meta"]["history"][-1]["task"] == "encoder" and (out / SEQ2SEQ).is_file()
+    after = model.state_dict()
+    for name, w in before.state_dict().items():
+        assert torch.equal(w, after[name]) != name.startswith("encoder."), name
+    task = Seq2SeqTask(model).eval()
+    task.load(out)
+    result = seq2seq_dev_check(task, tok, load_split(str(data), None, "dev"), model.cfg.max_target_len)
+    assert result["exact"] == 1.0 and result["syntax_bash"] == 1.0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["dev"]["exact"] == 1.0 and log[0]["ce"] > 3 * log[-2]["ce"]
+    resumed = train(TrainConfig(**{**cfg.__dict__, "max_steps": 125, "resume": True}))
+    state = json.loads((resumed / "trainer_state.json").read_text())
+    assert state["step"] == 125
+
+
+def test_encoder_task_resume_needs_its_decoder(tmp_path, data_dir):
+    out = train(_cfg(tmp_path, data_dir, max_steps=2, dev_rows=0))
+    with pytest.raises(CodeFusionError, match="seq2seq.safetensors"):
+        train(_cfg(tmp_path, data_dir, task="encoder", resume=True, max_steps=4, dev_rows=0, out=str(out)))
+
+
+def test_freeze_encoder_keeps_e(tmp_path, overfit_dir):
+    from codefusion.checkpoint import load_checkpoint
+    before = load_checkpoint(overfit_dir)[0].state_dict()
+    out = train(_cfg(tmp_path, _bash_only(tmp_path), init=str(overfit_dir), freeze_encoder=True, max_steps=3,
+                     dev_rows=0))
+    after = load_checkpoint(out)[0].state_dict()
+    changed = {name.split(".")[0] for name, w in before.items() if not torch.equal(w, after[name])}
+    assert "encoder" not in changed and "denoiser" in changed

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -28,9 +29,10 @@ from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
 from .data import Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
+from .seq2seq import Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
 
-TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",)}
+TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class TrainConfig:
     t_min: float = 0.0  # noise clipping (DINOISER): draws of t start at t_min·T for a t_min_share of the rows
     t_min_share: float = 1.0
     pooled_condition: bool = False  # switch on N's pooled-E_s input (a model without it is extended, see below)
+    freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -133,7 +136,7 @@ def _load_or_create(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionM
 
 def train(cfg: TrainConfig) -> Path:
     if cfg.task not in (*TASKS, "length"):
-        raise CodeFusionError(f"--task must be pretrain, finetune or length, got {cfg.task!r}")
+        raise CodeFusionError(f"--task must be pretrain, finetune, encoder or length, got {cfg.task!r}")
     get_preset(cfg.preset)  # an unknown name fails before any data is read
     if cfg.t_sampling not in ("uniform", "high"):
         raise CodeFusionError(f"--t-sampling must be uniform or high, got {cfg.t_sampling!r}")
@@ -160,19 +163,52 @@ def train(cfg: TrainConfig) -> Path:
     model, tok, meta = _build_model(cfg, examples)
     device = torch.device(cfg.device)
     model.to(device).train()
-    batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed, cfg.upsize)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    # the encoder task pads nothing on purpose: its loss ignores pads, so a longer bucket is only cost
+    upsize = 0.0 if cfg.task == "encoder" else cfg.upsize
+    batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed, upsize)
+    hooks = _hooks(cfg, model, tok, dev, device)
+    trained = [p for p in hooks.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
     counters = {"step": 0, "elapsed_s": 0.0}
     if cfg.resume:
-        counters = load_trainer_state(Path(cfg.out), model, optimizer)
+        counters = load_trainer_state(Path(cfg.out), hooks.module, optimizer)
         batches.sampler.rng.seed(cfg.seed + counters["step"])
     if batches.sampler.dropped:
         tqdm.write(f"note: {batches.sampler.dropped} of {len(examples)} rows are longer than "
                    f"{model.cfg.max_target_len} tokens and were left out")
-    return _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device)
+    return _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks)
 
 
-def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> Path:
+@dataclass
+class Hooks:
+    """What differs between tasks inside the loop: the module whose parameters are optimised (and
+    saved with the optimizer state), one optimizer step, the dev check, and extra files to save."""
+    module: torch.nn.Module
+    step: Callable[[object, torch.optim.Optimizer, object], dict[str, float]]
+    check: Callable[[], dict]
+    save_extra: Callable[[Path], None] = lambda out: None
+
+
+def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: list[Example], device) -> Hooks:
+    if cfg.task != "encoder":
+        check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
+        return Hooks(model, lambda batch, opt, autocast: _train_step(cfg, model, batch, opt, autocast, device), check)
+    task = Seq2SeqTask(model).to(device).train()
+    if cfg.resume:
+        task.load(Path(cfg.out))
+
+    def step(batch, optimizer, autocast) -> dict[str, float]:
+        with autocast:
+            loss = task.loss(batch.src_ids.to(device), batch.src_mask.to(device), batch.tgt.to(device))
+        return _optimize(cfg, task, loss, optimizer, {"loss": loss, "ce": loss})
+
+    check = (lambda: seq2seq_dev_check(task, tok, dev, model.cfg.max_target_len)) if dev else dict
+    return Hooks(task, step, check, task.save)
+
+
+def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "train_log.jsonl", "a", encoding="utf-8")
@@ -181,6 +217,7 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> P
     step = counters["step"]
     bar = tqdm(total=cfg.max_steps, initial=step, desc=cfg.task, dynamic_ncols=True)
     max_steps = cfg.max_steps or float("inf")
+    device = torch.device(cfg.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype in ("bfloat16", "bf16"))
     while step < max_steps:
         elapsed = time.perf_counter() - t0
@@ -190,26 +227,25 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, dev, device) -> P
         lr = lr_at(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        terms = _train_step(cfg, model, batches.batch(step), optimizer, autocast, device)
+        terms = hooks.step(batches.batch(step), optimizer, autocast)
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == 1:
             row = {"step": step, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1), **terms}
             bar.set_postfix(loss=f"{terms['loss']:.3f}", ce=f"{terms['ce']:.3f}")
             log.write(json.dumps(row) + "\n")
-        if dev and cfg.dev_every and step % cfg.dev_every == 0:
-            result = dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)
+        if cfg.dev_every and step % cfg.dev_every == 0 and (result := hooks.check()):
             tqdm.write(f"step {step}: dev {json.dumps(result)}")
             log.write(json.dumps({"step": step, "dev": result}) + "\n")
         if time.perf_counter() - last_save > cfg.save_minutes * 60:
-            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0)
+            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, hooks)
             last_save = time.perf_counter()
         log.flush()
     bar.close()
-    result = dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device) if dev else {}
+    result = hooks.check()
     log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
     log.close()
-    _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, result)
+    _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, hooks, result)
     return out
 
 
@@ -241,26 +277,33 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
             mem_mask = None
         else:
             mem_mask = batch.src_mask.to(device)
-            mem = model.encode(batch.src_ids.to(device), mem_mask)
+            with torch.set_grad_enabled(not cfg.freeze_encoder):
+                mem = model.encode(batch.src_ids.to(device), mem_mask)
         t = sample_t(cfg.t_sampling, B, model.cfg.diffusion_steps, device, cfg.t_min, cfg.t_min_share)
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
         terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond)
+    return _optimize(cfg, model, terms["loss"], optimizer, terms)
+
+
+def _optimize(cfg, module, loss, optimizer, terms: dict) -> dict[str, float]:
     optimizer.zero_grad(set_to_none=True)
-    terms["loss"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.clip)
     optimizer.step()
     return {k: float(f"{float(v.detach()):.5g}") for k, v in {**terms, "grad_norm": grad_norm}.items()}
 
 
-def _save(cfg, model, tok, optimizer, meta, step, elapsed, dev_result=None) -> None:
+def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_result=None) -> None:
     run = {"task": cfg.task, "datasets": cfg.datasets, "steps": step, "wall_s": round(elapsed, 1),
            "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed,
-           "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share}
+           "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share,
+           "freeze_encoder": cfg.freeze_encoder}
     if dev_result:
         run["dev"] = dev_result
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
     out = Path(cfg.out)
     save_checkpoint(out, model, tok, {**meta, "history": history})
-    save_trainer_state(out, model, optimizer, {"step": step, "elapsed_s": elapsed})
+    save_trainer_state(out, hooks.module, optimizer, {"step": step, "elapsed_s": elapsed})
+    hooks.save_extra(out)

@@ -1,0 +1,115 @@
+"""``codefusion train --task encoder``: pre-train E as the encoder of a request → code seq2seq model.
+
+The paper starts E from CodeT5, whose encoder was pre-trained (among other tasks) on bimodal dual
+generation, utterance → code. No model hub is reachable here, so this task trains that stand-in on
+the fine-tuning pairs: a small T5 decoder (``transformers``) reads E_s and writes the program left to
+right with teacher forcing (cross-entropy on the code tokens + </s>). A left-to-right decoder reads
+its condition from the first token, so E must carry the program; the denoiser, trained from noise
+alone, had left E nearly the same for every request (session 4: pooled E_s of different Bash
+requests at cosine 0.74). The decoder is a training tool: only E is kept, in the CodeFusion
+checkpoint; the decoder's weights sit beside it (``seq2seq.safetensors``) so that ``--resume`` works.
+
+The dev check decodes greedily and reports the share of syntactically valid programs per language:
+how well E carries the program, on the same scale as the autoregressive anchor (ANCHORS.md).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..errors import CheckpointError
+from ..model import CodeFusionModel
+from ..model.encoder import t5_config
+from .devcheck import token_f1
+
+SEQ2SEQ = "seq2seq.safetensors"
+
+
+class Seq2SeqTask(nn.Module):
+    """E (shared with the CodeFusion model, so training it trains the model's E) + a T5 decoder.
+
+    The T5 wrapper's own encoder is never run (E_s is passed in as ``encoder_outputs``): it is left
+    out of the optimizer and of the saved state."""
+
+    def __init__(self, model: CodeFusionModel, decoder_layers: int | None = None):
+        super().__init__()
+        conf = t5_config(model.cfg)
+        # generate()'s cache is sized by num_layers, so the unused encoder gets the decoder's depth
+        conf.num_layers = conf.num_decoder_layers = decoder_layers or model.cfg.enc_layers
+        conf.decoder_start_token_id, conf.use_cache = conf.pad_token_id, False
+        self.encoder, self.encoder_len = model.encoder, model.cfg.max_source_len
+        self.seq2seq = T5ForConditionalGeneration(conf)
+        self.seq2seq.encoder.requires_grad_(False)
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def loss(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced cross-entropy of tgt (B, n: code + </s> + pads) given E(src)."""
+        mem = self.encoder(src_ids, src_mask)
+        labels = tgt.masked_fill(tgt == self.seq2seq.config.pad_token_id, -100)
+        out = self.seq2seq(encoder_outputs=BaseModelOutput(last_hidden_state=mem), attention_mask=src_mask,
+                           labels=labels)
+        return out.loss
+
+    @torch.no_grad()
+    def greedy(self, src_ids: torch.Tensor, src_mask: torch.Tensor, max_len: int) -> torch.Tensor:
+        """(B, ≤ max_len) token ids, greedy, stopping at </s>."""
+        mem = self.encoder(src_ids, src_mask)
+        conf = self.seq2seq.config
+        return self.seq2seq.generate(encoder_outputs=BaseModelOutput(last_hidden_state=mem),
+                                     attention_mask=src_mask, max_new_tokens=max_len, do_sample=False, num_beams=1,
+                                     decoder_start_token_id=conf.pad_token_id, eos_token_id=conf.eos_token_id,
+                                     pad_token_id=conf.pad_token_id, use_cache=True)[:, 1:]
+
+    def decoder_state(self) -> dict[str, torch.Tensor]:
+        """The decoder's tensors, each once (T5 ties its embedding, the decoder's input and lm_head)."""
+        seen, out = set(), {}
+        for k, v in self.seq2seq.state_dict().items():
+            if not k.startswith("encoder.") and v.data_ptr() not in seen:
+                seen.add(v.data_ptr())
+                out[k] = v.detach().contiguous()
+        return out
+
+    def save(self, out: Path) -> None:
+        save_file(self.decoder_state(), str(out / SEQ2SEQ))
+
+    def load(self, out: Path) -> None:
+        path = out / SEQ2SEQ
+        if not path.is_file():
+            raise CheckpointError(f"{out} holds no {SEQ2SEQ}: it was not written by --task encoder; "
+                                  "drop --resume or pick the encoder run's --out")
+        missing, unexpected = self.seq2seq.load_state_dict(load_file(str(path)), strict=False)
+        missing = [k for k in missing if k in self.decoder_state()]  # not the unused encoder, not tied copies
+        if unexpected or missing:
+            raise CheckpointError(f"{path} does not match this model's seq2seq decoder; "
+                                  f"first mismatch: {(unexpected or missing)[0]}")
+
+
+def seq2seq_dev_check(task: Seq2SeqTask, tok, dev, max_len: int, batch: int = 64) -> dict:
+    """Greedy decoding of dev rows: syntax validity per language, exact match and token F1 overall."""
+    from ..eval.metrics import normalize, syntax_valid
+
+    was_training = task.training
+    task.eval()
+    valid: dict[str, list[bool]] = defaultdict(list)
+    exact, f1 = [], []
+    for i in range(0, len(dev), batch):
+        rows = dev[i: i + batch]
+        src = tok.encode_source([e.nl for e in rows], [e.lang for e in rows], task.encoder_len)
+        ids = task.greedy(src.ids, src.mask, max_len)
+        for e, r in zip(rows, ids.tolist()):
+            text = tok.decode(r)
+            valid[e.lang].append(syntax_valid(text, e.lang))
+            exact.append(normalize(text) == normalize(e.code))
+            f1.append(token_f1(text, e.code))
+    task.train(was_training)
+    out = {"n": len(exact), "exact": round(sum(exact) / len(exact), 4), "token_f1": round(sum(f1) / len(f1), 4)}
+    out.update({f"syntax_{lang}": round(sum(v) / len(v), 4) for lang, v in sorted(valid.items())})
+    return out
