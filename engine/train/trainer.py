@@ -277,6 +277,8 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
             mem_mask = None
         else:
             mem_mask = batch.src_mask.to(device)
+            if cfg.freeze_encoder:  # a frozen E gives N the E_s it will see at inference: no dropout
+                model.encoder.eval()
             with torch.set_grad_enabled(not cfg.freeze_encoder):
                 mem = model.encode(batch.src_ids.to(device), mem_mask)
         t = sample_t(cfg.t_sampling, B, model.cfg.diffusion_steps, device, cfg.t_min, cfg.t_min_share)
