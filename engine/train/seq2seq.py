@@ -43,7 +43,8 @@ class Seq2SeqTask(nn.Module):
         # generate()'s cache is sized by num_layers, so the unused encoder gets the decoder's depth
         conf.num_layers = conf.num_decoder_layers = decoder_layers or model.cfg.enc_layers
         conf.decoder_start_token_id, conf.use_cache = conf.pad_token_id, False
-        self.encoder, self.encoder_len = model.encoder, model.cfg.max_source_len
+        self.encoder = model.encoder
+        self.encoder_len, self.target_len = model.cfg.max_source_len, model.cfg.max_target_len
         self.seq2seq = T5ForConditionalGeneration(conf)
         self.seq2seq.encoder.requires_grad_(False)
 
@@ -113,3 +114,48 @@ def seq2seq_dev_check(task: Seq2SeqTask, tok, dev, max_len: int, batch: int = 64
     out = {"n": len(exact), "exact": round(sum(exact) / len(exact), 4), "token_f1": round(sum(f1) / len(f1), 4)}
     out.update({f"syntax_{lang}": round(sum(v) / len(v), 4) for lang, v in sorted(valid.items())})
     return out
+
+
+def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str, batch: int = 64) -> dict:
+    """Greedy top-1 of the seq2seq model on eval rows, scored by ``codefusion eval``'s metrics:
+    {"n", "metrics", "ci95"} (the figures of models/README.md, "Session 6")."""
+    from sacrebleu.metrics import BLEU
+
+    from ..eval.evaluate import aggregate, score_row
+
+    tops = []
+    for i in range(0, len(rows), batch):
+        part = rows[i: i + batch]
+        src = tok.encode_source([r["nl"] for r in part], [lang] * len(part), task.encoder_len)
+        tops += [[tok.decode(ids)] for ids in task.greedy(src.ids, src.mask, task.target_len).tolist()]
+    scored = [score_row(r, top, top, lang, [1], BLEU(tokenize="13a")) for r, top in zip(rows, tops)]
+    if lang == "cf":  # rows the interpreter cannot run count nowhere, as in `codefusion eval`
+        for s in scored:
+            s.setdefault("exec_match@1", None)
+    metrics, ci, counts = aggregate(scored)
+    return {"n": len(rows), "metrics": metrics, "ci95": ci, "counts": counts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N]: score an encoder run."""
+    import argparse
+    import json
+
+    from ..checkpoint import load_checkpoint
+    from .data import read_jsonl
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("run")
+    p.add_argument("--data", required=True)
+    p.add_argument("--lang", required=True, choices=["bash", "python", "cf"])
+    p.add_argument("--limit", type=int, default=None)
+    a = p.parse_args(argv)
+    model, tok, _ = load_checkpoint(a.run)
+    task = Seq2SeqTask(model).eval()
+    task.load(Path(a.run))
+    print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
