@@ -234,7 +234,7 @@ def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
         assert torch.equal(w, after[name]) != name.startswith("encoder."), name
     task = Seq2SeqTask(model).eval()
     task.load(out)
-    result = seq2seq_dev_check(task, tok, load_split(str(data), None, "dev"), model.cfg.max_target_len)
+    result = seq2seq_dev_check(task, tok, load_split(str(data), None, "dev"))
     assert result["exact"] == 1.0 and result["syntax_bash"] == 1.0
     scored = score(task, tok, [{"nl": nl, "code": code} for nl, code in PAIRS["nl2bash"]], "bash")
     assert scored["n"] == 8 and scored["metrics"]["exact_match@1"] == 1.0 and scored["metrics"]["bleu@1"] > 99

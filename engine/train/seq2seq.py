@@ -69,6 +69,14 @@ class Seq2SeqTask(nn.Module):
                                      decoder_start_token_id=conf.pad_token_id, eos_token_id=conf.eos_token_id,
                                      pad_token_id=conf.pad_token_id, use_cache=True)[:, 1:]
 
+    def write(self, tok, utterances: list[str], langs: list[str], batch: int = 64) -> list[str]:
+        """Greedy programs for utterances, ``batch`` at a time."""
+        texts = []
+        for i in range(0, len(utterances), batch):
+            src = tok.encode_source(utterances[i: i + batch], langs[i: i + batch], self.encoder_len)
+            texts += [tok.decode(ids) for ids in self.greedy(src.ids, src.mask, self.target_len).tolist()]
+        return texts
+
     def decoder_state(self) -> dict[str, torch.Tensor]:
         """The decoder's tensors, each once (T5 ties its embedding, the decoder's input and lm_head)."""
         seen, out = set(), {}
@@ -93,7 +101,7 @@ class Seq2SeqTask(nn.Module):
                                   f"first mismatch: {(unexpected or missing)[0]}")
 
 
-def seq2seq_dev_check(task: Seq2SeqTask, tok, dev, max_len: int, batch: int = 64) -> dict:
+def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:
     """Greedy decoding of dev rows: syntax validity per language, exact match and token F1 overall."""
     from ..eval.metrics import normalize, syntax_valid
 
@@ -101,33 +109,24 @@ def seq2seq_dev_check(task: Seq2SeqTask, tok, dev, max_len: int, batch: int = 64
     task.eval()
     valid: dict[str, list[bool]] = defaultdict(list)
     exact, f1 = [], []
-    for i in range(0, len(dev), batch):
-        rows = dev[i: i + batch]
-        src = tok.encode_source([e.nl for e in rows], [e.lang for e in rows], task.encoder_len)
-        ids = task.greedy(src.ids, src.mask, max_len)
-        for e, r in zip(rows, ids.tolist()):
-            text = tok.decode(r)
-            valid[e.lang].append(syntax_valid(text, e.lang))
-            exact.append(normalize(text) == normalize(e.code))
-            f1.append(token_f1(text, e.code))
+    for e, text in zip(dev, task.write(tok, [e.nl for e in dev], [e.lang for e in dev])):
+        valid[e.lang].append(syntax_valid(text, e.lang))
+        exact.append(normalize(text) == normalize(e.code))
+        f1.append(token_f1(text, e.code))
     task.train(was_training)
     out = {"n": len(exact), "exact": round(sum(exact) / len(exact), 4), "token_f1": round(sum(f1) / len(f1), 4)}
     out.update({f"syntax_{lang}": round(sum(v) / len(v), 4) for lang, v in sorted(valid.items())})
     return out
 
 
-def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str, batch: int = 64) -> dict:
+def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str) -> dict:
     """Greedy top-1 of the seq2seq model on eval rows, scored by ``codefusion eval``'s metrics:
     {"n", "metrics", "ci95"} (the figures of models/README.md, "Session 6")."""
     from sacrebleu.metrics import BLEU
 
     from ..eval.evaluate import aggregate, score_row
 
-    tops = []
-    for i in range(0, len(rows), batch):
-        part = rows[i: i + batch]
-        src = tok.encode_source([r["nl"] for r in part], [lang] * len(part), task.encoder_len)
-        tops += [[tok.decode(ids)] for ids in task.greedy(src.ids, src.mask, task.target_len).tolist()]
+    tops = [[text] for text in task.write(tok, [r["nl"] for r in rows], [lang] * len(rows))]
     scored = [score_row(r, top, top, lang, [1], BLEU(tokenize="13a")) for r, top in zip(rows, tops)]
     if lang == "cf":  # rows the interpreter cannot run count nowhere, as in `codefusion eval`
         for s in scored:

@@ -204,7 +204,7 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
             loss = task.loss(batch.src_ids.to(device), batch.src_mask.to(device), batch.tgt.to(device))
         return _optimize(cfg, task, loss, optimizer, {"loss": loss, "ce": loss})
 
-    check = (lambda: seq2seq_dev_check(task, tok, dev, model.cfg.max_target_len)) if dev else dict
+    check = (lambda: seq2seq_dev_check(task, tok, dev)) if dev else dict
     return Hooks(task, step, check, task.save)
 
 
