@@ -5,7 +5,7 @@ generation, utterance → code. No model hub is reachable here, so this task tra
 the fine-tuning pairs: a small T5 decoder (``transformers``) reads E_s and writes the program left to
 right with teacher forcing (cross-entropy on the code tokens + </s>). A left-to-right decoder reads
 its condition from the first token, so E must carry the program; the denoiser, trained from noise
-alone, had left E nearly the same for every request (session 4: pooled E_s of different Bash
+alone, had left E nearly the same for every request (session 3: pooled E_s of different Bash
 requests at cosine 0.74). The decoder is a training tool: only E is kept, in the CodeFusion
 checkpoint; the decoder's weights sit beside it (``seq2seq.safetensors``) so that ``--resume`` works.
 
@@ -47,9 +47,6 @@ class Seq2SeqTask(nn.Module):
         self.encoder_len, self.target_len = model.cfg.max_source_len, model.cfg.max_target_len
         self.seq2seq = T5ForConditionalGeneration(conf)
         self.seq2seq.encoder.requires_grad_(False)
-
-    def trained_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
 
     def loss(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced cross-entropy of tgt (B, n: code + </s> + pads) given E(src)."""
