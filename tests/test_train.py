@@ -259,3 +259,8 @@ def test_freeze_encoder_keeps_e(tmp_path, overfit_dir):
     after = load_checkpoint(out)[0].state_dict()
     changed = {name.split(".")[0] for name, w in before.items() if not torch.equal(w, after[name])}
     assert "encoder" not in changed and "denoiser" in changed
+
+
+def test_freeze_encoder_with_the_encoder_task_is_refused(tmp_path, data_dir):
+    with pytest.raises(CodeFusionError, match="--freeze-encoder does not go with --task encoder"):
+        train(_cfg(tmp_path, data_dir, task="encoder", freeze_encoder=True))

@@ -146,6 +146,9 @@ def train(cfg: TrainConfig) -> Path:
         raise CodeFusionError(f"--t-min-share is a probability in [0, 1], got {cfg.t_min_share}")
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
+    if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
+        raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
+                              "or only the length head (length); drop the flag")
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
