@@ -221,7 +221,7 @@ def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
     """--task encoder: a T5 decoder on E_s learns the 8 pairs greedily; only E changes in the CodeFusion
     checkpoint, the decoder is saved beside it, and --resume reloads it."""
     from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.seq2seq import SEQ2SEQ, Seq2SeqTask, score, seq2seq_dev_check
+    from codefusion.train.seq2seq import SEQ2SEQ, Seq2SeqTask, distill, score, seq2seq_dev_check
     data = _bash_only(tmp_path)
     before = load_checkpoint(overfit_dir)[0]
     cfg = _cfg(tmp_path, data, task="encoder", init=str(overfit_dir), max_steps=120, batch_size=8, lr=3e-3,
@@ -238,6 +238,10 @@ def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
     assert result["exact"] == 1.0 and result["syntax_bash"] == 1.0
     scored = score(task, tok, [{"nl": nl, "code": code} for nl, code in PAIRS["nl2bash"]], "bash")
     assert scored["n"] == 8 and scored["metrics"]["exact_match@1"] == 1.0 and scored["metrics"]["bleu@1"] > 99
+    assert distill(task, tok, data, tmp_path / "distilled") == {"nl2bash": 8}
+    rows = load_split(str(tmp_path / "distilled"), None, "train")
+    assert [r.code for r in rows] == [code for _, code in PAIRS["nl2bash"]]  # the teacher learnt every pair
+    assert (tmp_path / "distilled" / "nl2bash" / "dev.jsonl").read_text() == (data / "nl2bash" / "dev.jsonl").read_text()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["dev"]["exact"] == 1.0 and log[0]["ce"] > 3 * log[-2]["ce"]
     resumed = train(TrainConfig(**{**cfg.__dict__, "max_steps": 125, "resume": True}))

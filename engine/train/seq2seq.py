@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..errors import CheckpointError
 from ..model import CodeFusionModel
 from ..model.encoder import t5_config
+from .data import DATASET_LANG, read_jsonl
 from .devcheck import token_f1
 
 SEQ2SEQ = "seq2seq.safetensors"
@@ -132,24 +133,57 @@ def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str) -> dict:
     return {"n": len(rows), "metrics": metrics, "ci95": ci, "counts": counts}
 
 
+def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
+    """Sequence-level knowledge distillation (Kim & Rush 2016): a copy of ``data_dir`` whose train rows
+    carry the seq2seq model's greedy program as ``code`` (the original kept as ``code_ref``), for the
+    denoiser to learn one program per request instead of averaging several at high noise. Dev and
+    pre-training splits are copied unchanged; a row whose greedy program is empty keeps its own.
+    Returns the number of rows written per dataset."""
+    import json
+    import shutil
+
+    from .data import select_datasets
+
+    data_dir, names = select_datasets(data_dir, None)
+    written = {}
+    for name in names:
+        rows = read_jsonl(data_dir / name / "train.jsonl")
+        texts = task.write(tok, [r["nl"] for r in rows], [DATASET_LANG[name]] * len(rows))
+        (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
+        with open(Path(out_dir) / name / "train.jsonl", "w", encoding="utf-8") as f:
+            for r, text in zip(rows, texts):
+                f.write(json.dumps({**r, "code": text or r["code"], "code_ref": r["code"]}) + "\n")
+        for split in ("dev", "pretrain"):
+            if (data_dir / name / f"{split}.jsonl").is_file():
+                shutil.copyfile(data_dir / name / f"{split}.jsonl", Path(out_dir) / name / f"{split}.jsonl")
+        written[name] = len(rows)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
-    """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N]: score an encoder run."""
+    """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N]: score an encoder run;
+    python -m codefusion.train.seq2seq RUN --data DATA_DIR --distill OUT_DIR: write its distilled train set."""
     import argparse
     import json
 
     from ..checkpoint import load_checkpoint
-    from .data import read_jsonl
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("run")
     p.add_argument("--data", required=True)
-    p.add_argument("--lang", required=True, choices=["bash", "python", "cf"])
+    p.add_argument("--lang", choices=["bash", "python", "cf"])
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--distill", default=None, help="write a copy of the data folder --data with distilled train rows")
     a = p.parse_args(argv)
+    if not a.distill and not a.lang:
+        p.error("--lang is needed to score (or give --distill OUT_DIR)")
     model, tok, _ = load_checkpoint(a.run)
     task = Seq2SeqTask(model).eval()
     task.load(Path(a.run))
-    print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
+    if a.distill:
+        print(json.dumps(distill(task, tok, a.data, a.distill)))
+    else:
+        print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
     return 0
 
 
