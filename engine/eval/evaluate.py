@@ -102,6 +102,21 @@ def score_row(row: dict, top: list[str], samples: list[str], lang: str, ks: list
     return out
 
 
+def score_rows(rows: list[dict], tops: list[list[str]], samples: list[list[str]], lang: str,
+               ks: list[int]) -> list[dict]:
+    """``score_row`` for every row; for CF, rows the interpreter cannot run carry exec_match@k = None, so
+    they count nowhere (and are reported)."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(tokenize="13a")
+    scored = [score_row(r, t, s, lang, ks, bleu) for r, t, s in zip(rows, tops, samples)]
+    if lang == "cf":
+        for s in scored:
+            for k in ks:
+                s.setdefault(f"exec_match@{k}", None)
+    return scored
+
+
 def _template_flags(ref: str, top: list[str]) -> list[bool]:
     from .bash import template_match
     return [template_match(t, ref) for t in top]
@@ -145,13 +160,7 @@ def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_si
         _load(codebert)  # a wrong directory fails now, not after the whole run
     ks = report_ks(config.num_samples)
     tops, samples = generate_all(cf, rows, config, batch_size, progress)
-    from sacrebleu.metrics import BLEU
-    bleu = BLEU(tokenize="13a")
-    scored = [score_row(r, t, s, lang, ks, bleu) for r, t, s in zip(rows, tops, samples)]
-    if lang == "cf":  # rows the interpreter cannot run count nowhere, and are reported
-        for s in scored:
-            for k in ks:
-                s.setdefault(f"exec_match@{k}", None)
+    scored = score_rows(rows, tops, samples, lang, ks)
     not_computed, notes = {}, []
     if codebert:
         from .codebert import codebert_scores

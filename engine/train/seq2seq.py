@@ -92,8 +92,9 @@ class Seq2SeqTask(nn.Module):
         if not path.is_file():
             raise CheckpointError(f"{out} holds no {SEQ2SEQ}: it was not written by --task encoder; "
                                   "drop --resume or pick the encoder run's --out")
+        saved = self.decoder_state().keys()  # not the unused encoder, not the tied copies
         missing, unexpected = self.seq2seq.load_state_dict(load_file(str(path)), strict=False)
-        missing = [k for k in missing if k in self.decoder_state()]  # not the unused encoder, not tied copies
+        missing = [k for k in missing if k in saved]
         if unexpected or missing:
             raise CheckpointError(f"{path} does not match this model's seq2seq decoder; "
                                   f"first mismatch: {(unexpected or missing)[0]}")
@@ -120,16 +121,10 @@ def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:
 def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str) -> dict:
     """Greedy top-1 of the seq2seq model on eval rows, scored by ``codefusion eval``'s metrics:
     {"n", "metrics", "ci95"} (the figures of models/README.md, "Session 6")."""
-    from sacrebleu.metrics import BLEU
-
-    from ..eval.evaluate import aggregate, score_row
+    from ..eval.evaluate import aggregate, score_rows
 
     tops = [[text] for text in task.write(tok, [r["nl"] for r in rows], [lang] * len(rows))]
-    scored = [score_row(r, top, top, lang, [1], BLEU(tokenize="13a")) for r, top in zip(rows, tops)]
-    if lang == "cf":  # rows the interpreter cannot run count nowhere, as in `codefusion eval`
-        for s in scored:
-            s.setdefault("exec_match@1", None)
-    metrics, ci, counts = aggregate(scored)
+    metrics, ci, counts = aggregate(score_rows(rows, tops, tops, lang, [1]))
     return {"n": len(rows), "metrics": metrics, "ci95": ci, "counts": counts}
 
 
@@ -147,15 +142,16 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path) -
     data_dir, names = select_datasets(data_dir, None)
     written = {}
     for name in names:
-        rows = read_jsonl(data_dir / name / "train.jsonl")
+        src, dst = data_dir / name, Path(out_dir) / name
+        rows = read_jsonl(src / "train.jsonl")
         texts = task.write(tok, [r["nl"] for r in rows], [DATASET_LANG[name]] * len(rows))
-        (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
-        with open(Path(out_dir) / name / "train.jsonl", "w", encoding="utf-8") as f:
+        dst.mkdir(parents=True, exist_ok=True)
+        with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
             for r, text in zip(rows, texts):
                 f.write(json.dumps({**r, "code": text or r["code"], "code_ref": r["code"]}) + "\n")
         for split in ("dev", "pretrain"):
-            if (data_dir / name / f"{split}.jsonl").is_file():
-                shutil.copyfile(data_dir / name / f"{split}.jsonl", Path(out_dir) / name / f"{split}.jsonl")
+            if (src / f"{split}.jsonl").is_file():
+                shutil.copyfile(src / f"{split}.jsonl", dst / f"{split}.jsonl")
         written[name] = len(rows)
     return written
 

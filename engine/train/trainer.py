@@ -205,7 +205,7 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
     def step(batch, optimizer, autocast) -> dict[str, float]:
         with autocast:
             loss = task.loss(batch.src_ids.to(device), batch.src_mask.to(device), batch.tgt.to(device))
-        return _optimize(cfg, task, loss, optimizer, {"loss": loss, "ce": loss})
+        return _optimize(cfg, loss, optimizer, {"loss": loss, "ce": loss})
 
     check = (lambda: seq2seq_dev_check(task, tok, dev)) if dev else dict
     return Hooks(task, step, check, task.save)
@@ -289,13 +289,14 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
         terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond)
-    return _optimize(cfg, model, terms["loss"], optimizer, terms)
+    return _optimize(cfg, terms["loss"], optimizer, terms)
 
 
-def _optimize(cfg, module, loss, optimizer, terms: dict) -> dict[str, float]:
+def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
+    """One AdamW step, gradients clipped over exactly the parameters the optimizer trains."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], cfg.clip)
     optimizer.step()
     return {k: float(f"{float(v.detach()):.5g}") for k, v in {**terms, "grad_norm": grad_norm}.items()}
 
