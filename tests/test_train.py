@@ -247,6 +247,43 @@ def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
     resumed = train(TrainConfig(**{**cfg.__dict__, "max_steps": 125, "resume": True}))
     state = json.loads((resumed / "trainer_state.json").read_text())
     assert state["step"] == 125
+    # --init from an encoder run continues its decoder: right from the first step (lr ≈ 0) it writes every pair
+    cont = train(TrainConfig(**{**cfg.__dict__, "init": str(out), "out": str(tmp_path / "cont"), "max_steps": 1,
+                                "lr": 1e-9, "warmup": 0, "dev_every": 1}))
+    log = [json.loads(line) for line in (cont / "train_log.jsonl").read_text().splitlines()]
+    assert [row["dev"]["exact"] for row in log if "dev" in row][0] == 1.0
+
+
+def test_seq2seq_trains_the_decoder_embedding_and_head(overfit_dir):
+    """The T5 wrapper's unused encoder is frozen, but its token embedding is the decoder's input and
+    (tied) output head: it must get gradients, or the teacher learns through a fixed random vocabulary."""
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.train.seq2seq import Seq2SeqTask
+    model, tok, _ = load_checkpoint(overfit_dir)
+    task = Seq2SeqTask(model)
+    trainable = {name for name, p in task.named_parameters() if p.requires_grad}
+    assert "seq2seq.shared.weight" in trainable and task.seq2seq.lm_head.weight is task.seq2seq.shared.weight
+    assert not any(name.startswith("seq2seq.encoder.") for name in trainable)
+    src = tok.encode_source([nl for nl, _ in PAIRS["nl2bash"]], ["bash"] * 8, model.cfg.max_source_len)
+    tgt = tok.encode_target(tok.encode_text([code for _, code in PAIRS["nl2bash"]]), model.cfg.max_target_len)
+    task.loss(src.ids, src.mask, tgt).backward()
+    assert task.seq2seq.shared.weight.grad.abs().sum() > 0
+
+
+def test_distill_keeps_the_reference_where_the_teacher_did_not_finish(tmp_path, overfit_dir):
+    """An untrained teacher writes loops that hit the target length: those rows keep their own program."""
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.train.seq2seq import Seq2SeqTask, distill
+    model, tok, _ = load_checkpoint(overfit_dir)
+    task = Seq2SeqTask(model).eval()
+    loop = tok.encode_text(["ls"])[0][0]  # a teacher that repeats one token up to the target length
+    task.greedy = lambda ids, mask, max_len: torch.full((len(ids), max_len), loop)
+    data = _bash_only(tmp_path)
+    finished = task.write_finished(tok, [nl for nl, _ in PAIRS["nl2bash"]], ["bash"] * 8)
+    assert not any(done for _, done in finished)
+    distill(task, tok, data, tmp_path / "distilled")
+    rows = load_split(str(tmp_path / "distilled"), None, "train")
+    assert [r.code for r in rows] == [code for _, code in PAIRS["nl2bash"]]
 
 
 def test_encoder_task_resume_needs_its_decoder(tmp_path, data_dir):

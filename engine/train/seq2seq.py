@@ -47,7 +47,10 @@ class Seq2SeqTask(nn.Module):
         self.encoder = model.encoder
         self.encoder_len, self.target_len = model.cfg.max_source_len, model.cfg.max_target_len
         self.seq2seq = T5ForConditionalGeneration(conf)
-        self.seq2seq.encoder.requires_grad_(False)
+        # only the unused encoder's own layers are frozen: its token embedding is the decoder's
+        # (shared, and tied to the output head), which must train
+        self.seq2seq.encoder.block.requires_grad_(False)
+        self.seq2seq.encoder.final_layer_norm.requires_grad_(False)
 
     def loss(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced cross-entropy of tgt (B, n: code + </s> + pads) given E(src)."""
@@ -69,11 +72,17 @@ class Seq2SeqTask(nn.Module):
 
     def write(self, tok, utterances: list[str], langs: list[str], batch: int = 64) -> list[str]:
         """Greedy programs for utterances, ``batch`` at a time."""
-        texts = []
+        return [text for text, _ in self.write_finished(tok, utterances, langs, batch)]
+
+    def write_finished(self, tok, utterances: list[str], langs: list[str],
+                       batch: int = 64) -> list[tuple[str, bool]]:
+        """(greedy program, whether it ended with </s> within the target length) per utterance: an
+        unfinished one was cut off, typically a loop repeating a token."""
+        eos, out = self.seq2seq.config.eos_token_id, []
         for i in range(0, len(utterances), batch):
             src = tok.encode_source(utterances[i: i + batch], langs[i: i + batch], self.encoder_len)
-            texts += [tok.decode(ids) for ids in self.greedy(src.ids, src.mask, self.target_len).tolist()]
-        return texts
+            out += [(tok.decode(ids), eos in ids) for ids in self.greedy(src.ids, src.mask, self.target_len).tolist()]
+        return out
 
     def decoder_state(self) -> dict[str, torch.Tensor]:
         """The decoder's tensors, each once (T5 ties its embedding, the decoder's input and lm_head)."""
@@ -132,8 +141,8 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path) -
     """Sequence-level knowledge distillation (Kim & Rush 2016): a copy of ``data_dir`` whose train rows
     carry the seq2seq model's greedy program as ``code`` (the original kept as ``code_ref``), for the
     denoiser to learn one program per request instead of averaging several at high noise. Dev and
-    pre-training splits are copied unchanged; a row whose greedy program is empty keeps its own.
-    Returns the number of rows written per dataset."""
+    pre-training splits are copied unchanged; a row whose greedy program is empty or unfinished (cut
+    off at the target length) keeps its own. Returns the number of rows written per dataset."""
     import json
     import shutil
 
@@ -144,11 +153,12 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path) -
     for name in names:
         src, dst = data_dir / name, Path(out_dir) / name
         rows = read_jsonl(src / "train.jsonl")
-        texts = task.write(tok, [r["nl"] for r in rows], [DATASET_LANG[name]] * len(rows))
+        written_by = task.write_finished(tok, [r["nl"] for r in rows], [DATASET_LANG[name]] * len(rows))
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
-            for r, text in zip(rows, texts):
-                f.write(json.dumps({**r, "code": text or r["code"], "code_ref": r["code"]}) + "\n")
+            for r, (text, finished) in zip(rows, written_by):
+                code = text if text and finished else r["code"]
+                f.write(json.dumps({**r, "code": code, "code_ref": r["code"]}) + "\n")
         for split in ("dev", "pretrain"):
             if (src / f"{split}.jsonl").is_file():
                 shutil.copyfile(src / f"{split}.jsonl", dst / f"{split}.jsonl")

@@ -29,7 +29,7 @@ from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
 from .data import Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
-from .seq2seq import Seq2SeqTask, seq2seq_dev_check
+from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
 
 TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}
@@ -201,6 +201,8 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
     task = Seq2SeqTask(model).to(device).train()
     if cfg.resume:
         task.load(Path(cfg.out))
+    elif cfg.init and (Path(cfg.init) / SEQ2SEQ).is_file():  # continue an earlier encoder run's decoder
+        task.load(Path(cfg.init))
 
     def step(batch, optimizer, autocast) -> dict[str, float]:
         with autocast:
