@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give the denoiser MLP(mean E_s) at every position (extends an --init model without it)")
     r.add_argument("--freeze-encoder", action="store_true", default=None,
                    help="keep E as --init left it (fine-tuning after --task encoder)")
+    r.add_argument("--encoder-from", default=None,
+                   help="E's weights from this checkpoint (a --task encoder run), the rest from --init")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

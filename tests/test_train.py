@@ -305,3 +305,32 @@ def test_freeze_encoder_keeps_e(tmp_path, overfit_dir):
 def test_freeze_encoder_with_the_encoder_task_is_refused(tmp_path, data_dir):
     with pytest.raises(CodeFusionError, match="--freeze-encoder does not go with --task encoder"):
         train(_cfg(tmp_path, data_dir, task="encoder", freeze_encoder=True))
+
+
+def test_encoder_from_replaces_e_and_keeps_the_rest(tmp_path, overfit_dir):
+    """--init A --encoder-from B: E is B's (bit for bit under --freeze-encoder), everything else A's."""
+    import dataclasses
+    from codefusion.checkpoint import load_checkpoint, save_checkpoint
+    from codefusion.model.codefusion import CodeFusionModel
+    model, tok, _ = load_checkpoint(overfit_dir)
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.01)
+    donor = save_checkpoint(tmp_path / "donor", model, tok)
+    out = train(_cfg(tmp_path, _bash_only(tmp_path), init=str(overfit_dir), encoder_from=str(donor),
+                     freeze_encoder=True, max_steps=1, lr=1e-9, warmup=0, dev_rows=0))
+    after, _, config = load_checkpoint(out)
+    init = load_checkpoint(overfit_dir)[0].state_dict()
+    for name, w in after.state_dict().items():
+        if name.startswith("encoder."):
+            assert torch.equal(w, model.state_dict()[name]), name
+        else:
+            torch.testing.assert_close(w, init[name], atol=1e-6, rtol=0)
+    assert config["meta"]["encoder_from"] == str(donor)
+    other = CodeFusionModel(dataclasses.replace(model.cfg, enc_layers=model.cfg.enc_layers + 1))
+    save_checkpoint(tmp_path / "other", other, tok)
+    with pytest.raises(CodeFusionError, match="enc_layers differs"):
+        train(_cfg(tmp_path, _bash_only(tmp_path), init=str(overfit_dir), encoder_from=str(tmp_path / "other"),
+                   out=str(tmp_path / "run2")))
+    with pytest.raises(CodeFusionError, match="give --init too"):
+        train(_cfg(tmp_path, _bash_only(tmp_path), encoder_from=str(donor), out=str(tmp_path / "run3")))

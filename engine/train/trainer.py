@@ -55,6 +55,7 @@ class TrainConfig:
     t_min_share: float = 1.0
     pooled_condition: bool = False  # switch on N's pooled-E_s input (a model without it is extended, see below)
     freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
+    encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -97,7 +98,22 @@ def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionMode
     model, tok, meta = _load_or_create(cfg, train)
     if cfg.pooled_condition and not model.cfg.pooled_condition:
         model = with_pooled_condition(model)
+    if cfg.encoder_from and not cfg.resume:
+        take_encoder(model, tok, cfg.encoder_from)
+        meta = {**meta, "encoder_from": str(cfg.encoder_from)}
     return model, tok, meta
+
+
+def take_encoder(model: CodeFusionModel, tok: CodeTokenizer, path: str) -> None:
+    """E's weights from the checkpoint at ``path`` (typically a later --task encoder run of the same
+    lineage), so a denoiser trained on an earlier E continues on the new one."""
+    donor, donor_tok, _ = load_checkpoint(path)
+    keys = ("vocab_size", "enc_d_model", "enc_layers", "enc_heads", "enc_d_ff", "max_source_len")
+    differ = [k for k in keys if getattr(donor.cfg, k) != getattr(model.cfg, k)]
+    if differ or donor_tok.vocab_size != tok.vocab_size:
+        raise CodeFusionError(f"--encoder-from {path} has another encoder or tokenizer than --init "
+                              f"({(differ or ['tokenizer'])[0]} differs); pass a checkpoint of the same lineage")
+    model.encoder.load_state_dict(donor.encoder.state_dict())
 
 
 def with_pooled_condition(model: CodeFusionModel) -> CodeFusionModel:
@@ -146,6 +162,8 @@ def train(cfg: TrainConfig) -> Path:
         raise CodeFusionError(f"--t-min-share is a probability in [0, 1], got {cfg.t_min_share}")
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
+    if cfg.encoder_from and not cfg.init:
+        raise CodeFusionError("--encoder-from replaces E in an --init model: give --init too")
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
         raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
                               "or only the length head (length); drop the flag")
@@ -307,7 +325,7 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
     run = {"task": cfg.task, "datasets": cfg.datasets, "steps": step, "wall_s": round(elapsed, 1),
            "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed,
            "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share,
-           "freeze_encoder": cfg.freeze_encoder}
+           "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from}
     if dev_result:
         run["dev"] = dev_result
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
