@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep E as --init left it (fine-tuning after --task encoder)")
     r.add_argument("--encoder-from", default=None,
                    help="E's weights from this checkpoint (a --task encoder run), the rest from --init")
+    r.add_argument("--aux-seq2seq", type=float, default=None,
+                   help="finetune: add this weight x the CE of a seq2seq decoder on the same E_s, so E keeps "
+                        "carrying the program (the decoder continues an --init encoder run's)")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

@@ -334,3 +334,30 @@ def test_encoder_from_replaces_e_and_keeps_the_rest(tmp_path, overfit_dir):
                    out=str(tmp_path / "run2")))
     with pytest.raises(CodeFusionError, match="give --init too"):
         train(_cfg(tmp_path, _bash_only(tmp_path), encoder_from=str(donor), out=str(tmp_path / "run3")))
+
+
+def test_aux_seq2seq_trains_e_with_the_denoiser_and_keeps_the_decoder(tmp_path, overfit_dir):
+    """--aux-seq2seq W: finetune loss + W × the seq2seq CE on the same E_s; E and the denoiser both move,
+    the decoder continues the --init encoder run's and is saved for the next run; bad combinations refused."""
+    from safetensors.torch import load_file
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.train.seq2seq import SEQ2SEQ
+    data = _bash_only(tmp_path)
+    enc = train(_cfg(tmp_path, data, task="encoder", init=str(overfit_dir), max_steps=3, dev_rows=0,
+                     out=str(tmp_path / "enc")))
+    out = train(_cfg(tmp_path, data, init=str(enc), aux_seq2seq=0.5, max_steps=4, dev_rows=0, lr=1e-3,
+                     out=str(tmp_path / "joint")))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    first = log[0]
+    assert first["seq2seq_ce"] > 0 and first["loss"] > 0.5 * first["seq2seq_ce"]
+    before, after = load_checkpoint(enc)[0].state_dict(), load_checkpoint(out)[0].state_dict()
+    changed = {name.split(".")[0] for name, w in before.items() if not torch.equal(w, after[name])}
+    assert {"encoder", "denoiser"} <= changed
+    start, end = load_file(str(enc / SEQ2SEQ)), load_file(str(out / SEQ2SEQ))
+    assert start.keys() == end.keys() and not torch.equal(start["shared.weight"], end["shared.weight"])
+    resumed = train(_cfg(tmp_path, data, init=str(enc), aux_seq2seq=0.5, max_steps=5, dev_rows=0, resume=True,
+                         out=str(out)))
+    assert json.loads((resumed / "trainer_state.json").read_text())["step"] == 5
+    for bad in (dict(freeze_encoder=True), dict(task="encoder")):
+        with pytest.raises(CodeFusionError, match="--aux-seq2seq trains E beside the denoiser"):
+            train(_cfg(tmp_path, data, init=str(enc), aux_seq2seq=0.5, out=str(tmp_path / "bad"), **bad))

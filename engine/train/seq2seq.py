@@ -54,7 +54,10 @@ class Seq2SeqTask(nn.Module):
 
     def loss(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced cross-entropy of tgt (B, n: code + </s> + pads) given E(src)."""
-        mem = self.encoder(src_ids, src_mask)
+        return self.loss_on(self.encoder(src_ids, src_mask), src_mask, tgt)
+
+    def loss_on(self, mem: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """The same cross-entropy from E_s already computed (by the denoiser's training step)."""
         labels = tgt.masked_fill(tgt == self.seq2seq.config.pad_token_id, -100)
         out = self.seq2seq(encoder_outputs=BaseModelOutput(last_hidden_state=mem), attention_mask=src_mask,
                            labels=labels)

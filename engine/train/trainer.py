@@ -56,6 +56,7 @@ class TrainConfig:
     pooled_condition: bool = False  # switch on N's pooled-E_s input (a model without it is extended, see below)
     freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
+    aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -164,6 +165,9 @@ def train(cfg: TrainConfig) -> Path:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
     if cfg.encoder_from and not cfg.init:
         raise CodeFusionError("--encoder-from replaces E in an --init model: give --init too")
+    if cfg.aux_seq2seq and (cfg.task != "finetune" or cfg.freeze_encoder):
+        raise CodeFusionError("--aux-seq2seq trains E beside the denoiser: it goes with --task finetune and "
+                              "without --freeze-encoder")
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
         raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
                               "or only the length head (length); drop the flag")
@@ -212,15 +216,29 @@ class Hooks:
     save_extra: Callable[[Path], None] = lambda out: None
 
 
+class _Joint(torch.nn.Module):
+    """The CodeFusion model and the seq2seq decoder trained beside it (--aux-seq2seq): one optimizer
+    state for both."""
+
+    def __init__(self, model: CodeFusionModel, task: Seq2SeqTask):
+        super().__init__()
+        self.model, self.seq2seq = model, task.seq2seq
+
+
 def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: list[Example], device) -> Hooks:
+    task = None
+    if cfg.task == "encoder" or cfg.aux_seq2seq:
+        task = Seq2SeqTask(model).to(device).train()
+        if cfg.resume:
+            task.load(Path(cfg.out))
+        elif cfg.init and (Path(cfg.init) / SEQ2SEQ).is_file():  # continue an earlier encoder run's decoder
+            task.load(Path(cfg.init))
     if cfg.task != "encoder":
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
-        return Hooks(model, lambda batch, opt, autocast: _train_step(cfg, model, batch, opt, autocast, device), check)
-    task = Seq2SeqTask(model).to(device).train()
-    if cfg.resume:
-        task.load(Path(cfg.out))
-    elif cfg.init and (Path(cfg.init) / SEQ2SEQ).is_file():  # continue an earlier encoder run's decoder
-        task.load(Path(cfg.init))
+        step = lambda batch, opt, autocast: _train_step(cfg, model, batch, opt, autocast, device, task)  # noqa: E731
+        if task is None:
+            return Hooks(model, step, check)
+        return Hooks(_Joint(model, task), step, check, task.save)
 
     def step(batch, optimizer, autocast) -> dict[str, float]:
         with autocast:
@@ -291,7 +309,7 @@ def sample_t(how: str, B: int, T: int, device, t_min: float = 0.0, t_min_share: 
     return (frac * T).long().clamp(0, T - 1)
 
 
-def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, float]:
+def _train_step(cfg, model, batch, optimizer, autocast, device, aux: Seq2SeqTask | None = None) -> dict[str, float]:
     tgt = batch.tgt.to(device)
     B, n = tgt.shape
     with autocast:
@@ -309,6 +327,9 @@ def _train_step(cfg, model, batch, optimizer, autocast, device) -> dict[str, flo
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
         terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond)
+        if aux is not None and mem_mask is not None:  # E_s must still let a left-to-right decoder write the code
+            terms["seq2seq_ce"] = aux.loss_on(mem, mem_mask, tgt)
+            terms["loss"] = terms["loss"] + cfg.aux_seq2seq * terms["seq2seq_ce"]
     return _optimize(cfg, terms["loss"], optimizer, terms)
 
 
@@ -325,7 +346,7 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
     run = {"task": cfg.task, "datasets": cfg.datasets, "steps": step, "wall_s": round(elapsed, 1),
            "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed,
            "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share,
-           "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from}
+           "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
     if dev_result:
         run["dev"] = dev_result
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
