@@ -10,9 +10,13 @@ Sections, in order (a failed section prints its traceback and the next one runs)
                   replayed (GPU time alone): fused attention vs
                   SDPA (+ the head-merge copy the torch backend pays) vs the written-out eager softmax;
                   add_layernorm vs add + F.layer_norm; solver_step vs noise.gaussian + (★); max error of each
+    rates         this GPU's measured bf16 matmul TFLOP/s and device-memory GB/s (the floor's denominators)
     e2e           ms per denoising step (median, p10, p90 of CUDA events and of host wall time), `paper`
-                  preset, random weights, bf16, batch 1/8/64, `torch` vs `triton` backends, eager and with
-                  10 steps captured in one CUDA graph
+                  preset, random weights, bf16, batch 1/8/64, `reference`, `torch` and `triton` backends,
+                  eager and with 10 steps captured in one CUDA graph; beside each, the step's floor
+                  max(FLOPs / measured TFLOP/s, bytes / measured GB/s); then the issue's targets, checked
+    engine        the product path: `codefusion bench latency` on the embedded model (CodeFusion.generate,
+                  whose loop replays captured CUDA graphs on a GPU), reference / torch / triton, batch 1 and 64
     tests         pytest -m cuda over tests/, then tests/test_kernels.py and tests/test_triton_backend.py
                   on the GPU (minus the sm_90 compile-only test and the CPU-trained fixture), in the time left
 Statistics are medians over `--reps` calls after warm-up; Triton compiles on first use (not timed).
@@ -177,8 +181,64 @@ def graph_step_ms(be, state, steps: int = 10, reps: int = 10) -> dict:
         return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
-def e2e(reps: int) -> dict:
+def rates() -> dict:
+    """The floor's denominators, measured now: bf16 matmul rate at a large square shape and at the paper
+    step's own MLP shape (64 × 128 rows), and device-to-device copy bandwidth (bytes read + written)."""
+    dev, out = torch.device("cuda"), {}
+    for name, (m, k, n) in {"square_8192": (8192, 8192, 8192), "paper_mlp_b64": (64 * 128, 384, 1536)}.items():
+        a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        b = torch.randn(k, n, device=dev, dtype=torch.bfloat16)
+        t = cuda_times(lambda: a @ b, 20)
+        out[f"matmul_tflops_{name}"] = round(2 * m * k * n / (t["us_p50"] * 1e-6) / 1e12, 1)
+    src = torch.empty(2**28, device=dev, dtype=torch.uint8)  # 256 MiB, far past L2
+    dst = torch.empty_like(src)
+    t = cuda_times(lambda: dst.copy_(src), 20)
+    out["copy_gb_per_s"] = round(2 * src.numel() / (t["us_p50"] * 1e-6) / 1e9, 1)
+    print(f"  {out}", flush=True)
+    return out
+
+
+def floor_ms(cost: dict, rate: dict) -> float:
+    """The step's lower bound on this GPU: compute at the big-matmul rate or traffic at the copy rate."""
+    compute = cost["gflop_per_step"] * 1e9 / (rate["matmul_tflops_square_8192"] * 1e12)
+    memory = cost["mb_per_step"] * 2**20 / (rate["copy_gb_per_s"] * 1e9)
+    return round(max(compute, memory) * 1e3, 4)
+
+
+def targets(rows: list[dict]) -> dict:
+    """The issue's GPU targets from the e2e rows: batch 1 triton + graph ≥ 8× eager reference and ≥ 1.3×
+    torch + graph (compass ≤ 100 µs); batch 64 triton + graph within 2× of the measured floor."""
+    def get(backend, batch, graph):
+        row = next((r for r in rows if r["backend"] == backend and r["batch"] == batch), None)
+        if row is None:
+            return None, None
+        return (row["graph_ms_per_step"].get("ms_p50") if graph else row["ms_per_step_p50"]), row
+
+    out = {}
+    tri1, _ = get("triton", 1, True)
+    ref1, _ = get("reference", 1, False)
+    torch1, _ = get("torch", 1, True)
+    tri64, row64 = get("triton", 64, True)
+    if tri1 and ref1:
+        out["b1_triton_graph_vs_reference_eager"] = {"x": round(ref1 / tri1, 2), "target": 8.0}
+    if tri1 and torch1:
+        out["b1_triton_graph_vs_torch_graph"] = {"x": round(torch1 / tri1, 2), "target": 1.3}
+    if tri1:
+        out["b1_triton_graph_us_per_step"] = {"us": round(tri1 * 1e3, 1), "compass": 100}
+    if tri64 and row64.get("floor_ms"):
+        out["b64_triton_graph_over_floor"] = {"x": round(tri64 / row64["floor_ms"], 2), "target_at_most": 2.0}
+    for v in out.values():
+        if "target" in v:
+            v["met"] = v["x"] >= v["target"]
+        elif "target_at_most" in v:
+            v["met"] = v["x"] <= v["target_at_most"]
+    print(f"  targets: {out}", flush=True)
+    return out
+
+
+def e2e(reps: int, rate: dict | None) -> dict:
     from codefusion.backends import get_backend
+    from codefusion.bench.latency import step_cost
     from codefusion.config import get_preset
     from codefusion.diffusion.loop import initial_state
     from codefusion.diffusion.schedule import NoiseSchedule
@@ -189,7 +249,7 @@ def e2e(reps: int) -> dict:
     torch.manual_seed(0)
     cfg, dev = get_preset("paper"), torch.device("cuda")
     model, rows = CodeFusionModel(cfg).eval(), []
-    for name in ("torch", "triton"):
+    for name in ("reference", "torch", "triton"):
         be = get_backend(name)(model, dev, torch.bfloat16)
         for B in BATCHES:
             src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
@@ -216,20 +276,42 @@ def e2e(reps: int) -> dict:
                    "ms_per_step_p90": q(gpu, 0.9), "wall_ms_per_step_p50": round(statistics.median(wall), 3),
                    "finite": bool(torch.isfinite(state.x_t).all())}
             row["graph_ms_per_step"] = graph_step_ms(be, state)
+            row.update(step_cost(cfg, B, cfg.max_target_len, cfg.max_source_len, 2))
+            if rate:
+                row["floor_ms"] = floor_ms(row, rate)
             rows.append(row)
             print(f"  {name:6s} B={B:<3d} {row['ms_per_step_p50']:.3f} ms/step "
                   f"(wall {row['wall_ms_per_step_p50']:.3f}, graph {row['graph_ms_per_step']})", flush=True)
         del be
         torch.cuda.empty_cache()
-    return {"preset": "paper", "dtype": "bfloat16", "solver": "ddpm",
+    return {"preset": "paper", "dtype": "bfloat16", "solver": "ddpm", "targets": targets(rows),
             "statistic": "median (p10, p90) over timed eager steps of CUDA-event ms; wall = host time incl. sync; "
-                         "graph_ms_per_step = 10 steps captured in one CUDA graph, median replay / 10",
+                         "graph_ms_per_step = 10 steps captured in one CUDA graph, median replay / 10; floor_ms = "
+                         "max(gflop / measured bf16 matmul rate, MB read / measured copy rate)",
             "rows": rows}
 
 
+def engine(out: Path, timeout: float) -> dict:
+    """`codefusion bench latency` on the embedded model with the GPU: the path users run (graph replay)."""
+    cmd = [sys.executable, "-m", "codefusion.cli", "bench", "latency", "--backend", "reference,torch,triton",
+           "--dtype", "bfloat16", "--batch", "1,64", "--steps", "50", "--repeats", "5", "--device", "cuda",
+           "--lang", "bash", "--out", str(out / "engine"), "--json"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    lines = (p.stdout + p.stderr).strip().splitlines()
+    try:
+        rows = json.loads(p.stdout)["rows"]
+    except (ValueError, KeyError, TypeError):
+        rows = None
+    for r in rows or []:
+        print(f"  {r.get('backend')} B={r.get('batch')}: {r.get('ms_per_step_p50')} ms/step, "
+              f"{r.get('total_ms_p50')} ms end to end", flush=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"bench latency exited {p.returncode}: " + "\n".join(lines[-30:]))
+    return {"command": " ".join(cmd[1:]), "rows": rows, "tail": "\n".join(lines[-10:])}
+
+
 def tests(deadline: float) -> dict:
-    runs = {"cuda_marked": [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "--continue-on-collection-errors",
-                            "tests"],
+    runs = {"cuda_marked": [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_graphs.py"],
             "kernels_and_backend_on_gpu": [sys.executable, "-m", "pytest", "-q", "tests/test_kernels.py",
                                            "tests/test_triton_backend.py", "-k", "not sm90 and not trained_fixture"]}
     out = {}
@@ -266,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("warning: TRITON_INTERPRET is set; unset it to run compiled kernels", file=sys.stderr)
-    sections = [("environment", environment), ("kernels", lambda: kernels(args.reps)),
-                ("e2e", lambda: e2e(min(args.reps, 20))), ("tests", lambda: tests(start + args.budget_s))]
+    measured: dict = {}
+    sections = [("environment", environment), ("rates", lambda: measured.setdefault("rates", rates())),
+                ("kernels", lambda: kernels(args.reps)),
+                ("e2e", lambda: e2e(min(args.reps, 20), measured.get("rates"))),
+                ("tests", lambda: tests(start + args.budget_s)),
+                ("engine", lambda: engine(out, max(10.0, start + args.budget_s + 90 - time.monotonic())))]
     for name, fn in sections:
         t0 = time.monotonic()
         print(f"[{name}]", flush=True)
