@@ -1,5 +1,5 @@
 """One-call GPU check (H100/H200): kernel micro-benchmarks, per-step latency of the `paper` preset (torch vs
-triton), then the GPU tests — JSON in --out, each section in try/except, ~100 s in all.
+triton), then the GPU tests — JSON in --out, each section in try/except, ~130 s in all on an H100.
 
     python3 -m pip install --no-deps --no-build-isolation -e . && python3 bench/gpu_check.py --out $OUT
 
@@ -15,6 +15,7 @@ Sections, in order (a failed section prints its traceback and the next one runs)
                   preset, random weights, bf16, batch 1/8/64, `reference`, `torch` and `triton` backends,
                   eager and with 10 steps captured in one CUDA graph; beside each, the step's floor
                   max(FLOPs / measured TFLOP/s, bytes / measured GB/s); then the issue's targets, checked
+    profile       kernels per step and the top kernels by device time (torch.profiler), torch vs triton, batch 1/64
     engine        the product path: `codefusion bench latency` on the embedded model (CodeFusion.generate,
                   whose loop replays captured CUDA graphs on a GPU), reference / torch / triton, batch 1 and 64
     tests         pytest -m cuda over tests/, then tests/test_kernels.py and tests/test_triton_backend.py
@@ -24,6 +25,7 @@ Statistics are medians over `--reps` calls after warm-up; Triton compiles on fir
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -250,7 +252,7 @@ def e2e(reps: int, rate: dict | None) -> dict:
     cfg, dev = get_preset("paper"), torch.device("cuda")
     model, rows = CodeFusionModel(cfg).eval(), []
     for name in ("reference", "torch", "triton"):
-        be = get_backend(name)(model, dev, torch.bfloat16)
+        be = get_backend(name)(copy.deepcopy(model), dev, torch.bfloat16)  # a backend may cast the model it gets
         for B in BATCHES:
             src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
                               torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
@@ -279,6 +281,9 @@ def e2e(reps: int, rate: dict | None) -> dict:
             row.update(step_cost(cfg, B, cfg.max_target_len, cfg.max_source_len, 2))
             if rate:
                 row["floor_ms"] = floor_ms(row, rate)
+                # the same FLOPs at the rate cuBLAS reaches on the step's own largest GEMM shape
+                row["floor_ms_at_step_gemm_rate"] = round(
+                    row["gflop_per_step"] / rate["matmul_tflops_paper_mlp_b64"], 4)
             rows.append(row)
             print(f"  {name:6s} B={B:<3d} {row['ms_per_step_p50']:.3f} ms/step "
                   f"(wall {row['wall_ms_per_step_p50']:.3f}, graph {row['graph_ms_per_step']})", flush=True)
@@ -289,6 +294,55 @@ def e2e(reps: int, rate: dict | None) -> dict:
                          "graph_ms_per_step = 10 steps captured in one CUDA graph, median replay / 10; floor_ms = "
                          "max(gflop / measured bf16 matmul rate, MB read / measured copy rate)",
             "rows": rows}
+
+
+def profile() -> dict:
+    """Where a `paper` step's GPU time goes: torch.profiler over 5 eager steps of each fast backend at batch
+    1 and 64, kernels grouped by name, top 12 by device time (µs per step) and the kernel count per step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from codefusion.backends import get_backend
+    from codefusion.config import get_preset
+    from codefusion.diffusion.loop import initial_state
+    from codefusion.diffusion.schedule import NoiseSchedule
+    from codefusion.diffusion.solvers import step_table
+    from codefusion.model import CodeFusionModel
+    from codefusion.tokenizer import SourceBatch
+
+    torch.manual_seed(0)
+    cfg, dev, steps, rows = get_preset("paper"), torch.device("cuda"), 5, []
+    model = CodeFusionModel(cfg).eval()
+    for name in ("torch", "triton"):
+        be = get_backend(name)(copy.deepcopy(model), dev, torch.bfloat16)
+        for B in (1, 64):
+            src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
+                              torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
+            table = step_table(NoiseSchedule.sqrt(cfg.diffusion_steps, dev).respace(50), "ddpm")
+            keys = torch.zeros(B, dtype=torch.int64, device=dev)
+            state = initial_state(be, be.encode(src), table, keys, keys.clone(), cfg.max_target_len)
+            for i in range(3):
+                state = be.step(state, i)
+            torch.cuda.synchronize()
+            with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for i in range(steps):
+                    state = be.step(state, 3 + i)
+                torch.cuda.synchronize()
+            kernels: dict[str, list[float]] = {}
+            for ev in prof.events():
+                if ev.device_type == torch.autograd.DeviceType.CUDA:
+                    kernels.setdefault(ev.name, []).append(ev.device_time)
+            top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:12]
+            total = sum(sum(v) for v in kernels.values()) / steps
+            row = {"backend": name, "batch": B, "kernel_us_per_step": round(total, 1),
+                   "kernels_per_step": round(sum(len(v) for v in kernels.values()) / steps, 1),
+                   "top": [{"name": k[:90], "us_per_step": round(sum(v) / steps, 1), "calls_per_step": len(v) / steps}
+                           for k, v in top]}
+            rows.append(row)
+            print(f"  {name} B={B}: {row['kernel_us_per_step']} µs of kernels in {row['kernels_per_step']} per step; "
+                  + "; ".join(f"{t['name'][:40]} {t['us_per_step']}" for t in row["top"][:6]), flush=True)
+        del be
+    return {"statistic": "summed device time of each kernel over 5 eager steps / 5", "rows": rows}
 
 
 def engine(out: Path, timeout: float) -> dict:
@@ -337,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for gpu_check.json")
     p.add_argument("--reps", type=int, default=30, help="timed calls per micro-benchmark / timed steps per e2e row")
+    p.add_argument("--sections", default="", help="comma-separated subset of the sections (default: all)")
     p.add_argument("--budget-s", type=float, default=95.0, help="the tests get whatever is left of this")
     args = p.parse_args(argv)
     start = time.monotonic()
@@ -352,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     sections = [("environment", environment), ("rates", lambda: measured.setdefault("rates", rates())),
                 ("kernels", lambda: kernels(args.reps)),
                 ("e2e", lambda: e2e(min(args.reps, 20), measured.get("rates"))),
-                ("tests", lambda: tests(start + args.budget_s)),
+                ("tests", lambda: tests(start + args.budget_s)), ("profile", profile),
                 ("engine", lambda: engine(out, max(10.0, start + args.budget_s + 90 - time.monotonic())))]
+    wanted = {x for x in args.sections.split(",") if x}
+    sections = [(name, fn) for name, fn in sections if not wanted or name in wanted | {"environment", "rates"}]
     for name, fn in sections:
         t0 = time.monotonic()
         print(f"[{name}]", flush=True)
