@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default model (models/): one command, about 2 hours on a 2-core CPU.
+# Reproduces the embedded default model (models/) in one command: every phase of its lineage, in order.
 #   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]
-# DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl).
-# 1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
-# 2. pre-training (CodeFusion §3.2: unsupervised generation alternating with CPD) on the distinct
-#    programs of the three code-only corpora;
-# 3. fine-tuning on the three train splits (NL → code), starting from the pre-trained weights,
-#    timesteps uniform;
-# 4. more fine-tuning with timesteps biased towards high noise (--t-sampling high), so the
-#    denoiser learns to use the request (see models/README.md);
-# 5. the length head p(n | E_s) fitted on the fine-tuned model (its other weights frozen);
-# 6. the shipping copy: bf16 weights in OUT_DIR/default (copy its files into models/).
-# Phases 2–4: bf16 autocast, batch 64, AdamW, warm-up then cosine to zero over each budget, half
-# of the batches padded to a longer length bucket (--upsize 0.5). Budgets are wall-clock minutes,
-# so the number of steps depends on the machine and its load (models/README.md gives the counts).
-# Environment: DEVICE (cpu | cuda, default cpu), BATCH (default 64), TOKENIZER (an existing
-# tokenizer.json to reuse instead of step 1, e.g. models/tokenizer.json).
+# DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl). A phase whose output
+# folder already holds a checkpoint is skipped, so an interrupted run continues where it stopped.
+#
+# Phases (models/README.md gives each one's steps, wall time and what it changed):
+#  1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
+#  2. pre-training (CodeFusion §3.2: unsupervised generation alternating with CPD) on the distinct
+#     programs of the three code-only corpora;
+#  3. fine-tuning on the three train splits (NL → code), timesteps uniform;
+#  4. fine-tuning with timesteps biased towards high noise (--t-sampling high);
+#  5. the length head (session 2's model ends here);
+#  6. noise clipping: 80% of the rows draw t from [0.7 T, T) (session 4);
+#  7. a pooled condition MLP(mean E_s) added to every denoiser position (session 5), then a longer run;
+#  8. E trained as the encoder of a request → code seq2seq model (a stand-in for CodeT5; session 6),
+#     then the denoiser fine-tuned on that frozen E;
+#  9. the seq2seq model trained on (session 7, the teacher), its greedy programs for every training
+#     request written as a distilled data folder, and the denoiser fine-tuned on them with the teacher's E
+#     frozen (the student);
+# 10. the student continued at batch 256 (session 8: 6 minutes on one H100, DEVICE=cuda);
+# 11. the length head again, and the shipping copy: bf16 weights in OUT_DIR/default.
+# Phases 2–4 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
+# machine); phases 6–10 have the step counts the shipped lineage recorded (--max-steps), so their
+# learning-rate schedules span exactly those steps. Every phase: bf16 autocast, AdamW, warm-up then
+# cosine to zero, half of the batches padded to a longer length bucket.
+# On this 2-core CPU phases 1–9 take about 9 hours and phase 10 several more; on a GPU, minutes.
+# Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 2–9, default 64), TOKENIZER (an existing
+# tokenizer.json to reuse instead of phase 1, e.g. models/tokenizer.json).
 set -euo pipefail
 usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]"
 data=${1:?$usage}
@@ -26,19 +37,48 @@ high_min=${5:-33}
 device=${DEVICE:-cpu}
 batch=${BATCH:-64}
 mkdir -p "$out"
-if [[ -n "${TOKENIZER:-}" ]]; then
-    cp "$TOKENIZER" "$out/tokenizer.json"
-else
-    codefusion tokenizer --data "$data" --splits train,pretrain --vocab-size 8192 --out "$out/tokenizer.json"
+
+done_() { [[ -e "$out/$1/config.json" ]]; }
+train() {  # train OUT_NAME ARGS…: one phase, skipped when its checkpoint exists
+    local name=$1
+    shift
+    done_ "$name" || codefusion train --device "$device" --out "$out/$name" "$@"
+}
+clip=(--t-sampling high --t-min 0.7 --t-min-share 0.8)
+
+if [[ ! -e "$out/tokenizer.json" ]]; then
+    if [[ -n "${TOKENIZER:-}" ]]; then
+        cp "$TOKENIZER" "$out/tokenizer.json"
+    else
+        codefusion tokenizer --data "$data" --splits train,pretrain --vocab-size 8192 --out "$out/tokenizer.json"
+    fi
 fi
-common=(--data "$data" --device "$device" --batch-size "$batch")
-codefusion train --preset small "${common[@]}" --task pretrain --tokenizer "$out/tokenizer.json" \
-    --out "$out/pretrain" --minutes "$pre_min" --lr 1e-3 --warmup 300 --seed 0
-codefusion train --preset small "${common[@]}" --task finetune --init "$out/pretrain" \
-    --out "$out/finetune" --minutes "$fine_min" --lr 1e-3 --warmup 200 --seed 0
-codefusion train --preset small "${common[@]}" --task finetune --init "$out/finetune" \
-    --out "$out/finetune_high_t" --minutes "$high_min" --lr 5e-4 --warmup 50 --t-sampling high --seed 1
-codefusion train --task length --init "$out/finetune_high_t" --data "$data" --out "$out/length" \
-    --lr 1e-3 --seed 0
-codefusion pack --model "$out/length" --out "$out/default" --dtype bfloat16
+common=(--data "$data" --batch-size "$batch")
+train pretrain --preset small "${common[@]}" --task pretrain --tokenizer "$out/tokenizer.json" \
+    --minutes "$pre_min" --lr 1e-3 --warmup 300 --seed 0
+train finetune --preset small "${common[@]}" --task finetune --init "$out/pretrain" \
+    --minutes "$fine_min" --lr 1e-3 --warmup 200 --seed 0
+train finetune_high_t --preset small "${common[@]}" --task finetune --init "$out/finetune" \
+    --minutes "$high_min" --lr 5e-4 --warmup 50 --t-sampling high --seed 1
+train length --task length --init "$out/finetune_high_t" --data "$data" --lr 1e-3 --seed 0
+
+train clip "${common[@]}" --task finetune --init "$out/length" --max-steps 972 --lr 7e-4 --warmup 100 \
+    "${clip[@]}" --seed 2
+train pool "${common[@]}" --task finetune --init "$out/clip" --pooled-condition --max-steps 659 --lr 7e-4 \
+    --warmup 50 "${clip[@]}" --seed 3
+train pool_long "${common[@]}" --task finetune --init "$out/pool" --max-steps 1643 --lr 5e-4 --warmup 50 \
+    "${clip[@]}" --seed 5
+train encoder "${common[@]}" --task encoder --init "$out/pool_long" --max-steps 2463 --lr 1e-3 --warmup 200 \
+    --seed 6
+train frozen_e "${common[@]}" --task finetune --init "$out/encoder" --freeze-encoder --max-steps 2562 --lr 7e-4 \
+    --warmup 100 "${clip[@]}" --seed 7
+train teacher "${common[@]}" --task encoder --init "$out/encoder" --max-steps 2015 --lr 1e-3 --warmup 100 --seed 10
+[[ -e "$out/distilled/cf/train.jsonl" ]] ||
+    python -m codefusion.train.seq2seq "$out/teacher" --data "$data" --distill "$out/distilled"
+train student --data "$out/distilled" --batch-size "$batch" --task finetune --init "$out/frozen_e" \
+    --encoder-from "$out/teacher" --freeze-encoder --max-steps 3450 --lr 7e-4 --warmup 100 "${clip[@]}" --seed 11
+train student_b256 --data "$out/distilled" --batch-size 256 --task finetune --init "$out/student" \
+    --freeze-encoder --max-steps 4882 --lr 8e-4 --warmup 100 "${clip[@]}" --seed 12
+train length_final --task length --init "$out/student_b256" --data "$data" --lr 1e-3 --seed 0
+done_ default || codefusion pack --model "$out/length_final" --out "$out/default" --dtype bfloat16
 echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"

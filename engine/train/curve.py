@@ -63,7 +63,8 @@ def plot(runs: list[Path], out: Path) -> Path:
             bottom.plot(ds, [d["dev"]["token_f1"] for d in devs], "s-", color="C4", label="token F1" if first else None)
         for ax in (top, bottom):
             ax.axvline(offset, color="grey", lw=0.8, ls="--")
-        top.text(offset, 1.0, f" {run.name}", transform=top.get_xaxis_transform(), va="top", fontsize=8)
+        top.text(offset, 0.98, f" {run.name}", transform=top.get_xaxis_transform(), va="top", ha="left",
+                 fontsize=7, rotation=90)  # upright, so the names of short runs side by side stay legible
         offset = int(steps[-1])
     top.set_yscale("log")
     top.set_ylabel("loss term (smoothed)")
