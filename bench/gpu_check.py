@@ -18,7 +18,7 @@ Sections, in order (a failed section prints its traceback and the next one runs)
     profile       kernels per step and the top kernels by device time (torch.profiler), torch vs triton, batch 1/64
     engine        the product path: `codefusion bench latency` on the embedded model (CodeFusion.generate,
                   whose loop replays captured CUDA graphs on a GPU), reference / torch / triton, batch 1 and 64
-    tests         pytest -m cuda over tests/, then tests/test_kernels.py and tests/test_triton_backend.py
+    tests         pytest -m cuda over tests/test_graphs.py, then tests/test_kernels.py and tests/test_triton_backend.py
                   on the GPU (minus the sm_90 compile-only test and the CPU-trained fixture), in the time left
 Statistics are medians over `--reps` calls after warm-up; Triton compiles on first use (not timed).
 """
@@ -238,15 +238,26 @@ def targets(rows: list[dict]) -> dict:
     return out
 
 
+def paper_state(be, cfg, B: int):
+    """A sampler state of B random requests for backend ``be`` on the GPU: DDPM on a 50-step respacing."""
+    from codefusion.diffusion.loop import initial_state
+    from codefusion.diffusion.schedule import NoiseSchedule
+    from codefusion.diffusion.solvers import step_table
+    from codefusion.tokenizer import SourceBatch
+
+    dev = torch.device("cuda")
+    src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
+                      torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
+    table = step_table(NoiseSchedule.sqrt(cfg.diffusion_steps, dev).respace(50), "ddpm")
+    keys = torch.zeros(B, dtype=torch.int64, device=dev)
+    return initial_state(be, be.encode(src), table, keys, keys.clone(), cfg.max_target_len)
+
+
 def e2e(reps: int, rate: dict | None) -> dict:
     from codefusion.backends import get_backend
     from codefusion.bench.latency import step_cost
     from codefusion.config import get_preset
-    from codefusion.diffusion.loop import initial_state
-    from codefusion.diffusion.schedule import NoiseSchedule
-    from codefusion.diffusion.solvers import step_table
     from codefusion.model import CodeFusionModel
-    from codefusion.tokenizer import SourceBatch
 
     torch.manual_seed(0)
     cfg, dev = get_preset("paper"), torch.device("cuda")
@@ -254,18 +265,14 @@ def e2e(reps: int, rate: dict | None) -> dict:
     for name in ("reference", "torch", "triton"):
         be = get_backend(name)(copy.deepcopy(model), dev, torch.bfloat16)  # a backend may cast the model it gets
         for B in BATCHES:
-            src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
-                              torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
-            table = step_table(NoiseSchedule.sqrt(cfg.diffusion_steps, dev).respace(50), "ddpm")
-            keys = torch.zeros(B, dtype=torch.int64, device=dev)
-            state = initial_state(be, be.encode(src), table, keys, keys.clone(), cfg.max_target_len)
+            state = paper_state(be, cfg, B)
             gpu, wall = [], []
             for i in range(3 + reps):  # 3 warm-up steps (compiles, allocator)
                 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 s.record()
-                state = be.step(state, i % len(table))
+                state = be.step(state, i % len(state.table))
                 e.record()
                 torch.cuda.synchronize()
                 if i >= 3:
@@ -304,11 +311,7 @@ def profile() -> dict:
 
     from codefusion.backends import get_backend
     from codefusion.config import get_preset
-    from codefusion.diffusion.loop import initial_state
-    from codefusion.diffusion.schedule import NoiseSchedule
-    from codefusion.diffusion.solvers import step_table
     from codefusion.model import CodeFusionModel
-    from codefusion.tokenizer import SourceBatch
 
     torch.manual_seed(0)
     cfg, dev, steps, rows = get_preset("paper"), torch.device("cuda"), 5, []
@@ -316,11 +319,7 @@ def profile() -> dict:
     for name in ("torch", "triton"):
         be = get_backend(name)(copy.deepcopy(model), dev, torch.bfloat16)
         for B in (1, 64):
-            src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
-                              torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
-            table = step_table(NoiseSchedule.sqrt(cfg.diffusion_steps, dev).respace(50), "ddpm")
-            keys = torch.zeros(B, dtype=torch.int64, device=dev)
-            state = initial_state(be, be.encode(src), table, keys, keys.clone(), cfg.max_target_len)
+            state = paper_state(be, cfg, B)
             for i in range(3):
                 state = be.step(state, i)
             torch.cuda.synchronize()
