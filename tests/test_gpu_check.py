@@ -1,0 +1,47 @@
+"""bench/gpu_check.py's arithmetic, checked here so a GPU lease is not spent finding a slip in it."""
+import pytest
+
+from codefusion.bench.gpu_check import floor_ms, targets
+from codefusion.bench.latency import step_cost
+from codefusion.config import get_preset
+
+RATE = {"matmul_tflops_square_8192": 800.0, "copy_gb_per_s": 3000.0}
+
+
+def test_floor_is_the_slower_of_compute_and_memory():
+    # 400 GFLOP at 800 TFLOP/s = 0.5 ms; 30 MiB at 3 TB/s = 0.0105 ms → compute-bound
+    assert floor_ms({"gflop_per_step": 400.0, "mb_per_step": 30.0}, RATE) == pytest.approx(0.5)
+    # 1 GFLOP → 1.25 µs; 3000 MiB → 1.0486 ms → memory-bound
+    assert floor_ms({"gflop_per_step": 1.0, "mb_per_step": 3000.0}, RATE) == pytest.approx(1.0486, abs=1e-4)
+
+
+def test_paper_step_cost_and_floor_at_batch_64():
+    cost = step_cost(get_preset("paper"), 64, 128, 64, 2)
+    assert cost["gflop_per_step"] == pytest.approx(315.68, abs=0.01)  # the figure the H100 run reported
+    assert floor_ms(cost, RATE) == pytest.approx(315.68 / 800, abs=1e-3)
+
+
+def _row(backend, batch, eager, graph, floor=None):
+    row = {"backend": backend, "batch": batch, "ms_per_step_p50": eager,
+           "graph_ms_per_step": {"ms_p50": graph} if graph is not None else {"error": "capture failed"}}
+    if floor is not None:
+        row["floor_ms"] = floor
+    return row
+
+
+def test_targets_from_the_h100_rows():
+    rows = [_row("reference", 1, 8.119, 1.359), _row("torch", 1, 5.994, 1.056), _row("triton", 1, 11.285, 0.438),
+            _row("triton", 64, 5.935, 1.326, floor=0.3927)]
+    t = targets(rows)
+    assert t["b1_triton_graph_vs_reference_eager"] == {"x": 18.54, "target": 8.0, "met": True}
+    assert t["b1_triton_graph_vs_torch_graph"] == {"x": 2.41, "target": 1.3, "met": True}
+    assert t["b1_triton_graph_us_per_step"] == {"us": 438.0, "compass": 100}
+    assert t["b64_triton_graph_over_floor"] == {"x": 3.38, "target_at_most": 2.0, "met": False}
+
+
+def test_targets_skip_what_was_not_measured():
+    # a failed capture or a missing backend leaves its target out instead of inventing a ratio
+    t = targets([_row("reference", 1, 8.0, None), _row("triton", 1, 11.0, None)])
+    assert t == {}
+    t = targets([_row("reference", 1, 8.0, None), _row("triton", 1, 11.0, 0.5)])
+    assert set(t) == {"b1_triton_graph_vs_reference_eager", "b1_triton_graph_us_per_step"}
