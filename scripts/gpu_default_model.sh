@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The default model's recipe on one GPU, then its dev evaluation and the engine's GPU latency rows,
 # in one call of the lent machine (its time is scarce: every phase has a wall-clock budget).
-# Written for session 3's four-phase recipe. Since session 8 the recipe has eleven phases, most with
+# Written for session 3's four-phase recipe. Since session 8 the recipe has fourteen phases, most with
 # step counts (≈ 25 minutes of an H100 in all): more than one lease; the recipe skips the phases whose
 # checkpoints exist, so it can be spread over several calls that carry OUT_DIR's run folder.
 #   bash scripts/gpu_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]

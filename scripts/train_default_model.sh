@@ -4,29 +4,29 @@
 # DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl). A phase whose output
 # folder already holds a checkpoint is skipped, so an interrupted run continues where it stopped.
 #
-# Phases (models/README.md gives each one's steps, wall time and what it changed):
-#  1. a byte-level BPE tokenizer (8k) on every program and utterance of train + pretrain;
-#  2. pre-training (CodeFusion §3.2: unsupervised generation alternating with CPD) on the distinct
-#     programs of the three code-only corpora;
-#  3. fine-tuning on the three train splits (NL → code), timesteps uniform;
-#  4. fine-tuning with timesteps biased towards high noise (--t-sampling high);
-#  5. the length head (session 2's model ends here);
-#  6. noise clipping: 80% of the rows draw t from [0.7 T, T) (session 4);
-#  7. a pooled condition MLP(mean E_s) added to every denoiser position (session 5), then a longer run;
-#  8. E trained as the encoder of a request → code seq2seq model (a stand-in for CodeT5; session 6),
-#     then the denoiser fine-tuned on that frozen E;
-#  9. the seq2seq model trained on (session 7, the teacher), its greedy programs for every training
-#     request written as a distilled data folder, and the denoiser fine-tuned on them with the teacher's E
-#     frozen (the student);
-# 10. the student continued at batch 256 (session 8: 6 minutes on one H100, DEVICE=cuda);
-# 11. the length head again, and the shipping copy: bf16 weights in OUT_DIR/default.
-# Phases 2–4 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
-# machine); phases 6–10 have the step counts the shipped lineage recorded (--max-steps), so their
+# Phases, numbered as in the recipe table of models/README.md (which gives each one's steps, wall time
+# and what it changed); first a byte-level BPE tokenizer (8k), unless TOKENIZER names one:
+#   1 pretrain         pre-training (CodeFusion §3.2: generation alternating with CPD), code-only corpora
+#   2 finetune         fine-tuning on the three train splits (NL → code), timesteps uniform
+#   3 finetune_high_t  fine-tuning, timesteps biased towards high noise
+#   4 length           the length head (session 2's model ends here)
+#   5 clip             noise clipping: 80% of the rows draw t from [0.7 T, T) (session 4)
+#   6 pool             + a pooled condition MLP(mean E_s) at every denoiser position (session 5)
+#   7 pool_long        the same, longer
+#   8 encoder          E trained as the encoder of a request → code seq2seq model (session 6)
+#   9 frozen_e         the denoiser fine-tuned on that frozen E
+#  10 teacher          the seq2seq model trained on (session 7)
+#  11 distilled        its greedy programs for every training request, as a data folder
+#  12 student          phase 9's denoiser with phase 10's E (frozen), on the distilled pairs
+#  13 student_b256     the student continued at batch 256 (session 8: 6 minutes on one H100)
+#  14 length_final     the length head again; then the shipping copy, bf16, in OUT_DIR/default
+# Phases 1–3 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
+# machine); phases 5–13 have the step counts the shipped lineage recorded (--max-steps), so their
 # learning-rate schedules span exactly those steps. Every phase: bf16 autocast, AdamW, warm-up then
 # cosine to zero, half of the batches padded to a longer length bucket.
-# On this 2-core CPU phases 1–9 take about 9 hours and phase 10 several more; on a GPU, minutes.
-# Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 2–9, default 64), TOKENIZER (an existing
-# tokenizer.json to reuse instead of phase 1, e.g. models/tokenizer.json).
+# On this 2-core CPU phases 1–12 take about 7 hours and phase 13 several more; on a GPU, about 25 minutes.
+# Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 1–12, default 64; phase 13 uses 256),
+# TOKENIZER (an existing tokenizer.json to reuse, e.g. models/tokenizer.json).
 set -euo pipefail
 usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]"
 data=${1:?$usage}
