@@ -200,44 +200,6 @@ def rates() -> dict:
     return out
 
 
-def floor_ms(cost: dict, rate: dict) -> float:
-    """The step's lower bound on this GPU: compute at the big-matmul rate or traffic at the copy rate."""
-    compute = cost["gflop_per_step"] * 1e9 / (rate["matmul_tflops_square_8192"] * 1e12)
-    memory = cost["mb_per_step"] * 2**20 / (rate["copy_gb_per_s"] * 1e9)
-    return round(max(compute, memory) * 1e3, 4)
-
-
-def targets(rows: list[dict]) -> dict:
-    """The issue's GPU targets from the e2e rows: batch 1 triton + graph ≥ 8× eager reference and ≥ 1.3×
-    torch + graph (compass ≤ 100 µs); batch 64 triton + graph within 2× of the measured floor."""
-    def get(backend, batch, graph):
-        row = next((r for r in rows if r["backend"] == backend and r["batch"] == batch), None)
-        if row is None:
-            return None, None
-        return (row["graph_ms_per_step"].get("ms_p50") if graph else row["ms_per_step_p50"]), row
-
-    out = {}
-    tri1, _ = get("triton", 1, True)
-    ref1, _ = get("reference", 1, False)
-    torch1, _ = get("torch", 1, True)
-    tri64, row64 = get("triton", 64, True)
-    if tri1 and ref1:
-        out["b1_triton_graph_vs_reference_eager"] = {"x": round(ref1 / tri1, 2), "target": 8.0}
-    if tri1 and torch1:
-        out["b1_triton_graph_vs_torch_graph"] = {"x": round(torch1 / tri1, 2), "target": 1.3}
-    if tri1:
-        out["b1_triton_graph_us_per_step"] = {"us": round(tri1 * 1e3, 1), "compass": 100}
-    if tri64 and row64.get("floor_ms"):
-        out["b64_triton_graph_over_floor"] = {"x": round(tri64 / row64["floor_ms"], 2), "target_at_most": 2.0}
-    for v in out.values():
-        if "target" in v:
-            v["met"] = v["x"] >= v["target"]
-        elif "target_at_most" in v:
-            v["met"] = v["x"] <= v["target_at_most"]
-    print(f"  targets: {out}", flush=True)
-    return out
-
-
 def paper_state(be, cfg, B: int):
     """A sampler state of B random requests for backend ``be`` on the GPU: DDPM on a 50-step respacing."""
     from codefusion.diffusion.loop import initial_state
@@ -255,6 +217,7 @@ def paper_state(be, cfg, B: int):
 
 def e2e(reps: int, rate: dict | None) -> dict:
     from codefusion.backends import get_backend
+    from codefusion.bench.gpu_targets import floors, targets
     from codefusion.bench.latency import step_cost
     from codefusion.config import get_preset
     from codefusion.model import CodeFusionModel
@@ -287,16 +250,15 @@ def e2e(reps: int, rate: dict | None) -> dict:
             row["graph_ms_per_step"] = graph_step_ms(be, state)
             row.update(step_cost(cfg, B, cfg.max_target_len, cfg.max_source_len, 2))
             if rate:
-                row["floor_ms"] = floor_ms(row, rate)
-                # the same FLOPs at the rate cuBLAS reaches on the step's own largest GEMM shape
-                row["floor_ms_at_step_gemm_rate"] = round(
-                    row["gflop_per_step"] / rate["matmul_tflops_paper_mlp_b64"], 4)
+                row.update(floors(row, rate))
             rows.append(row)
             print(f"  {name:6s} B={B:<3d} {row['ms_per_step_p50']:.3f} ms/step "
                   f"(wall {row['wall_ms_per_step_p50']:.3f}, graph {row['graph_ms_per_step']})", flush=True)
         del be
         torch.cuda.empty_cache()
-    return {"preset": "paper", "dtype": "bfloat16", "solver": "ddpm", "targets": targets(rows),
+    met = targets(rows)
+    print(f"  targets: {met}", flush=True)
+    return {"preset": "paper", "dtype": "bfloat16", "solver": "ddpm", "targets": met,
             "statistic": "median (p10, p90) over timed eager steps of CUDA-event ms; wall = host time incl. sync; "
                          "graph_ms_per_step = 10 steps captured in one CUDA graph, median replay / 10; floor_ms = "
                          "max(gflop / measured bf16 matmul rate, MB read / measured copy rate)",

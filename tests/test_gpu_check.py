@@ -1,7 +1,7 @@
-"""bench/gpu_check.py's arithmetic, checked here so a GPU lease is not spent finding a slip in it."""
+"""bench/gpu_check.py's arithmetic (bench/gpu_targets.py), checked here so a GPU lease is not spent finding a slip in it."""
 import pytest
 
-from codefusion.bench.gpu_check import floor_ms, targets
+from codefusion.bench.gpu_targets import floor_ms, floors, targets
 from codefusion.bench.latency import step_cost
 from codefusion.config import get_preset
 
@@ -19,6 +19,9 @@ def test_paper_step_cost_and_floor_at_batch_64():
     cost = step_cost(get_preset("paper"), 64, 128, 64, 2)
     assert cost["gflop_per_step"] == pytest.approx(315.68, abs=0.01)  # the figure the H100 run reported
     assert floor_ms(cost, RATE) == pytest.approx(315.68 / 800, abs=1e-3)
+    both = floors(cost, {**RATE, "matmul_tflops_paper_mlp_b64": 300.0})
+    assert both["floor_ms"] == floor_ms(cost, RATE)
+    assert both["floor_ms_at_step_gemm_rate"] == pytest.approx(315.68 / 300, abs=1e-3)
 
 
 def _row(backend, batch, eager, graph, floor=None):
