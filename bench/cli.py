@@ -109,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--concurrency", default="1,4,16,64")
     v.add_argument("--requests", type=int, default=64, help="requests per concurrency level")
     v.add_argument("--max-batch", type=int, default=64)
-    v.add_argument("--max-wait-ms", type=float, default=10.0)
+    v.add_argument("--max-wait-ms", type=float, default=50.0)
+    v.add_argument("--quiet-ms", type=float, default=10.0)
     v.add_argument("--url", default=None,
                    help="load a server already running apart (codefusion serve) instead of one in this process")
-    v.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
+    v.add_argument("--lang", default="bash", choices=[*sorted(PROMPTS), "mix"],
+                   help="the built-in prompts of one language, or of all three in turn (mix)")
     v.add_argument("--out", default="bench/results")
     v.add_argument("--json", action="store_true")
     return p
@@ -126,14 +128,18 @@ def _serve(args, model, tok) -> int:
     from .serve import plot_serve, serve_load
 
     levels = _ints(args.concurrency)
-    check_config(GenerationConfig(lang=args.lang, steps=args.steps), model.cfg, args.backend)
+    langs = sorted(PROMPTS) if args.lang == "mix" else [args.lang]
+    for lang in langs:
+        check_config(GenerationConfig(lang=lang, steps=args.steps), model.cfg, args.backend)
     if min(levels, default=0) < 1 or args.requests < 1 or args.max_batch < 1:
         raise CodeFusionError("--concurrency, --requests and --max-batch must be at least 1")
     cf = None if args.url else CodeFusion(model, tok, args.backend, args.device, args.dtype)
-    rows = serve_load(cf, PROMPTS[args.lang], args.lang, args.steps, levels, args.requests, args.max_batch,
-                      args.max_wait_ms, progress=not args.json, url=args.url)
+    workload = [(prompt, lang) for group in zip(*(PROMPTS[lang] for lang in langs)) for prompt, lang in zip(group, langs)]
+    rows = serve_load(cf, workload, args.steps, levels, args.requests, args.max_batch, args.max_wait_ms,
+                      args.quiet_ms, progress=not args.json, url=args.url)
     meta = {"suite": "serve", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
-            "backend": args.backend, "dtype": args.dtype, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}
+            "lang": args.lang, "backend": args.backend, "dtype": args.dtype, "max_batch": args.max_batch,
+            "max_wait_ms": args.max_wait_ms, "quiet_ms": args.quiet_ms}
     if args.url:  # the running server's own settings, not this command's, decide how it batches
         import httpx
         meta = {"suite": "serve", "server": "separate process", "url": args.url,

@@ -36,13 +36,13 @@ def _batch_stats(metrics_text: str) -> tuple[float, float]:
     return vals.get("codefusion_batch_requests_sum", 0.0), vals.get("codefusion_batch_requests_count", 0.0)
 
 
-def _start_in_process(cf, max_batch: int, max_wait_ms: float):
+def _start_in_process(cf, max_batch: int, max_wait_ms: float, quiet_ms: float = 10.0):
     import uvicorn
 
     from codefusion.server.app import create_app
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(cf, max_batch, max_wait_ms, max_queue=4096), host="127.0.0.1",
+    server = uvicorn.Server(uvicorn.Config(create_app(cf, max_batch, max_wait_ms, max_queue=4096, quiet_ms=quiet_ms), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -55,15 +55,19 @@ def _start_in_process(cf, max_batch: int, max_wait_ms: float):
     return f"http://127.0.0.1:{port}", stop
 
 
-def serve_load(cf, prompts: list[str], lang: str, steps: int, concurrencies: list[int], requests: int,
-               max_batch: int, max_wait_ms: float, progress: bool = True, url: str | None = None) -> list[dict]:
-    """``cf``: the engine to serve in this process; ignored when ``url`` names a running server."""
+def serve_load(cf, workload: list[tuple[str, str]], steps: int, concurrencies: list[int], requests: int,
+               max_batch: int, max_wait_ms: float, quiet_ms: float, progress: bool = True,
+               url: str | None = None) -> list[dict]:
+    """Request s asks for ``workload[s % len(workload)]`` (prompt, language). ``cf``: the engine to serve in
+    this process; ignored when ``url`` names a running server."""
     import httpx
 
-    url, stop = (url.rstrip("/"), lambda: None) if url else _start_in_process(cf, max_batch, max_wait_ms)
+    url, stop = (url.rstrip("/"), lambda: None) if url else _start_in_process(cf, max_batch, max_wait_ms, quiet_ms)
     rows, seed = [], 0
     try:
-        httpx.post(url + "/v1/generate", json={"prompts": prompts[:1], "lang": lang, "steps": steps}, timeout=600)
+        body = lambda s: {"prompts": [workload[s % len(workload)][0]], "lang": workload[s % len(workload)][1],  # noqa: E731
+                          "steps": steps, "seed": s}
+        httpx.post(url + "/v1/generate", json=body(0), timeout=600)
         for c in tqdm(concurrencies, desc="serve", disable=not progress):
             seeds = list(range(seed, seed + requests))
             seed += requests
@@ -71,8 +75,7 @@ def serve_load(cf, prompts: list[str], lang: str, steps: int, concurrencies: lis
 
             def one(s: int, http: httpx.Client):
                 t0 = time.perf_counter()
-                r = http.post(url + "/v1/generate", timeout=600,
-                              json={"prompts": [prompts[s % len(prompts)]], "lang": lang, "steps": steps, "seed": s})
+                r = http.post(url + "/v1/generate", timeout=600, json=body(s))
                 return s, r.status_code, (r.json().get("seed") if r.status_code == 200 else None), \
                     (time.perf_counter() - t0) * 1e3
 

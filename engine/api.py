@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import backends
+from .backends.base import SamplerState
 from .checkpoint import load_checkpoint
 from .config import GenerationConfig
 from .diffusion.loop import initial_state, run
@@ -44,8 +45,9 @@ EARLY_EXIT_PATIENCE = 3  # … and freeze a sample whose tokens held for this ma
 
 
 def batch_key(config: GenerationConfig) -> GenerationConfig:
-    """What requests must share to run in one denoising batch: everything but seed and num_samples."""
-    return replace(config, seed=0, num_samples=1)
+    """What requests must share to run in one denoising batch: the loop's fields (steps, solver, eta, clamp,
+    early exit, trace steps). Seed, sample count, language and max_length are per request."""
+    return replace(config, seed=0, num_samples=1, lang="bash", max_length=None)
 
 
 def select_rows(memory, rows: torch.Tensor):
@@ -57,6 +59,23 @@ def select_rows(memory, rows: torch.Tensor):
             return tuple(pick(o) for o in x)
         return x
     return replace(memory, **{f: pick(getattr(memory, f)) for f in memory.__dataclass_fields__})
+
+
+@dataclass
+class _GroupRun:
+    """One length bucket of a generate_many call: its requests, their rows and the loop's initial state."""
+
+    members: list[int]  # request indices
+    spans: list[tuple[int, int, int]]  # per member: (first row, prompts, samples per prompt)
+    prompt_of: list[int]  # per row: the prompt (index into the call's prompts) it samples for
+    keep: list[int]  # per member: tokens kept of each of its rows (its max_length, or its bucket)
+    state: SamplerState  # at step 0
+
+
+def _per_request(entry: dict, a: int, n_prompts: int, k: int) -> dict:
+    """A trace entry (one text per row) cut to one request's rows, grouped per prompt."""
+    return {"step": entry["step"], "timestep": entry["timestep"],
+            "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
 
 
 def default_model_dir() -> Path:
@@ -98,9 +117,10 @@ class CodeFusion:
                       on_trace=None) -> list[GenerationOutput]:
         """Several requests in as few denoising batches as possible (the server's dynamic batching).
 
-        They must agree on every GenerationConfig field but ``seed`` and ``num_samples`` (``batch_key``).
-        Every row keeps its own (seed, sample) noise key and requests run at their own length bucket
-        (one batch per bucket), so each output equals ``generate`` of that request alone.
+        They must agree on the loop's GenerationConfig fields (``batch_key``); seed, num_samples, lang and
+        max_length may differ. Every row keeps its own (seed, sample) noise key and each request runs at its
+        own length bucket (on the ``torch`` backend every bucket in one loop, ``Backend.run_groups``), so each
+        output equals ``generate`` of that request alone.
         ``on_trace(r, entry)``, if given, is called as soon as request r's loop reaches each of its
         ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming."""
         t_start = time.perf_counter()
@@ -111,28 +131,41 @@ class CodeFusion:
         for _, c in reqs:
             check_config(c, self.cfg, self.backend.name)
             if batch_key(c) != batch_key(reqs[0][1]):
-                raise CodeFusionError("requests batched together must share every GenerationConfig field but "
-                                      "seed and num_samples: split them by batch_key(config)")
+                raise CodeFusionError("requests batched together must share steps, solver, eta, clamp, early_exit "
+                                      "and trace_steps: split them by batch_key(config)")
         config = reqs[0][1]
         # 2. tokenize every prompt of every request
         prompts = [p for ps, _ in reqs for p in ps]
-        source = self.tokenizer.encode_source(prompts, [config.lang] * len(prompts), self.cfg.max_source_len)
+        langs = [c.lang for ps, c in reqs for _ in ps]
+        source = self.tokenizer.encode_source(prompts, langs, self.cfg.max_source_len)
         first = [sum(len(ps) for ps, _ in reqs[:r]) for r in range(len(reqs))]  # request r's first prompt
         warnings = [[f"prompt {j} truncated to {self.cfg.max_source_len} tokens"
                      for j in range(len(ps)) if source.truncated[first[r] + j]] for r, (ps, _) in enumerate(reqs)]
         # 3. encode once; each request's target length (its own prompts only)
         memory = self.backend.encode(source)
-        lengths = None if config.max_length is not None else self.backend.lengths(memory, LENGTH_QUANTILE)
-        groups: dict[int, list[int]] = {}
-        for r, (ps, _) in enumerate(reqs):
-            n_max = config.max_length or (self.cfg.max_target_len if lengths is None else
-                                          self.cfg.bucket_for(int(lengths[first[r]:first[r] + len(ps)].max())))
-            groups.setdefault(n_max, []).append(r)
+        lengths = self.backend.lengths(memory, LENGTH_QUANTILE) if any(c.max_length is None for _, c in reqs) else None
+        keep, groups = [], {}  # per request: tokens kept; per length bucket: its requests
+        for r, (ps, c) in enumerate(reqs):
+            keep.append(c.max_length or (self.cfg.max_target_len if lengths is None else
+                                         self.cfg.bucket_for(int(lengths[first[r]:first[r] + len(ps)].max()))))
+            groups.setdefault(self.cfg.bucket_for(keep[r]), []).append(r)
         self.backend.synchronize()
         t_encoded = time.perf_counter()
         outputs: list[GenerationOutput | None] = [None] * len(reqs)
-        for n_max, members in groups.items():  # 4–6 per length bucket
-            for r, out in zip(members, self._generate_group(reqs, members, first, memory, n_max, on_trace)):
+        if len(groups) > 1 and not config.trace_steps and not config.early_exit:  # 4–6, every bucket in one loop
+            runs = [self._prepare(reqs, members, first, keep, memory, n) for n, members in groups.items()]
+            t0 = time.perf_counter()
+            states = self.backend.run_groups([run.state for run in runs], 0, len(runs[0].state.table))
+            self.backend.synchronize()
+            t_sampled, rows = time.perf_counter(), sum(len(run.prompt_of) for run in runs)
+            finished = [self._finish(reqs, run, state, None, len(state.table), t0, t_sampled,
+                                     rows if self.backend.groups_in_one_pass else len(run.prompt_of))
+                        for run, state in zip(runs, states)]
+        else:  # 4–6 per length bucket (trace and early exit stop and look at their own loop)
+            finished = [self._generate_group(reqs, members, first, keep, memory, n, on_trace)
+                        for n, members in groups.items()]
+        for members, outs in zip(groups.values(), finished):
+            for r, out in zip(members, outs):
                 out.warnings = warnings[r]
                 outputs[r] = out
         total = round((time.perf_counter() - t_start) * 1e3, 3)
@@ -140,12 +173,10 @@ class CodeFusion:
             out.timings = {"encode_ms": round((t_encoded - t_start) * 1e3, 3), **out.timings, "total_ms": total}
         return outputs
 
-    def _generate_group(self, reqs, members: list[int], first: list[int], memory, n_max: int, on_trace=None):
-        """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows
-        (request, prompt, sample), request-major, so each request's rows are contiguous."""
-        t0 = time.perf_counter()
+    def _prepare(self, reqs, members: list[int], first: list[int], keep: list[int], memory, n: int) -> "_GroupRun":
+        """The initial state of one length bucket's rows (request, prompt, sample), request-major, so each
+        request's rows are contiguous."""
         config, device = reqs[members[0]][1], self.backend.device
-        n = self.cfg.bucket_for(n_max)
         prompt_of, seeds, samples, spans = [], [], [], []
         for r in members:
             ps, c = reqs[r]
@@ -154,36 +185,42 @@ class CodeFusion:
                 prompt_of += [first[r] + j] * c.num_samples
                 seeds += [c.seed] * c.num_samples
                 samples += range(c.num_samples)
-        # 4. sample
         rows_memory = select_rows(memory, torch.tensor(prompt_of, device=device))
         table = step_table(NoiseSchedule.sqrt(self.cfg.diffusion_steps, device).respace(config.steps), config.solver,
                            config.eta, config.clamp)
         seeds = torch.tensor(seeds, dtype=torch.int64, device=device)
         samples = torch.tensor(samples, dtype=torch.int64, device=device)
         state = initial_state(self.backend, rows_memory, table, seeds, samples, n)
+        return _GroupRun(members, spans, prompt_of, [keep[r] for r in members], state)
 
-        def per_request(entry: dict, a: int, n_prompts: int, k: int) -> dict:
-            return {"step": entry["step"], "timestep": entry["timestep"],
-                    "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
+    def _generate_group(self, reqs, members: list[int], first: list[int], keep: list[int], memory, n: int,
+                        on_trace=None):
+        """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows."""
+        t0 = time.perf_counter()
+        run = self._prepare(reqs, members, first, keep, memory, n)
 
         def publish(entry: dict) -> None:
-            for r, span in zip(members, spans):
-                on_trace(r, per_request(entry, *span))
-        state, trace, steps_run = self._sample(state, config, n_max, publish if on_trace else None)
+            for r, span in zip(members, run.spans):
+                on_trace(r, _per_request(entry, *span))
+        row_keep = [cut for cut, (_, n_prompts, k) in zip(run.keep, run.spans) for _ in range(n_prompts * k)]
+        state, trace, steps_run = self._sample(run.state, reqs[members[0]][1], row_keep, publish if on_trace else None)
         self.backend.synchronize()
-        t_sampled = time.perf_counter()
-        # 5. decode
-        ids, logp = self.backend.decode(state.x_t, rows_memory)
-        ids, logp = ids[:, :n_max].cpu(), logp[:, :n_max].cpu()
+        return self._finish(reqs, run, state, trace, steps_run, t0, time.perf_counter(), len(run.prompt_of))
+
+    def _finish(self, reqs, run: "_GroupRun", state, trace, steps_run: int, t0: float, t_sampled: float,
+                loop_rows: int) -> list[GenerationOutput]:
+        """5–6: decode the group's final state, then detokenize and rank per request."""
+        ids, logp = self.backend.decode(state.x_t, state.memory)
+        ids, logp = ids.cpu(), logp.cpu()
         t_decoded = time.perf_counter()
-        # 6. detokenize and rank, per request
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         outs = []
-        for r, (a, n_prompts, k) in zip(members, spans):
-            texts, scores, sample_texts = self._rank(ids[a:a + n_prompts * k], logp[a:a + n_prompts * k], n_prompts, k)
-            req_trace = None if trace is None else [per_request(e, a, n_prompts, k) for e in trace]
+        for r, (a, n_prompts, k), cut in zip(run.members, run.spans, run.keep):
+            rows = slice(a, a + n_prompts * k)
+            texts, scores, sample_texts = self._rank(ids[rows, :cut], logp[rows, :cut], n_prompts, k)
+            req_trace = None if trace is None else [_per_request(e, a, n_prompts, k) for e in trace]
             timings = {"sample_ms": ms(t0, t_sampled), "decode_ms": ms(t_sampled, t_decoded), "steps": steps_run,
-                       "length": n, "batch_rows": len(prompt_of)}
+                       "length": state.x_t.shape[1], "batch_rows": loop_rows}
             outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts))
         return outs
 
@@ -195,7 +232,7 @@ class CodeFusion:
             return [self.cfg.max_target_len] * len(prompts)
         return [self.cfg.bucket_for(int(n)) for n in lengths]
 
-    def _sample(self, state, config: GenerationConfig, n_max: int, publish=None):
+    def _sample(self, state, config: GenerationConfig, row_keep: list[int], publish=None):
         """Run the loop → (state, trace, steps run). With ``trace_steps``, stop after each requested step
         count and decode x̂0 (one text per row; handed to ``publish`` at once when given); with
         ``early_exit``, stop once every row has settled."""
@@ -210,7 +247,7 @@ class CodeFusion:
             done = stop
             ids, _ = self.backend.decode(state.x0_hat, state.memory)
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
-                          "rows": [self.tokenizer.decode(row) for row in ids[:, :n_max].cpu().tolist()]})
+                          "rows": [self.tokenizer.decode(row[:cut]) for row, cut in zip(ids.cpu().tolist(), row_keep)]})
             if publish is not None:
                 publish(trace[-1])
         return run(self.backend, state, done), trace, len(state.table)

@@ -128,8 +128,10 @@ def _serve(args) -> int:
     import os
 
     from .server.app import Limits
-    if min(args.max_batch, args.max_queue, args.replicas) < 1 or args.timeout <= 0 or args.max_wait_ms < 0:
-        raise CodeFusionError("--max-batch, --max-queue, --replicas must be ≥ 1, --timeout > 0, --max-wait-ms ≥ 0")
+    if min(args.max_batch, args.max_queue, args.replicas) < 1 or args.timeout <= 0 or min(args.max_wait_ms,
+                                                                                          args.quiet_ms) < 0:
+        raise CodeFusionError("--max-batch, --max-queue, --replicas must be ≥ 1, --timeout > 0, "
+                              "--max-wait-ms and --quiet-ms ≥ 0")
     api_key = args.api_key or os.environ.get("CODEFUSION_API_KEY")
     limits = Limits(timeout_s=args.timeout)
     if args.ray:
@@ -139,7 +141,8 @@ def _serve(args) -> int:
     from .api import CodeFusion
     from .server.app import create_app, serve_on_main_thread
     cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False)
+    app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False,
+                     quiet_ms=args.quiet_ms)
     serve_on_main_thread(app, args.host, args.port, int(args.timeout))
     return 0
 
@@ -265,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", default="cpu")
     v.add_argument("--dtype", default="bfloat16")
     v.add_argument("--max-batch", type=int, default=64, help="rows (prompts × samples) per denoising batch")
-    v.add_argument("--max-wait-ms", type=float, default=10.0, help="how long the oldest request waits for company")
+    v.add_argument("--max-wait-ms", type=float, default=50.0, help="how long the oldest request waits for company")
+    v.add_argument("--quiet-ms", type=float, default=10.0,
+                   help="run the batch once no request has arrived for this long (≤ --max-wait-ms)")
     v.add_argument("--max-queue", type=int, default=256, help="queued requests before 503 + Retry-After")
     v.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (504 after)")
     v.add_argument("--api-key", default=None, help="require this X-API-Key header (or set CODEFUSION_API_KEY)")

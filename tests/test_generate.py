@@ -1,5 +1,6 @@
 """The API and the `generate` CLI on a tiny random model: determinism, batch ≡ singles, bad input."""
 import json
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -164,6 +165,26 @@ def test_generate_many_equals_each_request_alone(ckpt):
     assert batched[2].samples[0][:2] == batched[0].samples[0]  # same prompt, seed, sample index → same code
 
 
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_generate_many_runs_every_length_bucket_in_one_loop(ckpt, backend):
+    """Requests at two buckets, in two languages: max_length 10 and 12 run at 16 tokens, 30 at 32. `torch` runs
+    them as one loop of 4 rows (Backend.run_groups), `reference` as one loop per bucket; either way each
+    request answers as it would alone, cut to its own max_length."""
+    cf = CodeFusion.from_pretrained(ckpt, backend=backend)
+    requests = [(["list files", "count lines in a.txt"], GenerationConfig(steps=6, seed=3, max_length=10)),
+                (["sum a list"], GenerationConfig(steps=6, seed=11, max_length=30, lang="python")),
+                (["pwd"], GenerationConfig(steps=6, seed=2, max_length=12))]
+    batched = cf.generate_many(requests)
+    assert [out.timings["length"] for out in batched] == [16, 32, 16]
+    assert [out.timings["batch_rows"] for out in batched] == ([4] * 3 if backend == "torch" else [3, 1, 3])
+    for (prompts, config), got in zip(requests, batched):
+        alone = cf.generate(prompts, config)
+        assert got.texts == alone.texts and got.samples == alone.samples
+        for a, b in zip(got.scores, alone.scores):
+            assert a == pytest.approx(b, abs=1e-5)
+    assert batched[1].texts != cf.generate(["sum a list"], replace(requests[1][1], lang="bash")).texts
+
+
 def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
     cf = CodeFusion.from_pretrained(ckpt, backend="torch")
     a, b = (["list files"], GenerationConfig(steps=4, trace_steps=(2,))), \
@@ -171,7 +192,7 @@ def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
     out_a, out_b = cf.generate_many([a, b])
     assert len(out_a.trace[0]["texts"]) == 1 and [len(t) for t in out_b.trace[0]["texts"]] == [2, 2]
     assert out_b.trace == cf.generate(*b).trace
-    with pytest.raises(CodeFusionError, match="must share every GenerationConfig field but seed and num_samples"):
+    with pytest.raises(CodeFusionError, match="must share steps, solver"):
         cf.generate_many([a, (["pwd"], GenerationConfig(steps=5))])
     with pytest.raises(CodeFusionError, match="at least one"):
         cf.generate_many([])

@@ -99,6 +99,22 @@ def test_requests_with_other_steps_are_batched_apart(cf):
     assert sorted(slow.batches) == [2, 2] and [o.timings["steps"] for o in outs] == [STEPS, STEPS + 1] * 2
 
 
+def test_the_window_closes_once_arrivals_stop(cf):
+    """Quiet rule: a job 10 ms after the first joins its batch; one 600 ms later (past the 150 ms quiet gap,
+    long before the 5 s window) runs in the next batch. Requests in other languages share a batch."""
+    slow = Slow(cf, 0.05)
+    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=5000, quiet_ms=150)
+    first = batcher.submit(["list all files"], GenerationConfig(steps=STEPS))
+    time.sleep(0.01)
+    second = batcher.submit(["sum a list"], GenerationConfig(steps=STEPS, lang="python", seed=4))
+    time.sleep(0.6)
+    third = batcher.submit(["pwd"], GenerationConfig(steps=STEPS))
+    for f in (first, second, third):
+        f.result(30)
+    batcher.close()
+    assert slow.batches == [2, 1]
+
+
 def test_a_full_queue_answers_503_with_retry_after(cf):
     slow = Slow(cf, 0.5)
     app = create_app(slow, max_batch=1, max_wait_ms=0, max_queue=1)
@@ -119,7 +135,7 @@ def test_jobs_queued_during_a_batch_wait_for_the_clients_it_answers(cf):
     """Closed-loop clients: B queues while batch A runs; A's clients come back 20 ms after A ends. The
     worker's window opens when it is free, so B and the returning clients run as one batch."""
     slow = Slow(cf, 0.3)
-    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=150)
+    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=150, quiet_ms=None)
     config = GenerationConfig(steps=STEPS)
     a = [batcher.submit([f"a{i}"], config) for i in range(3)]
     time.sleep(0.2)  # A is running; B arrives and its own 150 ms pass before A ends

@@ -37,7 +37,8 @@ def _variant(tiny_model, self_condition: bool, prediction: str, pooled: bool = F
                          [(False, "x0", False), (True, "x0", False), (True, "eps", False), (True, "x0", True)])
 def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver, self_condition, prediction, pooled):
     ref, fast = _pair(_variant(tiny_model, self_condition, prediction, pooled))
-    src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 16)
+    # padded to 32: `torch` trims its source to 16 (the reference keeps 32), so this also checks the trim
+    src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 32)
     table = step_table(NoiseSchedule.sqrt().respace(12), solver)
     seeds, samples = torch.tensor([3, 3]), torch.tensor([0, 1])
     a = initial_state(ref, ref.encode(src), table, seeds, samples, 16)
@@ -53,6 +54,48 @@ def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver, sel
     ids_b, logp_b = fast.decode(b.x_t, b.memory)
     assert torch.equal(ids_a, ids_b)
     torch.testing.assert_close(logp_a, logp_b, atol=1e-5, rtol=1e-5)
+
+
+def test_source_is_trimmed_to_a_power_of_two_above_the_longest_prompt(tiny_model, tokenizer):
+    fast = get_backend("torch")(tiny_model, CPU, torch.float32)
+    for words, width in ((3, 16), (20, 32), (200, 32)):  # 200 words are cut to the preset's 32 tokens
+        src = tokenizer.encode_source(["list files", " ".join(["files"] * words)], ["bash"] * 2, 32)
+        assert fast.encode(src).states.shape[1] == width and fast.trim(src).mask.sum() == src.mask.sum()
+    fast.graphs = object()  # with CUDA graphs the width stays as captured
+    assert fast.encode(src).states.shape[1] == 32
+
+
+def _group_states(backend, tokenizer, table):
+    """Three groups of a batch: 2 rows at 16 tokens, 1 at 32, 3 at 16 (other prompts, seeds)."""
+    groups = [(["list all files", "sum a list x"], [3, 3], [0, 1], 16), (["count lines in a.txt"], [7], [0], 32),
+              (["show disk usage", "pwd", "print the date"], [1, 2, 2], [0, 0, 1], 16)]
+    return [initial_state(backend, backend.encode(tokenizer.encode_source(p, ["bash"] * len(p), 32)), table,
+                          torch.tensor(seeds), torch.tensor(samples), n) for p, seeds, samples, n in groups]
+
+
+@pytest.mark.parametrize("solver,clamp", [("ddpm", "none"), ("dpmpp_2m", "none"), ("ddim", "decode")])
+def test_run_groups_equals_each_group_alone(tiny_model, tokenizer, solver, clamp):
+    """One pass per step over every group (shared matrix products, attention per group) gives each group's
+    own loop: x_t and x̂0 within 1e-5, the same tokens."""
+    fast = get_backend("torch")(pooled_model(tiny_model.cfg), CPU, torch.float32)
+    table = step_table(NoiseSchedule.sqrt().respace(8), solver, clamp=clamp)
+    together = fast.run_groups(_group_states(fast, tokenizer, table), 0, len(table))
+    alone = [run(fast, s) for s in _group_states(fast, tokenizer, table)]
+    for a, b in zip(together, alone):
+        assert a.x_t.shape == b.x_t.shape
+        torch.testing.assert_close(a.x_t, b.x_t, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.x0_hat, b.x0_hat, atol=1e-5, rtol=1e-5)
+        assert torch.equal(fast.decode(a.x_t, a.memory)[0], fast.decode(b.x_t, b.memory)[0])
+    assert not torch.allclose(together[0].x_t[:1, :16], together[2].x_t[:1, :16])  # the groups did not mix
+
+
+def test_run_groups_needs_one_step_table(tiny_model, tokenizer):
+    fast = get_backend("torch")(tiny_model, CPU, torch.float32)
+    states = _group_states(fast, tokenizer, step_table(NoiseSchedule.sqrt().respace(8), "ddpm"))
+    states[1] = initial_state(fast, states[1].memory, step_table(NoiseSchedule.sqrt().respace(6), "ddpm"),
+                              states[1].seeds, states[1].samples, 32)
+    with pytest.raises(CodeFusionError, match="one step table for every group"):
+        fast.run_groups(states, 0, 6)
 
 
 def test_generate_agrees_with_reference_fp32(tiny_model, tokenizer):

@@ -7,6 +7,12 @@
 ``step`` defaults to "denoise, draw z, apply the solver update (★)"; a backend may fuse all three
 (a Triton kernel, an ONNX graph, a CUDA graph) as long as it returns the same state. A state is
 made of tensors only, so the loop never syncs with the host and can be graph-captured.
+
+    states = backend.run_groups(states, start, stop)  several states of one step table, one per length bucket
+
+``run_groups`` defaults to one loop per state; the ``torch`` backend on CPU runs every group's
+position-wise work (projections, LayerNorm, MLP) as one matrix product per layer and only attention per
+group, so a server batch that spans length buckets costs one loop, not one per bucket.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class Backend:
     """Base class: subclasses set ``name`` and implement encode, denoise and decode."""
 
     name = "base"
+    groups_in_one_pass = False  # whether run_groups shares each step's work across its states (else a loop each)
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         self.model, self.device, self.dtype = model, device, dtype
@@ -77,9 +84,17 @@ class Backend:
             state = self.step(state, i)
         return state
 
+    def run_groups(self, states: list[SamplerState], start: int, stop: int) -> list[SamplerState]:
+        """Steps [start, stop) of several states that share one step table (a batch's length buckets).
+        Each result equals ``run_steps`` of that state alone; here they simply run one after another."""
+        return [self.run_steps(state, start, stop) for state in states]
+
     def step(self, state: SamplerState, i) -> SamplerState:
         t = at(state.table.timesteps, i).reshape(())
-        x0 = self.denoise(state.x_t, t, state.memory, state.x0_hat)
+        return self.settle(state, i, self.denoise(state.x_t, t, state.memory, state.x0_hat))
+
+    def settle(self, state: SamplerState, i, x0: torch.Tensor) -> SamplerState:
+        """The rest of step i once x̂0 is known: optional rounding of x̂0, then z and the update (★)."""
         if state.table.clamp != "none":
             x0 = self.round_x0(x0, state.memory, state.table.clamp)
         return replace(state, x_t=self.advance(state, i, x0), x0_hat=x0)

@@ -120,6 +120,7 @@ class TritonBackend(TorchBackend):
         if len(self.denoiser.blocks) == 0 or len(self.decoder.blocks) == 0:
             raise CodeFusionError("the triton backend needs at least one block in N and D")
         self.denoiser, self.decoder = fuse(self.denoiser), fuse(self.decoder)
+        self.groups_in_one_pass = False  # FusedStack runs one group per call
         self._steps: dict[int, torch.Tensor] = {}
 
     def _step_index(self, i, K: int) -> torch.Tensor:

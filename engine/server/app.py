@@ -117,12 +117,13 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: int = 256, api_key: str | None = None,
-               limits: Limits = Limits(), own_worker: bool = True) -> FastAPI:
+def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: int = 256, api_key: str | None = None,
+               limits: Limits = Limits(), own_worker: bool = True, quiet_ms: float = 10.0) -> FastAPI:
     """``own_worker=False``: the caller runs ``app.state.batcher.serve_forever()`` on its own thread
     (``codefusion serve`` runs it on the main thread, uvicorn on another)."""
     metrics = Metrics()
-    batcher = DynamicBatcher(cf, max_batch, max_wait_ms, max_queue, limits.timeout_s, metrics.on_batch, own_worker)
+    batcher = DynamicBatcher(cf, max_batch, max_wait_ms, max_queue, limits.timeout_s, metrics.on_batch, own_worker,
+                             quiet_ms)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -203,7 +204,8 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: in
     async def healthz():
         return {"status": "draining" if batcher.closing else "ok", "model": cf.cfg.name,
                 "backend": cf.backend.name, "device": str(cf.backend.device), "dtype": str(cf.backend.dtype).split(".")[-1],
-                "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1e3, "queue_depth": batcher.depth()}
+                "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1e3,
+                "quiet_ms": batcher.quiet * 1e3, "queue_depth": batcher.depth()}
 
     @app.get("/metrics")
     async def prometheus():

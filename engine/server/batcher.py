@@ -1,15 +1,19 @@
 """Dynamic batching: requests queue, merge into one denoising batch, and one worker owns the engine.
 
     submit(prompts, config) → Future          any thread (the HTTP handlers)
-    worker: take the oldest job, then every queued job with the same batch_key (all GenerationConfig
-            fields but seed and num_samples) until max_batch rows (prompts × samples) or max_wait_ms
-            after the later of (the oldest job's arrival, the worker becoming free)
+    worker: take the oldest job, then every queued job with the same batch_key (the loop's
+            GenerationConfig fields: steps, solver, eta, clamp, early exit, trace steps) until
+            max_batch rows (prompts × samples), or max_wait_ms after the later of (the oldest job's
+            arrival, the worker becoming free), or quiet_ms without a new arrival
             → CodeFusion.generate_many → resolve each job's future
 
 The window opens when the worker is free, not only when the oldest job arrived: under closed-loop
 load the clients answered by one batch come back a few milliseconds after it ends, while the jobs
 that queued during it are already past their own window; timing from arrival alone would run those
-at once and keep two half-size cohorts alternating (measured: 8 requests per batch at concurrency 16).
+at once and keep two part-size cohorts alternating (measured: 8 requests per batch at concurrency 16).
+The quiet rule closes the window as soon as arrivals stop: measured here at concurrency 16, the 16
+answered clients come back 8–23 ms after a batch ends with gaps under 6 ms between them, so a 10 ms
+quiet gap gathers the whole cohort, while a lone request waits 10 ms, not the whole window.
 
 Only the worker thread touches the model (and, on GPU, its CUDA-graph buffers). By default the
 batcher starts that thread itself; with ``own_thread=False`` the caller runs ``serve_forever()`` on a
@@ -56,9 +60,12 @@ class Job:
 
 
 class DynamicBatcher:
-    def __init__(self, cf, max_batch: int = 64, max_wait_ms: float = 10.0, max_queue: int = 256,
-                 timeout_s: float = 60.0, on_batch=None, own_thread: bool = True):
+    def __init__(self, cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: int = 256,
+                 timeout_s: float = 60.0, on_batch=None, own_thread: bool = True, quiet_ms: float | None = 10.0):
         self.cf, self.max_batch, self.max_wait = cf, max_batch, max_wait_ms / 1e3
+        # quiet_ms None: no quiet rule, the window always lasts max_wait_ms
+        self.quiet = self.max_wait if quiet_ms is None else min(quiet_ms, max_wait_ms) / 1e3
+        self.last_arrival = 0.0  # time.monotonic() of the newest submit
         self.max_queue, self.timeout_s, self.on_batch = max_queue, timeout_s, on_batch
         self.queue: deque[Job] = deque()
         self.cond = threading.Condition()
@@ -83,6 +90,7 @@ class DynamicBatcher:
             if len(self.queue) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} requests waiting): retry shortly")
             self.queue.append(job)
+            self.last_arrival = job.arrived
             self.cond.notify()
         return job.future
 
@@ -113,7 +121,7 @@ class DynamicBatcher:
                         self.queue.remove(job)
                         batch.append(job)
                         rows += job.rows
-                left = until - time.monotonic()
+                left = min(until, max(self.last_arrival, free_since) + self.quiet) - time.monotonic()
                 if rows >= self.max_batch or left <= 0 or self.closing:
                     break
                 self.cond.wait(left)
