@@ -142,7 +142,7 @@ def _serve(args, model, tok) -> int:
             "max_wait_ms": args.max_wait_ms, "quiet_ms": args.quiet_ms}
     if args.url:  # the running server's own settings, not this command's, decide how it batches
         import httpx
-        meta = {"suite": "serve", "server": "separate process", "url": args.url,
+        meta = {"suite": "serve", "server": "separate process", "url": args.url, "lang": args.lang,
                 **httpx.get(args.url.rstrip("/") + "/healthz", timeout=10).json()}
     columns = ["concurrency", "requests", "steps", "ok", "errors", "lost", "duplicated", "mismatched",
                "throughput_rps", "speedup_vs_first", "p50_ms", "p99_ms", "requests_per_batch"]
