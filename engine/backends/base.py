@@ -8,7 +8,7 @@
 (a Triton kernel, an ONNX graph, a CUDA graph) as long as it returns the same state. A state is
 made of tensors only, so the loop never syncs with the host and can be graph-captured.
 
-    states = backend.run_groups(states, start, stop)  several states of one step table, one per length bucket
+    states = backend.run_groups(states, start, stop)  several states on the same timesteps, one per length bucket
 
 ``run_groups`` defaults to one loop per state; the ``torch`` backend on CPU runs every group's
 position-wise work (projections, LayerNorm, MLP) as one matrix product per layer and only attention per
@@ -85,7 +85,7 @@ class Backend:
         return state
 
     def run_groups(self, states: list[SamplerState], start: int, stop: int) -> list[SamplerState]:
-        """Steps [start, stop) of several states that share one step table (a batch's length buckets).
+        """Steps [start, stop) of several states that share their kept timesteps (a batch's length buckets).
         Each result equals ``run_steps`` of that state alone; here they simply run one after another."""
         return [self.run_steps(state, start, stop) for state in states]
 

@@ -239,16 +239,18 @@ class TorchBackend(Backend):
         """On CPU, the groups' denoiser passes of each step as one (FastStack.forward_groups): the
         matrix products of 16 requests over three length buckets run as one product per layer, instead
         of three loops each paying the per-op cost of a small batch. The rest of the step (rounding,
-        noise, update) stays per group, so each group's result equals its own ``run_steps``."""
+        noise, update with the group's own coefficients) stays per group, so each group's result equals its own
+        ``run_steps``."""
         if len(states) == 1 or not self.groups_in_one_pass:
             return super().run_groups(states, start, stop)
-        tables = {(len(s.table), s.table.solver, s.table.clamp) for s in states}
-        if len(tables) != 1:
-            raise CodeFusionError("run_groups needs one step table for every group (same steps, solver and "
-                                  "clamp): run differing requests separately")
+        timesteps = states[0].table.timesteps  # the one thing the groups share: t, fed to the denoiser
+        if any(s.table.timesteps.shape != timesteps.shape or not torch.equal(s.table.timesteps, timesteps)
+               for s in states):
+            raise CodeFusionError("run_groups needs the same kept timesteps in every group (same steps and "
+                                  "spacing): run differing requests separately")
         with torch.inference_mode():
             for i in range(start, stop):
-                t = at(states[0].table.timesteps, i).reshape(())
+                t = at(timesteps, i).reshape(())
                 x0s = self._denoise_groups([s.x_t for s in states], t, [s.memory for s in states],
                                            [s.x0_hat for s in states])
                 states = [self.settle(s, i, x0) for s, x0 in zip(states, x0s)]
