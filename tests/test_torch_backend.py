@@ -56,6 +56,46 @@ def test_x0_matches_reference_every_step_fp32(tiny_model, tokenizer, solver, sel
     torch.testing.assert_close(logp_a, logp_b, atol=1e-5, rtol=1e-5)
 
 
+def test_packed_linear_reproduces_linear_in_bf16():
+    from torch import nn
+    from codefusion.backends.fast import PackedLinear, _packing_works
+    if not _packing_works():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 96).to(torch.bfloat16)
+    packed, with_gelu = PackedLinear(lin), PackedLinear(lin, "gelu")
+    for shape in ((1, 64), (7, 64), (3, 5, 64)):
+        x = torch.randn(shape, dtype=torch.bfloat16)
+        assert torch.equal(packed(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+        # GELU applied before the bf16 rounding: within one bf16 ulp of GELU(linear)
+        ref = torch.nn.functional.gelu(torch.nn.functional.linear(x, lin.weight, lin.bias)).float()
+        assert (with_gelu(x).float() - ref).abs().max() <= 2 ** -7 * ref.abs().max()
+
+
+def test_bf16_backend_packs_its_step_linears_and_keeps_its_results(tiny_model, tokenizer):
+    """`torch` bf16 on CPU swaps the step's linears for PackedLinear; x̂0 stays within bf16 noise of the
+    unpacked backend and the tokens agree."""
+    from codefusion.backends.fast import PackedLinear, TorchBackend, _packing_works
+    if not _packing_works():
+        pytest.skip("this torch build has no oneDNN packed linear")
+
+    class Unpacked(TorchBackend):
+        pack_cpu_linears = False
+
+    model = pooled_model(tiny_model.cfg)
+    packed, plain = TorchBackend(model, CPU, torch.bfloat16), Unpacked(model, CPU, torch.bfloat16)
+    assert isinstance(packed.denoiser.blocks[0].qkv, PackedLinear) and isinstance(packed.decoder.out, PackedLinear)
+    assert not isinstance(plain.denoiser.blocks[0].qkv, PackedLinear)
+    assert not isinstance(get_backend("torch")(model, CPU, torch.float32).denoiser.blocks[0].qkv, PackedLinear)
+    src = tokenizer.encode_source(["list all files", "sum a list x"], ["bash", "python"], 32)
+    table = step_table(NoiseSchedule.sqrt().respace(8), "ddpm")
+    seeds, samples = torch.tensor([3, 3]), torch.tensor([0, 1])
+    a = run(packed, initial_state(packed, packed.encode(src), table, seeds, samples, 16))
+    b = run(plain, initial_state(plain, plain.encode(src), table, seeds, samples, 16))
+    assert float((a.x0_hat - b.x0_hat).abs().max()) <= 0.02 * float(b.x0_hat.abs().max())  # measured 0.6%
+    assert torch.equal(packed.decode(a.x_t, a.memory)[0], plain.decode(b.x_t, b.memory)[0])
+
+
 def test_source_is_trimmed_to_a_power_of_two_above_the_longest_prompt(tiny_model, tokenizer):
     fast = get_backend("torch")(tiny_model, CPU, torch.float32)
     for words, width in ((3, 16), (20, 32), (200, 32)):  # 200 words are cut to the preset's 32 tokens

@@ -109,6 +109,7 @@ def fuse(module: nn.Module) -> nn.Module:
 
 class TritonBackend(TorchBackend):
     name = "triton"
+    pack_cpu_linears = False  # the kernels read the linears' weights directly
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         _use_interpreter_on_cpu(device)
