@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-early-exit", dest="early_exit", action="store_false")
     q.add_argument("--no-length", dest="full_length", action="store_false",
                    help="skip the row that runs every request at the longest length bucket")
+    q.add_argument("--length-quantile", default="",
+                   help="rows that pick each request's bucket at these quantiles of the length head (default 0.9)")
     q.add_argument("--num-samples", type=int, default=1)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--backend", default="torch")
@@ -168,11 +170,18 @@ def _quality(args, model, tok) -> int:
                                               clamp=clamp), model.cfg, args.backend)
     if args.limit is not None and args.limit < 1:
         raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
+    try:
+        quantiles = tuple(float(q) for q in args.length_quantile.split(",") if q)
+    except ValueError:
+        raise CodeFusionError(f"--length-quantile takes numbers in (0, 1), like 0.75,0.5; got "
+                              f"{args.length_quantile!r}") from None
+    if any(not 0 < q < 1 for q in quantiles):
+        raise CodeFusionError(f"--length-quantile values must lie in (0, 1), got {args.length_quantile}")
     rows = read_jsonl(Path(args.data))[: args.limit or None]
     check_rows(rows, args.lang)
     cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
     table = quality(cf, rows, args.lang, steps, solvers, args.seed, args.num_samples, args.batch, args.early_exit,
-                    args.full_length, progress=not args.json, clamps=clamps)
+                    args.full_length, progress=not args.json, clamps=clamps, quantiles=quantiles)
     meta = {"suite": "quality", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
             "lang": args.lang, "data": args.data, "rows": len(rows), "backend": args.backend, "dtype": args.dtype,
             "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"}

@@ -23,8 +23,9 @@ RESAMPLES = 1000
 
 
 def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_length: bool, max_len: int,
-                   clamps: tuple[str, ...] = ("none",)):
-    """(label fields, GenerationConfig overrides) in run order; the baseline (unclamped ancestral) first."""
+                   clamps: tuple[str, ...] = ("none",), quantiles: tuple[float, ...] = ()):
+    """(label fields, GenerationConfig overrides) in run order; the baseline (unclamped ancestral) first. An
+    override ``length_quantile`` is not a config field: it sets ``cf.length_quantile`` for that run."""
     top = max(steps)
     out = [({"solver": "ddpm", "steps": top, "clamp": "none", "variant": "baseline"},
             {"solver": "ddpm", "steps": top})]
@@ -40,6 +41,9 @@ def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_
     if full_length:  # every request at the model's longest bucket instead of the predicted one
         out.append(({"solver": "ddpm", "steps": top, "clamp": "none", "variant": f"length={max_len}"},
                     {"solver": "ddpm", "steps": top, "max_length": max_len}))
+    for q in quantiles:  # every request at the bucket of another quantile of the length head
+        out.append(({"solver": "ddpm", "steps": top, "clamp": "none", "variant": f"length_quantile={q}"},
+                    {"solver": "ddpm", "steps": top, "length_quantile": q}))
     return out
 
 
@@ -64,13 +68,18 @@ def paired(base: list[dict], other: list[dict], name: str, seed: int = 0) -> tup
 
 def quality(cf, rows: list[dict], lang: str, steps: list[int], solvers: list[str], seed: int, num_samples: int,
             batch_size: int, early_exit: bool, full_length: bool, progress: bool = True,
-            clamps: tuple[str, ...] = ("none",)) -> list[dict]:
-    out, base = [], None
-    configs = configurations(steps, solvers, early_exit, full_length, cf.cfg.max_target_len, clamps)
+            clamps: tuple[str, ...] = ("none",), quantiles: tuple[float, ...] = ()) -> list[dict]:
+    out, base, default_quantile = [], None, cf.length_quantile
+    configs = configurations(steps, solvers, early_exit, full_length, cf.cfg.max_target_len, clamps, quantiles)
     for label, overrides in tqdm(configs, desc="quality", disable=not progress):
+        overrides = dict(overrides)
+        cf.length_quantile = overrides.pop("length_quantile", default_quantile)
         config = GenerationConfig(lang=lang, seed=seed, num_samples=num_samples, **overrides)
         t0 = time.perf_counter()
-        result = evaluate(cf, rows, lang, config, batch_size, progress=False)
+        try:
+            result = evaluate(cf, rows, lang, config, batch_size, progress=False)
+        finally:
+            cf.length_quantile = default_quantile
         seconds = time.perf_counter() - t0
         row = {**label, "n": result.n, "ms_per_row": round(seconds * 1e3 / result.n, 1), **result.metrics}
         if base is None:

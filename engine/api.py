@@ -90,6 +90,9 @@ class CodeFusion:
         self.cfg = model.cfg
         self.config = config or {}
         self.backend = backends.get_backend(backend)(model, parse_device(device), parse_dtype(dtype))
+        # requests without max_length run at the bucket holding this share of the length head's distribution:
+        # lower runs shorter (faster) and truncates more often (see the README's length-bucket table)
+        self.length_quantile = LENGTH_QUANTILE
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, backend: str = "reference", device: str = "cpu",
@@ -143,7 +146,7 @@ class CodeFusion:
                      for j in range(len(ps)) if source.truncated[first[r] + j]] for r, (ps, _) in enumerate(reqs)]
         # 3. encode once; each request's target length (its own prompts only)
         memory = self.backend.encode(source)
-        lengths = self.backend.lengths(memory, LENGTH_QUANTILE) if any(c.max_length is None for _, c in reqs) else None
+        lengths = self.backend.lengths(memory, self.length_quantile) if any(c.max_length is None for _, c in reqs) else None
         keep, groups = [], {}  # per request: tokens kept; per length bucket: its requests
         for r, (ps, c) in enumerate(reqs):
             keep.append(c.max_length or (self.cfg.max_target_len if lengths is None else
@@ -227,7 +230,7 @@ class CodeFusion:
     def length_buckets(self, prompts: list[str], lang: str) -> list[int]:
         """The bucket each prompt would run at alone (with no max_length): lets a caller batch like with like."""
         source = self.tokenizer.encode_source(check_prompts(prompts), [lang] * len(prompts), self.cfg.max_source_len)
-        lengths = self.backend.lengths(self.backend.encode(source), LENGTH_QUANTILE)
+        lengths = self.backend.lengths(self.backend.encode(source), self.length_quantile)
         if lengths is None:
             return [self.cfg.max_target_len] * len(prompts)
         return [self.cfg.bucket_for(int(n)) for n in lengths]

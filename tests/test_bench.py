@@ -88,14 +88,15 @@ def test_bench_quality_paired_rows_and_plot(overfit_dir, data_dir, tmp_path, cap
     from codefusion.cli import main
     assert main(["bench", "quality", "--model", str(overfit_dir), "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
                  "--lang", "bash", "--steps", "40,4", "--solver", "ddpm,ddim", "--clamp", "none,decode",
-                 "--out", str(tmp_path), "--json"]) == 0
+                 "--length-quantile", "0.5", "--out", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = out["rows"]
     labels = [(r["solver"], r["steps"], r.get("clamp", "none"), r["variant"]) for r in rows]
     assert labels == [("ddpm", 40, "none", "baseline"), ("ddpm", 4, "none", ""), ("ddpm", 40, "decode", ""),
                       ("ddpm", 4, "decode", ""), ("ddpm", 40, "none", "early_exit"), ("ddim", 40, "none", ""),
                       ("ddim", 4, "none", ""), ("ddim", 40, "decode", ""), ("ddim", 4, "decode", ""),
-                      ("ddim", 40, "none", "early_exit"), ("ddpm", 40, "none", "length=32")]
+                      ("ddim", 40, "none", "early_exit"), ("ddpm", 40, "none", "length=32"),
+                      ("ddpm", 40, "none", "length_quantile=0.5")]
     base = rows[0]
     assert base["n"] == 8 and "diff_exact_match@1" not in base and out["baseline"] == "ddpm, 40 steps"
     for r in rows[1:]:  # paired over the same 8 rows: the difference of means is the difference
@@ -114,6 +115,9 @@ def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
     assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
                  "--clamp", "none,round"]) == 2
     assert "clamp must be one of none, nearest, decode" in capsys.readouterr().err
+    assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
+                 "--length-quantile", "0.5,1.5"]) == 2
+    assert "--length-quantile values must lie in (0, 1)" in capsys.readouterr().err
 
 
 def test_bench_serve_counts_every_answer(tmp_path, capsys):

@@ -185,6 +185,16 @@ def test_generate_many_runs_every_length_bucket_in_one_loop(ckpt, backend):
     assert batched[1].texts != cf.generate(["sum a list"], replace(requests[1][1], lang="bash")).texts
 
 
+def test_length_quantile_is_what_the_length_head_is_asked_for(ckpt):
+    cf = CodeFusion.from_pretrained(ckpt, backend="torch")
+    asked = []
+    cf.backend.lengths = lambda memory, q: asked.append(q) or torch.tensor([10])
+    cf.generate(["list files"], GenerationConfig(steps=2))
+    cf.length_quantile = 0.5
+    assert cf.length_buckets(["list files"], "bash") == [16]
+    assert asked == [0.9, 0.5]
+
+
 def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
     cf = CodeFusion.from_pretrained(ckpt, backend="torch")
     a, b = (["list files"], GenerationConfig(steps=4, trace_steps=(2,))), \
