@@ -136,7 +136,8 @@ def _serve(args, model, tok) -> int:
     if min(levels, default=0) < 1 or args.requests < 1 or args.max_batch < 1:
         raise CodeFusionError("--concurrency, --requests and --max-batch must be at least 1")
     cf = None if args.url else CodeFusion(model, tok, args.backend, args.device, args.dtype)
-    workload = [(prompt, lang) for group in zip(*(PROMPTS[lang] for lang in langs)) for prompt, lang in zip(group, langs)]
+    workload = [(prompt, lang) for group in zip(*(PROMPTS[lang] for lang in langs))
+                for prompt, lang in zip(group, langs)]
     rows = serve_load(cf, workload, args.steps, levels, args.requests, args.max_batch, args.max_wait_ms,
                       args.quiet_ms, progress=not args.json, url=args.url)
     meta = {"suite": "serve", "model": args.model or ("preset:" + args.preset if args.preset else "default"),

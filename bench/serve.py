@@ -42,8 +42,8 @@ def _start_in_process(cf, max_batch: int, max_wait_ms: float, quiet_ms: float = 
     from codefusion.server.app import create_app
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(cf, max_batch, max_wait_ms, max_queue=4096, quiet_ms=quiet_ms), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    app = create_app(cf, max_batch, max_wait_ms, max_queue=4096, quiet_ms=quiet_ms)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -65,8 +65,9 @@ def serve_load(cf, workload: list[tuple[str, str]], steps: int, concurrencies: l
     url, stop = (url.rstrip("/"), lambda: None) if url else _start_in_process(cf, max_batch, max_wait_ms, quiet_ms)
     rows, seed = [], 0
     try:
-        body = lambda s: {"prompts": [workload[s % len(workload)][0]], "lang": workload[s % len(workload)][1],  # noqa: E731
-                          "steps": steps, "seed": s}
+        def body(s: int) -> dict:
+            prompt, lang = workload[s % len(workload)]
+            return {"prompts": [prompt], "lang": lang, "steps": steps, "seed": s}
         httpx.post(url + "/v1/generate", json=body(0), timeout=600)
         for c in tqdm(concurrencies, desc="serve", disable=not progress):
             seeds = list(range(seed, seed + requests))

@@ -146,7 +146,8 @@ class CodeFusion:
                      for j in range(len(ps)) if source.truncated[first[r] + j]] for r, (ps, _) in enumerate(reqs)]
         # 3. encode once; each request's target length (its own prompts only)
         memory = self.backend.encode(source)
-        lengths = self.backend.lengths(memory, self.length_quantile) if any(c.max_length is None for _, c in reqs) else None
+        predict = any(c.max_length is None for _, c in reqs)
+        lengths = self.backend.lengths(memory, self.length_quantile) if predict else None
         keep, groups = [], {}  # per request: tokens kept; per length bucket: its requests
         for r, (ps, c) in enumerate(reqs):
             keep.append(c.max_length or (self.cfg.max_target_len if lengths is None else

@@ -69,7 +69,8 @@ class FastBlock(nn.Module):
         B, n, d = x.shape
         return self.forward_groups(x.reshape(B * n, d), [(B, n)], [kv], [attn_mask]).view(B, n, d)
 
-    def forward_groups(self, h: torch.Tensor, shapes: list[tuple[int, int]], kvs: list, attn_masks: list) -> torch.Tensor:
+    def forward_groups(self, h: torch.Tensor, shapes: list[tuple[int, int]], kvs: list,
+                       attn_masks: list) -> torch.Tensor:
         """The block over groups of rows of different lengths, stacked flat: h is (Σ B_g·n_g, d), group g
         its rows (B_g, n_g) in turn. Projections, LayerNorm and MLP see every position at once; only
         attention runs per group (each against its own cross-attention K/V and mask)."""
