@@ -80,7 +80,7 @@ def test_bf16_backend_packs_its_step_linears_and_keeps_its_results(tiny_model, t
         pytest.skip("this torch build has no oneDNN packed linear")
 
     class Unpacked(TorchBackend):
-        pack_cpu_linears = False
+        eager_stacks = False  # as a subclass with its own stacks: no packing
 
     model = pooled_model(tiny_model.cfg)
     packed, plain = TorchBackend(model, CPU, torch.bfloat16), Unpacked(model, CPU, torch.bfloat16)

@@ -15,6 +15,7 @@ The model passed in is untouched (kept fp32 for the length head): the backend wo
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -42,6 +43,16 @@ class FastMemory(Memory):
         return replace(self, states=rep(self.states), mask=rep(self.mask), attn_mask=rep(self.attn_mask),
                        kv=tuple((rep(a), rep(b)) for a, b in self.kv),
                        cond=None if self.cond is None else rep(self.cond))
+
+
+def _split(x: torch.Tensor, shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
+    """A flat (Σ B_g·n_g, ·) stream cut into its groups' rows (views, no copy)."""
+    return x.split([B * n for B, n in shapes])
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Groups' rows stacked into one flat stream; a single group is returned as is (torch.cat would copy it)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class FastBlock(nn.Module):
@@ -77,10 +88,8 @@ class FastBlock(nn.Module):
         d = h.shape[-1]
 
         def per_group(x: torch.Tensor, attend) -> torch.Tensor:
-            parts = [x] if len(shapes) == 1 else x.split([B * n for B, n in shapes])
-            outs = [attend(part.view(B, n, -1), g).transpose(1, 2).reshape(B * n, d)
-                    for g, (part, (B, n)) in enumerate(zip(parts, shapes))]
-            return outs[0] if len(outs) == 1 else torch.cat(outs)
+            return _join([attend(part.view(B, n, -1), g).transpose(1, 2).reshape(B * n, d)
+                          for g, (part, (B, n)) in enumerate(zip(_split(x, shapes), shapes))])
 
         def self_attention(qkv: torch.Tensor, g: int) -> torch.Tensor:
             B, n = shapes[g]
@@ -117,13 +126,10 @@ class FastStack(nn.Module):
         """``forward`` of several groups (B_g, n_g, ·) at once, as one flat stream of positions (see
         FastBlock.forward_groups) → one (B_g, n_g, d_out) per group."""
         shapes = [tuple(x.shape[:2]) for x in xs]
-        inputs = [self.embed_input(x, t, cond).reshape(-1, self.inp.out_features) for x, cond in zip(xs, conds)]
-        h = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        h = _join([self.embed_input(x, t, cond).reshape(-1, self.inp.out_features) for x, cond in zip(xs, conds)])
         for j, block in enumerate(self.blocks):
             h = block.forward_groups(h, shapes, [kv[j] for kv in kvs], attn_masks)
-        out = self.out(self.ln(h))
-        parts = [out] if len(shapes) == 1 else out.split([B * n for B, n in shapes])
-        return [part.view(B, n, -1) for part, (B, n) in zip(parts, shapes)]
+        return [part.view(B, n, -1) for part, (B, n) in zip(_split(self.out(self.ln(h)), shapes), shapes)]
 
     def embed_input(self, x: torch.Tensor, t: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
         h = self.inp(x.to(self.dtype)) + self.pos[: x.shape[1]]
@@ -153,6 +159,7 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], self.algorithm)
 
 
+@functools.cache
 def _packing_works() -> bool:
     """Whether this torch build has oneDNN's packed linear and it reproduces ``F.linear`` exactly."""
     try:
@@ -187,7 +194,13 @@ def _cpu_step_ready() -> bool:
 
 class TorchBackend(Backend):
     name = "torch"
-    pack_cpu_linears = True  # bf16 on CPU: PackedLinear (subclasses that read the weights themselves opt out)
+    # the stacks run as eager FastStacks: on CPU their bf16 linears are packed (PackedLinear) and a batch's length
+    # groups share one pass (run_groups). Subclasses that compile the stacks or replace them with kernels opt out.
+    eager_stacks = True
+
+    @property
+    def groups_in_one_pass(self) -> bool:
+        return self.eager_stacks and self.graphs is None  # a CUDA graph replays one group's shapes
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         if dtype == torch.float16 and device.type == "cpu":
@@ -205,13 +218,12 @@ class TorchBackend(Backend):
             self.self_condition = cfg.self_condition
             self.embed_weight = model.embed.weight.to(dtype)
             self.head = model.head.to(dtype)
-            if self.pack_cpu_linears and device.type == "cpu" and dtype == torch.bfloat16 and _packing_works():
+            if self.eager_stacks and device.type == "cpu" and dtype == torch.bfloat16 and _packing_works():
                 pack_linears(self.denoiser)
                 pack_linears(self.decoder)
         self.abar = model.alphas_cumprod.to(device)
         # GPU: the loop replays CUDA graphs of its steps (graphs.py); CPU has no launch cost to save
         self.graphs = StepGraphs(self.step) if device.type == "cuda" else None
-        self.groups_in_one_pass = self.graphs is None  # a CUDA graph replays one group's shapes
 
     def advance(self, state, i, x0):
         """On CPU, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
@@ -248,7 +260,7 @@ class TorchBackend(Backend):
         CUDA graphs expect."""
         if self.graphs is not None:
             return source
-        longest = int(source.mask.sum(dim=1).max()) if source.mask.numel() else 1
+        longest = int(source.mask.sum(dim=1).max())
         width = min(source.ids.shape[1], max(16, 1 << (longest - 1).bit_length()))
         return replace(source, ids=source.ids[:, :width], mask=source.mask[:, :width])
 
@@ -325,7 +337,7 @@ class CompiledTorchBackend(TorchBackend):
     query on the default model 100 ms against 121 ms for ``torch``; the ``paper`` step 22.9 against 24.1 ms."""
 
     name = "torch-compile"
-    pack_cpu_linears = False  # Inductor packs the weights itself when it freezes them
+    eager_stacks = False  # Inductor packs the weights itself when it freezes them, and compiles one shape at a time
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         super().__init__(model, device, dtype)
@@ -333,7 +345,6 @@ class CompiledTorchBackend(TorchBackend):
         options = {"freezing": True}
         self.denoiser = torch.compile(self.denoiser, options=options, dynamic=False)
         self.decoder = torch.compile(self.decoder, options=options, dynamic=False)
-        self.groups_in_one_pass = False  # compiled for one shape at a time: groups run as separate loops
 
     # Inference-mode tensors cannot pass through a graph Inductor traces: no_grad instead
     @torch.no_grad()

@@ -109,7 +109,7 @@ def fuse(module: nn.Module) -> nn.Module:
 
 class TritonBackend(TorchBackend):
     name = "triton"
-    pack_cpu_linears = False  # the kernels read the linears' weights directly
+    eager_stacks = False  # FusedStack reads the linears' weights itself and runs one group per call
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         _use_interpreter_on_cpu(device)
@@ -121,7 +121,6 @@ class TritonBackend(TorchBackend):
         if len(self.denoiser.blocks) == 0 or len(self.decoder.blocks) == 0:
             raise CodeFusionError("the triton backend needs at least one block in N and D")
         self.denoiser, self.decoder = fuse(self.denoiser), fuse(self.decoder)
-        self.groups_in_one_pass = False  # FusedStack runs one group per call
         self._steps: dict[int, torch.Tensor] = {}
 
     def _step_index(self, i, K: int) -> torch.Tensor:
