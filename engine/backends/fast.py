@@ -5,10 +5,15 @@ What changes against ``reference`` (same weights, same math, fewer and larger op
       (``FastMemory.kv``), instead of once per step;
     - the timestep embedding MLP tabulated for all T timesteps at load (one row gather per step);
     - self-attention Q, K, V from one fused (3d × d) projection;
-    - ``F.scaled_dot_product_attention`` instead of the written-out softmax;
+    - ``F.scaled_dot_product_attention`` instead of the written-out softmax, in bf16 and fp16;
     - weights cast once to the compute dtype (fp32, bf16 — AMX on CPU, tensor cores on GPU —
       or fp16 on GPU); the diffusion state, noise and solver update stay fp32;
     - on GPU, the loop's steps replayed from CUDA graphs (graphs.py).
+
+fp32 is the parity dtype: there attention is the reference's own ``attend`` and the step's noise and update
+are the reference's torch ops (not SDPA and the fused C++ step, whose different summation order and libm
+cost ~1e-6 per step, grown to ~1e-4 over a 1200-step trajectory). Every other change above is exact on
+this machine, so fp32 `torch` on CPU reproduces `reference` bit for bit (README, "Parity").
 
 The model passed in is untouched (kept fp32 for the length head): the backend works on a copy.
 """
@@ -24,7 +29,7 @@ from torch import nn
 
 from ..diffusion.solvers import at
 from ..errors import CodeFusionError
-from ..model.layers import sinusoidal
+from ..model.layers import attend, sinusoidal
 from ..tokenizer import SourceBatch
 from .base import Backend, Memory, SamplerState
 from .graphs import StepGraphs
@@ -67,6 +72,7 @@ class FastBlock(nn.Module):
         self.qkv.weight = nn.Parameter(torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]))
         self.qkv.bias = nn.Parameter(torch.cat([sa.q.bias, sa.k.bias, sa.v.bias]))
         self.o, self.cq, self.ck, self.cv, self.co, self.ffn = sa.o, ca.q, ca.k, ca.v, ca.o, block.ffn
+        self.attend = attend if dtype == torch.float32 else F.scaled_dot_product_attention
         self.to(dtype)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, m, d) → (B, h, m, d/h)
@@ -94,10 +100,10 @@ class FastBlock(nn.Module):
         def self_attention(qkv: torch.Tensor, g: int) -> torch.Tensor:
             B, n = shapes[g]
             q, k, v = qkv.view(B, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-            return F.scaled_dot_product_attention(q, k, v)
+            return self.attend(q, k, v)
 
         def cross_attention(q: torch.Tensor, g: int) -> torch.Tensor:
-            return F.scaled_dot_product_attention(self.heads(q), *kvs[g], attn_mask=attn_masks[g])
+            return self.attend(self.heads(q), *kvs[g], attn_mask=attn_masks[g])
 
         h = h + self.o(per_group(self.qkv(self.ln1(h)), self_attention))
         h = h + self.co(per_group(self.cq(self.ln2(h)), cross_attention))
@@ -226,10 +232,11 @@ class TorchBackend(Backend):
         self.graphs = StepGraphs(self.step) if device.type == "cuda" else None
 
     def advance(self, state, i, x0):
-        """On CPU, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
+        """On CPU in bf16, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
         built on first use; the torch version where no compiler is present): in torch the counter-based
-        noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores."""
-        if self.device.type != "cpu" or not _cpu_step_ready():
+        noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores. In fp32, the parity dtype,
+        the torch version: glibc's logf/sincosf differ from torch's in the last bit."""
+        if self.device.type != "cpu" or self.dtype == torch.float32 or not _cpu_step_ready():
             return super().advance(state, i, x0)
         from codefusion.kernels.solver_step_cpu import solver_step_cpu
         table = state.table

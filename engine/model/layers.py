@@ -1,8 +1,8 @@
 """Building blocks of N and D: plain attention, a pre-LN transformer block, the timestep embedding.
 
-Attention is written out (softmax(QKᵀ/√d)V) on purpose: this is the reference model, the parity
-oracle; fast backends swap in SDPA or fused kernels (speed is applied to the model, not written
-into it). No relative bias and no positional mask: one fused kernel serves self- and cross-attention.
+Attention is written out (softmax(QKᵀ/√d)V, ``attend``) on purpose: this is the reference model, the
+parity oracle; fast backends swap in SDPA or fused kernels for their fast dtypes (speed is applied to the
+model, not written into it). No relative bias and no positional mask: one fused kernel serves self- and cross-attention.
 """
 from __future__ import annotations
 
@@ -30,11 +30,19 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.split(self.q(x)), self.split(self.k(ctx)), self.split(self.v(ctx))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, n, m)
-        if key_mask is not None:
-            scores = scores.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
-        out = scores.softmax(dim=-1) @ v  # (B, h, n, d/h)
-        return self.o(out.transpose(1, 2).reshape(x.shape))
+        keep = None if key_mask is None else key_mask.bool()[:, None, None, :]
+        return self.o(attend(q, k, v, keep).transpose(1, 2).reshape(x.shape))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(QKᵀ/√d)V of (B, h, n, d/h) queries over (B, h, m, d/h) keys; ``attn_mask`` broadcasts to
+    (B, h, n, m), True where a key may be attended (F.scaled_dot_product_attention's signature). The
+    reference's arithmetic, op for op: the ``torch`` backend runs this very function in fp32, so that the
+    parity dtype takes the oracle's rounding (SDPA's fused kernel sums in another order)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, n, m)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v  # (B, h, n, d/h)
 
 
 class Block(nn.Module):
