@@ -99,11 +99,16 @@ def test_long_prompt_is_truncated_with_a_warning(cf):
     (["x"], GenerationConfig(seed=-1), "seed must be an integer"),
     (["x"], GenerationConfig(max_length=999), "max_length must be an integer in 1..32"),
     (["x"], GenerationConfig(steps=5, trace_steps=(9,)), "trace_steps must be step counts in 1..5"),
-    (["x"], GenerationConfig(early_exit=True), "early_exit is not supported by the .reference. backend"),
 ])
 def test_bad_input(cf, prompts, config, message):
     with pytest.raises(CodeFusionError, match=message):
         cf.generate(prompts, config)
+
+
+def test_default_backend_is_torch_and_early_exit_needs_it(tiny_model, tokenizer):
+    assert CodeFusion(tiny_model, tokenizer).backend.name == "torch"
+    with pytest.raises(CodeFusionError, match="early_exit is not supported by the .reference. backend"):
+        CodeFusion(tiny_model, tokenizer, backend="reference").generate(["x"], GenerationConfig(early_exit=True))
 
 
 def test_backend_registry_is_lazy_and_checked():
