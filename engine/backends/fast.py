@@ -6,7 +6,7 @@ What changes against ``reference`` (same weights, same math, fewer and larger op
     - the timestep embedding MLP tabulated for all T timesteps at load (one row gather per step);
     - self-attention Q, K, V from one fused (3d × d) projection;
     - ``F.scaled_dot_product_attention`` instead of the written-out softmax, in bf16 and fp16;
-    - weights cast once to the compute dtype (fp32, bf16 — AMX on CPU, tensor cores on GPU —
+    - weights cast once to the compute dtype (fp32, bf16 — AVX-512 BF16 or AMX on CPU, tensor cores on GPU —
       or fp16 on GPU); the diffusion state, noise and solver update stay fp32;
     - on GPU, the loop's steps replayed from CUDA graphs (graphs.py).
 
@@ -210,7 +210,8 @@ class TorchBackend(Backend):
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         if dtype == torch.float16 and device.type == "cpu":
-            raise CodeFusionError("float16 runs on GPU only: use --dtype bfloat16 (AMX) or float32 on CPU")
+            raise CodeFusionError("float16 runs on GPU only: use --dtype bfloat16 (AVX-512 BF16 or AMX) or float32 "
+                                  "on CPU")
         super().__init__(model.to(device).eval(), device, dtype)
         cfg, model = model.cfg, copy.deepcopy(model)
         with torch.no_grad():
