@@ -78,6 +78,30 @@ def _per_request(entry: dict, a: int, n_prompts: int, k: int) -> dict:
             "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
 
 
+PROGRESS_CHUNKS = 50  # a loop with a progress callback runs in about this many chunks
+
+
+class _Progress:
+    """Steps done over every loop of a generate_many call, handed to the caller's ``progress(done, total)``."""
+
+    def __init__(self, callback, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def reach(self, backend, start: int, stop: int) -> int:
+        """Steps [start, stop) of one loop have been queued: wait for them (GPU), report, → stop."""
+        backend.synchronize()
+        self.done += stop - start
+        self.callback(self.done, self.total)
+        return stop
+
+
+def _chunk_stops(K: int, bar: "_Progress | None") -> list[int]:
+    """Where a K-step loop pauses: at its end, and every ~K/PROGRESS_CHUNKS steps when progress is reported
+    (equal chunks, so a CUDA-graph backend captures at most two chunk lengths)."""
+    every = K if bar is None else -(-K // PROGRESS_CHUNKS)
+    return [*range(every, K, every), K]
+
+
 def default_model_dir() -> Path:
     from codefusion.models import DEFAULT_DIR
     return DEFAULT_DIR
@@ -115,11 +139,12 @@ class CodeFusion:
         model, tokenizer, config = load_checkpoint(path)
         return cls(model, tokenizer, backend, device, dtype, config)
 
-    def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None) -> GenerationOutput:
-        return self.generate_many([(prompts, config or GenerationConfig())])[0]
+    def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None,
+                 progress=None) -> GenerationOutput:
+        return self.generate_many([(prompts, config or GenerationConfig())], progress=progress)[0]
 
     def generate_many(self, requests: list[tuple[list[str] | str, GenerationConfig]],
-                      on_trace=None) -> list[GenerationOutput]:
+                      on_trace=None, progress=None) -> list[GenerationOutput]:
         """Several requests in as few denoising batches as possible (the server's dynamic batching).
 
         They must agree on the loop's GenerationConfig fields (``batch_key``); seed, num_samples, lang and
@@ -127,7 +152,9 @@ class CodeFusion:
         own length bucket (on the ``torch`` backend every bucket in one loop, ``Backend.run_groups``), so each
         output equals ``generate`` of that request alone.
         ``on_trace(r, entry)``, if given, is called as soon as request r's loop reaches each of its
-        ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming."""
+        ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming.
+        ``progress(done, total)``, if given, is called as the denoising steps complete (the loop then runs in
+        ~PROGRESS_CHUNKS chunks, one host sync each; totals count every loop, e.g. one per length bucket)."""
         t_start = time.perf_counter()
         # 1. validate
         if not requests:
@@ -158,17 +185,22 @@ class CodeFusion:
         self.backend.synchronize()
         t_encoded = time.perf_counter()
         outputs: list[GenerationOutput | None] = [None] * len(reqs)
-        if len(groups) > 1 and not config.trace_steps and not config.early_exit:  # 4–6, every bucket in one loop
+        one_loop = len(groups) > 1 and not config.trace_steps and not config.early_exit
+        bar = None if progress is None else _Progress(progress, config.steps * (1 if one_loop else len(groups)))
+        if one_loop:  # 4–6, every bucket in one loop
             runs = [self._prepare(reqs, members, first, keep, memory, n) for n, members in groups.items()]
             t0 = time.perf_counter()
-            states = self.backend.run_groups([run.state for run in runs], 0, len(runs[0].state.table))
+            states, done = [run.state for run in runs], 0
+            for stop in _chunk_stops(len(states[0].table), bar):
+                states = self.backend.run_groups(states, done, stop)
+                done = bar.reach(self.backend, done, stop) if bar else stop
             self.backend.synchronize()
             t_sampled, rows = time.perf_counter(), sum(len(run.prompt_of) for run in runs)
             finished = [self._finish(reqs, run, state, None, len(state.table), t0, t_sampled,
                                      rows if self.backend.groups_in_one_pass else len(run.prompt_of))
                         for run, state in zip(runs, states)]
         else:  # 4–6 per length bucket (trace and early exit stop and look at their own loop)
-            finished = [self._generate_group(reqs, members, first, keep, memory, n, on_trace)
+            finished = [self._generate_group(reqs, members, first, keep, memory, n, on_trace, bar)
                         for n, members in groups.items()]
         for members, outs in zip(groups.values(), finished):
             for r, out in zip(members, outs):
@@ -200,7 +232,7 @@ class CodeFusion:
         return _GroupRun(members, spans, prompt_of, [keep[r] for r in members], state)
 
     def _generate_group(self, reqs, members: list[int], first: list[int], keep: list[int], memory, n: int,
-                        on_trace=None):
+                        on_trace=None, bar: "_Progress | None" = None):
         """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows."""
         t0 = time.perf_counter()
         run = self._prepare(reqs, members, first, keep, memory, n)
@@ -209,7 +241,8 @@ class CodeFusion:
             for r, span in zip(members, run.spans):
                 on_trace(r, _per_request(entry, *span))
         row_keep = [cut for cut, (_, n_prompts, k) in zip(run.keep, run.spans) for _ in range(n_prompts * k)]
-        state, trace, steps_run = self._sample(run.state, reqs[members[0]][1], row_keep, publish if on_trace else None)
+        state, trace, steps_run = self._sample(run.state, reqs[members[0]][1], row_keep, publish if on_trace else None,
+                                               bar)
         self.backend.synchronize()
         return self._finish(reqs, run, state, trace, steps_run, t0, time.perf_counter(), len(run.prompt_of))
 
@@ -238,27 +271,31 @@ class CodeFusion:
             return [self.cfg.max_target_len] * len(prompts)
         return [self.cfg.bucket_for(int(n)) for n in lengths]
 
-    def _sample(self, state, config: GenerationConfig, row_keep: list[int], publish=None):
+    def _sample(self, state, config: GenerationConfig, row_keep: list[int], publish=None,
+                bar: "_Progress | None" = None):
         """Run the loop → (state, trace, steps run). With ``trace_steps``, stop after each requested step
         count and decode x̂0 (one text per row; handed to ``publish`` at once when given); with
-        ``early_exit``, stop once every row has settled."""
+        ``early_exit``, stop once every row has settled; with ``bar``, report progress between chunks."""
         if config.early_exit:
-            state, steps_run = self._sample_early_exit(state)
+            state, steps_run = self._sample_early_exit(state, bar)
             return state, None, steps_run
-        if not config.trace_steps:
-            return run(self.backend, state), None, len(state.table)
+        K = len(state.table)
+        if not config.trace_steps and bar is None:
+            return run(self.backend, state), None, K
         trace, done = [], 0
-        for stop in sorted(set(config.trace_steps)):
+        for stop in sorted(set(config.trace_steps) | set(_chunk_stops(K, bar))):
             state = run(self.backend, state, done, stop)
-            done = stop
+            done = bar.reach(self.backend, done, stop) if bar else stop
+            if stop not in config.trace_steps:
+                continue
             ids, _ = self.backend.decode(state.x0_hat, state.memory)
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
                           "rows": [self.tokenizer.decode(row[:cut]) for row, cut in zip(ids.cpu().tolist(), row_keep)]})
             if publish is not None:
                 publish(trace[-1])
-        return run(self.backend, state, done), trace, len(state.table)
+        return state, (trace if config.trace_steps else None), K
 
-    def _sample_early_exit(self, state):
+    def _sample_early_exit(self, state, bar: "_Progress | None" = None):
         """DESIGN §3: every K/EARLY_EXIT_CHECKS steps decode x̂0; a sample whose tokens were unchanged for
         EARLY_EXIT_PATIENCE checks is frozen (its x̂0 becomes its result, by a masked where); the loop
         stops when all are. One host sync per check, none inside the chunks."""
@@ -269,7 +306,7 @@ class CodeFusion:
         result, last, done = state.x_t, None, 0
         while done < K:
             state = run(self.backend, state, done, min(done + every, K))
-            done = min(done + every, K)
+            done = bar.reach(self.backend, done, min(done + every, K)) if bar else min(done + every, K)
             if done == K:
                 break
             ids, _ = self.backend.decode(state.x0_hat, state.memory)

@@ -14,6 +14,8 @@ from .errors import CodeFusionError
 
 
 def _generate(args) -> int:
+    from tqdm import tqdm
+
     from .api import CodeFusion
     from .config import GenerationConfig
 
@@ -22,7 +24,9 @@ def _generate(args) -> int:
     config = GenerationConfig(lang=args.lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, trace_steps=trace, eta=args.eta,
                               clamp=args.clamp, early_exit=args.early_exit)
-    out = cf.generate([args.text], config)
+    # a bar on stderr while the loop runs (tqdm leaves it out when stderr is not a terminal)
+    with tqdm(desc="denoising", unit="step", leave=False, disable=None) as bar:
+        out = cf.generate([args.text], config, progress=lambda done, total: _advance(bar, done, total))
     if args.json:
         print(json.dumps(out.to_json(), ensure_ascii=False))
         return 0
@@ -33,6 +37,11 @@ def _generate(args) -> int:
     for text, score in zip(out.texts[0], out.scores[0]):
         print(text if len(out.texts[0]) == 1 else f"{score:8.4f}  {text}")
     return 0
+
+
+def _advance(bar, done: int, total: int) -> None:
+    bar.total = total
+    bar.update(done - bar.n)
 
 
 def _eval(args) -> int:

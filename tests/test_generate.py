@@ -211,3 +211,21 @@ def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
         cf.generate_many([a, (["pwd"], GenerationConfig(steps=5))])
     with pytest.raises(CodeFusionError, match="at least one"):
         cf.generate_many([])
+
+
+@pytest.mark.parametrize("config,max_lengths,total", [
+    (GenerationConfig(steps=120, num_samples=2, seed=1), (None,), 120),  # one loop in 40 chunks of 3
+    (GenerationConfig(steps=7, trace_steps=(2, 5)), (None,), 7),  # chunks of 1 around the trace stops
+    (GenerationConfig(steps=30), (10, 20), 30),  # two length buckets as one loop (run_groups)
+])
+def test_progress_reports_every_step_and_changes_nothing(cf, config, max_lengths, total):
+    requests = [(["list files"], replace(config, max_length=m, seed=config.seed + j)) for j, m in enumerate(max_lengths)]
+    calls = []
+    with_bar = cf.generate_many(requests, progress=lambda done, of: calls.append((done, of)))
+    plain = cf.generate_many(requests)
+    done = [c[0] for c in calls]
+    steps = [b - a for a, b in zip([0, *done], done)]
+    assert calls[-1] == (total, total) and min(steps) >= 1 and len(calls) <= 50
+    assert len(set(steps[:-1])) <= 1 or config.trace_steps  # equal chunks (the last may be shorter)
+    for a, b in zip(with_bar, plain):
+        assert a.samples == b.samples and a.scores == b.scores and a.trace == b.trace
