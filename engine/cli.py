@@ -26,7 +26,8 @@ def _generate(args) -> int:
                               clamp=args.clamp, early_exit=args.early_exit)
     # a bar on stderr while the loop runs (tqdm leaves it out when stderr is not a terminal)
     with tqdm(desc="denoising", unit="step", leave=False, disable=None) as bar:
-        out = cf.generate([args.text], config, progress=lambda done, total: _advance(bar, done, total))
+        progress = None if bar.disable else (lambda done, total: _advance(bar, done, total))
+        out = cf.generate([args.text], config, progress=progress)
     if args.json:
         print(json.dumps(out.to_json(), ensure_ascii=False))
         return 0

@@ -64,23 +64,32 @@ def _box_muller(u1: torch.Tensor, u2: torch.Tensor) -> tuple[torch.Tensor, torch
     return r * torch.cos(theta), r * torch.sin(theta)
 
 
-def gaussian(seeds: torch.Tensor, samples: torch.Tensor, step: torch.Tensor | int, shape: tuple[int, int],
-             stream: int = STREAM_STEP) -> torch.Tensor:
-    """Standard normals of shape (B, *shape), fp32, on ``seeds.device``.
-
-    seeds, samples: (B,) int64, one key per row (row = one prompt's one sample).
-    step: int or 0-d int64 tensor (a device tensor keeps the loop free of host syncs).
-    """
+def philox_words(seeds: torch.Tensor, samples: torch.Tensor, step: torch.Tensor | int, groups: int,
+                 stream: int = STREAM_STEP) -> tuple[torch.Tensor, ...]:
+    """The 4 Philox words of counter (g, sample, step, stream), key (seed lo, seed hi) for g < groups: four
+    (B, groups) int64 tensors of 32-bit words, on ``seeds.device``."""
     device = seeds.device
-    numel = shape[0] * shape[1]
-    groups = (numel + 3) // 4
     c0 = torch.arange(groups, device=device, dtype=torch.int64).unsqueeze(0)  # (1, G)
     c1 = (samples.to(torch.int64) & MASK32).unsqueeze(1)  # (B, 1)
     c2 = torch.as_tensor(step, dtype=torch.int64, device=device).reshape(1, 1) & MASK32
     c3 = torch.full((1, 1), stream, dtype=torch.int64, device=device)
     seeds = seeds.to(torch.int64).unsqueeze(1)
     k0, k1 = seeds & MASK32, (seeds >> 32) & MASK32
-    x0, x1, x2, x3 = philox4x32((c0, c1, c2, c3), (k0, k1))
+    return philox4x32((c0, c1, c2, c3), (k0, k1))
+
+
+def gaussian(seeds: torch.Tensor, samples: torch.Tensor, step: torch.Tensor | int, shape: tuple[int, int],
+             stream: int = STREAM_STEP, words=philox_words) -> torch.Tensor:
+    """Standard normals of shape (B, *shape), fp32, on ``seeds.device``.
+
+    seeds, samples: (B,) int64, one key per row (row = one prompt's one sample).
+    step: int or 0-d int64 tensor (a device tensor keeps the loop free of host syncs).
+    words: ``philox_words`` or a drop-in with its signature and results (the C++ one of
+    kernels/solver_step_cpu.py: integers, so exactly these; Box–Muller then runs here, in torch).
+    """
+    numel = shape[0] * shape[1]
+    groups = (numel + 3) // 4
+    x0, x1, x2, x3 = words(seeds, samples, step, groups, stream)
     z0, z1 = _box_muller(_uniform(x0), _uniform(x1))
     z2, z3 = _box_muller(_uniform(x2), _uniform(x3))
     z = torch.stack((z0, z1, z2, z3), dim=-1).reshape(seeds.shape[0], groups * 4)  # (B, 4G)

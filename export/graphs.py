@@ -95,8 +95,12 @@ class DecoderGraph(nn.Module):
         return ids, best
 
 
+class _ExportedTorch(TorchBackend):
+    parity_fp32 = False  # SDPA, which the exporter maps to the opset's attention (opset 23: the Attention op)
+
+
 def build_graphs(model, dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
     """name → eval-mode module, in spec order, from the torch backend's fp32 model (CPU)."""
-    fast = TorchBackend(model, torch.device("cpu"), torch.float32)
+    fast = _ExportedTorch(model, torch.device("cpu"), torch.float32)
     return {"encoder": EncoderGraph(fast, dtype).eval(), "denoiser": DenoiserGraph(fast, dtype).eval(),
             "decoder": DecoderGraph(fast, dtype).eval()}

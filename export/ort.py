@@ -1,8 +1,8 @@
 """The ``onnxruntime`` backend: the sampling loop over the exported graphs (specs.py).
 
     encode   one encoder run → E_s, per-block cross K/V, length logits        (OrtMemory)
-    step     z from the Philox stream (torch, as every backend), then one denoiser run that returns
-             x̂0 and the fused update x_next = a·x̂0 + b·x_t + c·x̂0_prev + σ·z   (★ in the graph)
+    step     z from the Philox stream (torch's Box–Muller; on CPU its words from C++), then one denoiser run
+             that returns x̂0 and the fused update x_next = a·x̂0 + b·x_t + c·x̂0_prev + σ·z (★ in the graph)
     decode   one decoder run → argmax ids and their log-probabilities
 
 Every run goes through an IOBinding over torch tensors (``data_ptr``), so inputs are not copied and
@@ -26,7 +26,7 @@ import torch
 
 from codefusion.backends.base import Backend, Memory, SamplerState
 from codefusion.diffusion.solvers import at, update
-from codefusion.noise import gaussian
+from codefusion.noise import gaussian, philox_words
 from codefusion.tokenizer import SourceBatch
 
 from .manifest import ExportedModel, ExportError, ProviderError
@@ -34,6 +34,15 @@ from .specs import GraphSpec, graph_specs
 
 NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.bool: np.bool_}
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _words(device: torch.device):
+    """The Philox words for the step's noise: from C++ on CPU (equal integers, one pass instead of ~80 int64
+    torch ops; kernels/solver_step_cpu.py), else torch's."""
+    if device.type != "cpu":
+        return philox_words
+    from codefusion.kernels.solver_step_cpu import philox_words_cpu
+    return philox_words_cpu
 
 
 def choose_providers(device: torch.device, available: list[str] | None = None) -> list[str]:
@@ -168,7 +177,7 @@ class OrtBackend(Backend):
         table = state.table
         t = at(table.timesteps, i).reshape(())
         coef = torch.cat([at(c, i).reshape(1) for c in (table.a, table.b, table.c, table.sigma)])  # (4,) fp32
-        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]))
+        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=_words(state.seeds.device))
         out = self._slot(state)
         self.graphs["denoiser"].run({"x_t": state.x_t, "x0_prev": state.x0_hat, "timestep": t.reshape(1),
                                      "coef": coef, "noise": z, "src_mask": state.memory.mask,

@@ -66,3 +66,24 @@ def solver_step_cpu(x_t: torch.Tensor, x0_hat: torch.Tensor, x0_prev: torch.Tens
     ext.solver_step(*(t.data_ptr() for t in (x_t, x0_hat, x0_prev, out, a, b, c, sigma, timesteps, step, seeds,
                                               samples)), B, x_t.shape[1] * x_t.shape[2], bool(has_prev))
     return out
+
+
+def philox_words_cpu(seeds: torch.Tensor, samples: torch.Tensor, step: torch.Tensor | int, groups: int,
+                     stream: int) -> tuple[torch.Tensor, ...]:
+    """engine.noise.philox_words in C++ (same signature, equal integers): four (B, groups) int64 tensors. The
+    torch version runs ~80 int64 ops (~0.55 ms per step at 32 × 64 here, 78% of the noise); this is one pass.
+    Falls back to the torch version without the extension."""
+    from codefusion.noise import philox_words
+
+    ext = extension()
+    if ext is None:
+        return philox_words(seeds, samples, step, groups, stream)
+    step = torch.as_tensor(step, dtype=torch.int64).reshape(1)
+    check(seeds.device.type == samples.device.type == step.device.type == "cpu", "philox_words_cpu runs on CPU")
+    check(seeds.shape == samples.shape and seeds.dim() == 1 and seeds.dtype == samples.dtype == torch.int64,
+          "seeds, samples: (B,) int64")
+    seeds, samples = seeds.contiguous(), samples.contiguous()
+    out = torch.empty(4, seeds.shape[0], groups, dtype=torch.int64)
+    ext.philox_words(seeds.data_ptr(), samples.data_ptr(), step.data_ptr(), out.data_ptr(), seeds.shape[0], groups,
+                     int(stream))
+    return out.unbind(0)

@@ -64,7 +64,7 @@ def test_export_writes_checked_graphs_and_manifest(export_dir):
 
 @pytest.mark.parametrize("solver", ["ddpm", "dpmpp_2m"])
 def test_ort_matches_reference_every_step(export_dir, ckpt, tokenizer, solver):
-    ref = CodeFusion.from_pretrained(ckpt).backend
+    ref = CodeFusion.from_pretrained(ckpt, backend="reference").backend
     ox = CodeFusion.from_pretrained(export_dir, backend="onnxruntime").backend
     src = tokenizer.encode_source(PROMPTS, ["bash"] * 3, ref.cfg.max_source_len)
     table = step_table(NoiseSchedule.sqrt().respace(8), solver)
@@ -86,7 +86,7 @@ def test_ort_matches_reference_every_step(export_dir, ckpt, tokenizer, solver):
                                     GenerationConfig(steps=6, solver="dpmpp_2m", clamp=True, max_length=9),
                                     GenerationConfig(steps=5, clamp="decode", seed=2)])
 def test_generate_from_export_dir_equals_reference(export_dir, ckpt, config):
-    ref = CodeFusion.from_pretrained(ckpt).generate(PROMPTS, config)
+    ref = CodeFusion.from_pretrained(ckpt, backend="reference").generate(PROMPTS, config)
     out = CodeFusion.from_pretrained(export_dir, backend="onnxruntime").generate(PROMPTS, config)
     assert out.samples == ref.samples and out.texts == ref.texts
     assert [s for row in out.scores for s in row] == pytest.approx([s for row in ref.scores for s in row], abs=1e-4)

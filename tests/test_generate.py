@@ -14,9 +14,10 @@ from codefusion.cli import main
 from codefusion.errors import CodeFusionError
 
 
-@pytest.fixture(scope="module")
-def cf(tiny_model, tokenizer):
-    return CodeFusion(tiny_model, tokenizer)
+@pytest.fixture(scope="module", params=["torch", "reference"])
+def cf(request, tiny_model, tokenizer):
+    """The API on the default backend and on the oracle."""
+    return CodeFusion(tiny_model, tokenizer, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,8 @@ def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
     (GenerationConfig(steps=30), (10, 20), 30),  # two length buckets as one loop (run_groups)
 ])
 def test_progress_reports_every_step_and_changes_nothing(cf, config, max_lengths, total):
-    requests = [(["list files"], replace(config, max_length=m, seed=config.seed + j)) for j, m in enumerate(max_lengths)]
+    requests = [(["list files"], replace(config, max_length=m, seed=config.seed + j))
+                for j, m in enumerate(max_lengths)]
     calls = []
     with_bar = cf.generate_many(requests, progress=lambda done, of: calls.append((done, of)))
     plain = cf.generate_many(requests)

@@ -164,6 +164,26 @@ def test_cpp_torch_and_triton_solver_steps_agree():
         torch.testing.assert_close(cpp, triton_, atol=ULP_ATOL, rtol=ULP_RTOL)
 
 
+@pytest.mark.parametrize("B,shape,step,stream", [
+    (1, (32, 64), 5, 1), (3, (13, 9), 1199, 1), (64, (32, 64), 17, 1),  # 64 rows: the OpenMP path
+    (2, (16, 16), 0xFFFFFFFF, 0),  # the x_T draw
+])
+def test_cpp_philox_words_are_the_torch_ones(B, shape, step, stream):
+    """The C++ Philox words equal noise.py's integers, so the noise built on them is bit for bit gaussian()."""
+    from codefusion.kernels.solver_step_cpu import extension, philox_words_cpu
+    from codefusion.noise import philox_words
+    if extension() is None:
+        pytest.skip("no C++ compiler: philox_words_cpu is the torch version itself")
+    seeds = torch.tensor([0, 2**40 + 7, 3, 2**33 - 1] * 16)[:B]
+    samples = torch.arange(B) % 3
+    groups = (shape[0] * shape[1] + 3) // 4
+    for a, b in zip(philox_words_cpu(seeds, samples, torch.tensor(step), groups, stream),
+                    philox_words(seeds, samples, step, groups, stream)):
+        assert torch.equal(a, b)
+    assert torch.equal(gaussian(seeds, samples, step, shape, stream, words=philox_words_cpu),
+                       gaussian(seeds, samples, step, shape, stream))
+
+
 def test_fake_implementations_trace():
     """The ops' fake impls give shapes without running a kernel (torch.compile / export trace through them)."""
     from torch._subclasses.fake_tensor import FakeTensorMode

@@ -15,7 +15,7 @@ from conftest import PAIRS, write_data
 
 
 def test_tiny_model_overfits_8_pairs_with_the_1200_step_reference_sampler(overfit_dir):
-    cf = CodeFusion.from_pretrained(overfit_dir)
+    cf = CodeFusion.from_pretrained(overfit_dir, backend="reference")
     prompts, codes = zip(*PAIRS["nl2bash"])
     out = cf.generate(list(prompts), GenerationConfig(lang="bash", steps=1200, seed=0))
     assert out.timings["steps"] == 1200

@@ -10,10 +10,11 @@ What changes against ``reference`` (same weights, same math, fewer and larger op
       or fp16 on GPU); the diffusion state, noise and solver update stay fp32;
     - on GPU, the loop's steps replayed from CUDA graphs (graphs.py).
 
-fp32 is the parity dtype: there attention is the reference's own ``attend`` and the step's noise and update
-are the reference's torch ops (not SDPA and the fused C++ step, whose different summation order and libm
-cost ~1e-6 per step, grown to ~1e-4 over a 1200-step trajectory). Every other change above is exact on
-this machine, so fp32 `torch` on CPU reproduces `reference` bit for bit (README, "Parity").
+fp32 on CPU is the parity case (``parity_fp32``): there attention is the reference's own ``attend`` and the
+step's Box–Muller and update are the reference's torch ops (not SDPA and the fused C++ step, whose other
+summation order and libm cost ~1e-6 per step, grown to ~1e-4 over a 1200-step trajectory); only the Philox
+words, integers, come from C++. Every other change above is exact on this machine, so fp32 `torch` on CPU
+reproduces `reference` bit for bit (README, "Parity").
 
 The model passed in is untouched (kept fp32 for the length head): the backend works on a copy.
 """
@@ -27,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.solvers import at
+from ..diffusion.solvers import at, update
 from ..errors import CodeFusionError
 from ..model.layers import attend, sinusoidal
+from ..noise import gaussian
 from ..tokenizer import SourceBatch
 from .base import Backend, Memory, SamplerState
 from .graphs import StepGraphs
@@ -63,7 +65,7 @@ def _join(parts: list[torch.Tensor]) -> torch.Tensor:
 class FastBlock(nn.Module):
     """Block with fused self-attention QKV and cached cross-attention K/V; pre-LN like the original."""
 
-    def __init__(self, block, dtype: torch.dtype):
+    def __init__(self, block, dtype: torch.dtype, exact: bool = False):
         super().__init__()
         sa, ca = block.self_attn, block.cross_attn
         self.h = sa.n_heads
@@ -72,7 +74,7 @@ class FastBlock(nn.Module):
         self.qkv.weight = nn.Parameter(torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]))
         self.qkv.bias = nn.Parameter(torch.cat([sa.q.bias, sa.k.bias, sa.v.bias]))
         self.o, self.cq, self.ck, self.cv, self.co, self.ffn = sa.o, ca.q, ca.k, ca.v, ca.o, block.ffn
-        self.attend = attend if dtype == torch.float32 else F.scaled_dot_product_attention
+        self.attend = attend if exact else F.scaled_dot_product_attention  # exact: the reference's own
         self.to(dtype)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, m, d) → (B, h, m, d/h)
@@ -114,11 +116,11 @@ class FastStack(nn.Module):
     """N or D as: input projection + positions [+ time table row] [+ pooled condition] → FastBlocks → LN →
     output projection."""
 
-    def __init__(self, stack, dtype: torch.dtype, time_table: torch.Tensor | None = None):
+    def __init__(self, stack, dtype: torch.dtype, time_table: torch.Tensor | None = None, exact: bool = False):
         super().__init__()
         self.inp, self.ln, self.out = stack.inp, stack.ln, stack.out
         self.pos = stack.pos
-        self.blocks = nn.ModuleList(FastBlock(b, dtype) for b in stack.blocks)
+        self.blocks = nn.ModuleList(FastBlock(b, dtype, exact) for b in stack.blocks)
         self.time_table = time_table  # (T, d) in dtype, or None for D
         self.to(dtype)
         self.dtype = dtype
@@ -203,6 +205,9 @@ class TorchBackend(Backend):
     # the stacks run as eager FastStacks: on CPU their bf16 linears are packed (PackedLinear) and a batch's length
     # groups share one pass (run_groups). Subclasses that compile the stacks or replace them with kernels opt out.
     eager_stacks = True
+    # fp32 on CPU takes the reference's arithmetic (module docstring): bit for bit `reference` there. Subclasses
+    # that compile or export the stacks opt out and keep SDPA and the fused C++ step.
+    parity_fp32 = True
 
     @property
     def groups_in_one_pass(self) -> bool:
@@ -214,13 +219,14 @@ class TorchBackend(Backend):
                                   "on CPU")
         super().__init__(model.to(device).eval(), device, dtype)
         cfg, model = model.cfg, copy.deepcopy(model)
+        self.exact = self.parity_fp32 and dtype == torch.float32 and device.type == "cpu"
         with torch.no_grad():
             den = model.denoiser
             steps = torch.arange(cfg.diffusion_steps, device=device)
             table = den.time.mlp(sinusoidal(steps, den.time.d)).to(dtype)  # fp32 MLP, then cast
-            self.denoiser = FastStack(den, dtype, table).eval()
+            self.denoiser = FastStack(den, dtype, table, self.exact).eval()
             self.cond = None if den.cond is None else den.cond.to(dtype).eval()
-            self.decoder = FastStack(model.decoder, dtype).eval()
+            self.decoder = FastStack(model.decoder, dtype, exact=self.exact).eval()
             self.encoder = model.encoder.to(dtype).eval()
             self.self_condition = cfg.self_condition
             self.embed_weight = model.embed.weight.to(dtype)
@@ -233,12 +239,18 @@ class TorchBackend(Backend):
         self.graphs = StepGraphs(self.step) if device.type == "cuda" else None
 
     def advance(self, state, i, x0):
-        """On CPU in bf16, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
+        """On CPU, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
         built on first use; the torch version where no compiler is present): in torch the counter-based
-        noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores. In fp32, the parity dtype,
-        the torch version: glibc's logf/sincosf differ from torch's in the last bit."""
-        if self.device.type != "cpu" or self.dtype == torch.float32 or not _cpu_step_ready():
+        noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores. In the parity case (fp32),
+        the reference's torch ops (glibc's logf/sincosf differ from torch's in the last bit), with only the
+        Philox words — integers, so exact — from C++: 78% of the torch noise's time."""
+        if self.device.type != "cpu" or not _cpu_step_ready():
             return super().advance(state, i, x0)
+        if self.exact:
+            from codefusion.kernels.solver_step_cpu import philox_words_cpu
+            t = at(state.table.timesteps, i).reshape(())
+            z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=philox_words_cpu)
+            return update(state.x_t, x0, state.x0_hat, state.table, i, z)
         from codefusion.kernels.solver_step_cpu import solver_step_cpu
         table = state.table
         index = i if isinstance(i, torch.Tensor) else torch.tensor(i)
@@ -346,6 +358,7 @@ class CompiledTorchBackend(TorchBackend):
 
     name = "torch-compile"
     eager_stacks = False  # Inductor packs the weights itself when it freezes them, and compiles one shape at a time
+    parity_fp32 = False  # Inductor reorders the sums anyway: SDPA and the fused C++ step in every dtype
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         super().__init__(model, device, dtype)

@@ -110,6 +110,7 @@ def fuse(module: nn.Module) -> nn.Module:
 class TritonBackend(TorchBackend):
     name = "triton"
     eager_stacks = False  # FusedStack reads the linears' weights itself and runs one group per call
+    parity_fp32 = False  # its own attention kernel and fused solver step in every dtype
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         _use_interpreter_on_cpu(device)

@@ -24,10 +24,10 @@ inline float uniform(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * 
 
 // One tile of up to CHUNK Philox blocks of one row: words into w[4][CHUNK] (vectorisable, no branches).
 inline void philox_tile(int64_t g0, int64_t count, uint32_t sample, uint32_t t, uint32_t key0, uint32_t key1,
-                        uint32_t (*w)[CHUNK]) {
+                        uint32_t stream, uint32_t (*w)[CHUNK]) {
 #pragma omp simd
   for (int64_t j = 0; j < count; ++j) {
-    uint32_t c0 = static_cast<uint32_t>(g0 + j), c1 = sample, c2 = t, c3 = STREAM_STEP, k0 = key0, k1 = key1;
+    uint32_t c0 = static_cast<uint32_t>(g0 + j), c1 = sample, c2 = t, c3 = stream, k0 = key0, k1 = key1;
     for (int r = 0; r < 10; ++r) {
       if (r) { k0 += W0; k1 += W1; }
       const uint64_t p0 = static_cast<uint64_t>(c0) * M0, p1 = static_cast<uint64_t>(c2) * M1;
@@ -67,7 +67,7 @@ void solver_step(uintptr_t xt_p, uintptr_t x0_p, uintptr_t xp_p, uintptr_t out_p
       const uint64_t seed = static_cast<uint64_t>(seeds[row]);
       const int64_t g0 = tile * CHUNK, count = groups - g0 < CHUNK ? groups - g0 : CHUNK;
       philox_tile(g0, count, static_cast<uint32_t>(samples[row]), t, static_cast<uint32_t>(seed),
-                  static_cast<uint32_t>(seed >> 32), w);
+                  static_cast<uint32_t>(seed >> 32), STREAM_STEP, w);
       for (int64_t j = 0; j < count; ++j) {  // Box–Muller: glibc logf/sincosf, < 1 ulp each
         const float r01 = std::sqrt(-2.0f * std::log(uniform(w[0][j])));
         const float r23 = std::sqrt(-2.0f * std::log(uniform(w[2][j])));
@@ -91,9 +91,39 @@ void solver_step(uintptr_t xt_p, uintptr_t x0_p, uintptr_t xp_p, uintptr_t out_p
   }
 }
 
+// The Philox words alone, for callers that keep torch's Box–Muller (bit for bit the pure-torch noise: the
+// words are integers, so they are exact; only log/cos/sin differ between libm and torch). out: int64
+// (4, rows, groups), word j of group g of row r at out[(j·rows + r)·groups + g], each 32-bit word zero-extended.
+void philox_words(uintptr_t seed_p, uintptr_t sample_p, uintptr_t step_p, uintptr_t out_p, int64_t rows,
+                  int64_t groups, int64_t stream) {
+  const int64_t* seeds = reinterpret_cast<const int64_t*>(seed_p);
+  const int64_t* samples = reinterpret_cast<const int64_t*>(sample_p);
+  const uint32_t t = static_cast<uint32_t>(*reinterpret_cast<const int64_t*>(step_p));
+  int64_t* out = reinterpret_cast<int64_t*>(out_p);
+  const int64_t tiles = (groups + CHUNK - 1) / CHUNK;
+
+  pybind11::gil_scoped_release no_gil;
+#pragma omp parallel for collapse(2) schedule(static) if (rows * groups > 8192)
+  for (int64_t row = 0; row < rows; ++row) {
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      alignas(64) uint32_t w[4][CHUNK];
+      const uint64_t seed = static_cast<uint64_t>(seeds[row]);
+      const int64_t g0 = tile * CHUNK, count = groups - g0 < CHUNK ? groups - g0 : CHUNK;
+      philox_tile(g0, count, static_cast<uint32_t>(samples[row]), t, static_cast<uint32_t>(seed),
+                  static_cast<uint32_t>(seed >> 32), static_cast<uint32_t>(stream), w);
+      for (int j = 0; j < 4; ++j) {
+        int64_t* dst = out + (j * rows + row) * groups + g0;
+#pragma omp simd
+        for (int64_t e = 0; e < count; ++e) dst[e] = static_cast<int64_t>(w[j][e]);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused counter-based noise + solver update (★) on the CPU";
   m.def("solver_step", &solver_step, "x_prev = a·x̂0 + b·x_t (+ c·x̂0_prev) + σ·z, z drawn in place");
+  m.def("philox_words", &philox_words, "the Philox4x32-10 words of engine/noise.py, as int64 (4, rows, groups)");
 }
