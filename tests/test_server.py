@@ -91,7 +91,7 @@ def test_concurrent_clients_each_get_their_own_answer_once(cf):
 
 def test_requests_with_other_steps_are_batched_apart(cf):
     slow = Slow(cf, 0.2)
-    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=100)
+    batcher = DynamicBatcher(slow, max_batch=64, max_wait_ms=100, quiet_ms=None)
     futures = [batcher.submit(["list all files"], GenerationConfig(steps=s, seed=i)) for i, s in
                enumerate([STEPS, STEPS + 1, STEPS, STEPS + 1])]
     outs = [f.result(30) for f in futures]
@@ -253,8 +253,9 @@ def _events(text: str) -> list[tuple[str, dict]]:
 
 def test_stream_sends_each_trace_step_then_the_result(cf):
     """Two clients batched together, each streaming its own trace: every trace event arrives in step order
-    before the result, equals the trace inside the result, and the result equals the non-streamed answer."""
-    server = Server(create_app(Slow(cf, 0.2), max_batch=8, max_wait_ms=100))
+    before the result, equals the trace inside the result, and the result equals the non-streamed answer.
+    A plain 100 ms window (no quiet gap): on a loaded machine the second client can arrive > 10 ms late."""
+    server = Server(create_app(Slow(cf, 0.2), max_batch=8, max_wait_ms=100, quiet_ms=None))
     bodies = [{"prompts": ["list all files"], "steps": STEPS, "seed": 1, "trace_steps": [1, 3]},
               {"prompts": ["find txt files", "sum a list"], "steps": STEPS, "seed": 2, "num_samples": 2,
                "trace_steps": [1, 3]}]
