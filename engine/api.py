@@ -16,7 +16,7 @@ import torch
 from . import backends
 from .backends.base import SamplerState
 from .checkpoint import load_checkpoint
-from .config import GenerationConfig
+from .config import LENGTH_QUANTILE, GenerationConfig
 from .diffusion.loop import initial_state, run
 from .diffusion.schedule import NoiseSchedule
 from .diffusion.solvers import step_table
@@ -39,7 +39,6 @@ class GenerationOutput:
                 "timings": self.timings, "trace": self.trace, "samples": self.samples}
 
 
-LENGTH_QUANTILE = 0.9  # run at the bucket holding 90% of the predicted length distribution
 EARLY_EXIT_CHECKS = 20  # early exit: decode x̂0 this many times over a run …
 EARLY_EXIT_PATIENCE = 3  # … and freeze a sample whose tokens held for this many checks
 

@@ -20,6 +20,7 @@ def _generate(args) -> int:
     from .config import GenerationConfig
 
     cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    cf.length_quantile = args.length_quantile
     trace = tuple(int(s) for s in args.trace.split(",")) if args.trace else ()
     config = GenerationConfig(lang=args.lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, trace_steps=trace, eta=args.eta,
@@ -147,14 +148,32 @@ def _serve(args) -> int:
     if args.ray:
         from .server.ray_app import serve_ray
         return serve_ray(args.model, args.backend, args.device, args.dtype, args.replicas, args.max_batch,
-                         args.max_wait_ms, args.host, args.port)
+                         args.max_wait_ms, args.host, args.port, args.length_quantile)
     from .api import CodeFusion
     from .server.app import create_app, serve_on_main_thread
     cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    cf.length_quantile = args.length_quantile
     app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False,
                      quiet_ms=args.quiet_ms)
     serve_on_main_thread(app, args.host, args.port, int(args.timeout))
     return 0
+
+
+def _quantile(text: str) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        q = float("nan")
+    if not 0 < q < 1:  # also false for nan
+        raise argparse.ArgumentTypeError(f"takes a number in (0, 1) such as 0.75, got {text!r}")
+    return q
+
+
+def _length_quantile_arg(parser: argparse.ArgumentParser) -> None:
+    from .config import LENGTH_QUANTILE
+    parser.add_argument("--length-quantile", type=_quantile, default=LENGTH_QUANTILE,
+                        help="without --max-length, run each request at the bucket that holds this quantile of the "
+                             f"length head's prediction (default {LENGTH_QUANTILE}; lower: faster, truncates more)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "embeddings of the tokens the decoder reads from it (default none, the reference sampler)")
     g.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     g.add_argument("--trace", default=None, help="comma-separated step counts at which to show the decoded x̂0")
+    _length_quantile_arg(g)
     g.add_argument("--backend", default="torch", help="torch (default; in fp32 the reference's own numbers, faster) | "
                    "reference | torch-compile | triton | onnxruntime | tensorrt")
     g.add_argument("--device", default="cpu")
@@ -201,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     e.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
     e.add_argument("--batch-size", type=int, default=64, help="sequences (rows × samples) per denoising batch")
+    _length_quantile_arg(e)
     e.add_argument("--backend", default="torch", help="as for generate")
     e.add_argument("--device", default="cpu")
     e.add_argument("--dtype", default="float32")
@@ -282,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-wait-ms", type=float, default=50.0, help="how long the oldest request waits for company")
     v.add_argument("--quiet-ms", type=float, default=10.0,
                    help="run the batch once no request has arrived for this long (≤ --max-wait-ms)")
+    _length_quantile_arg(v)
     v.add_argument("--max-queue", type=int, default=256, help="queued requests before 503 + Retry-After")
     v.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (504 after)")
     v.add_argument("--api-key", default=None, help="require this X-API-Key header (or set CODEFUSION_API_KEY)")

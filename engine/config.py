@@ -21,6 +21,7 @@ from .errors import CodeFusionError
 
 LANGS: tuple[str, ...] = ("bash", "python", "cf")
 T_DEFAULT = 1200
+LENGTH_QUANTILE = 0.9  # without max_length, run at the bucket holding 90% of the predicted length distribution
 
 
 @dataclass(frozen=True)

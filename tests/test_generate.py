@@ -141,6 +141,16 @@ def test_cli_errors_are_one_line(ckpt, capsys, args, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_cli_length_quantile(ckpt, capsys):
+    assert main(["generate", "list files", "--model", str(ckpt), "--steps", "2", "--length-quantile", "0.5",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["timings"]["steps"] == 2
+    for bad in ("1.5", "0", "nan", "half"):
+        with pytest.raises(SystemExit) as e:
+            main(["generate", "list files", "--model", str(ckpt), "--length-quantile", bad])
+        assert e.value.code == 2 and f"takes a number in (0, 1) such as 0.75, got '{bad}'" in capsys.readouterr().err
+
+
 def test_cli_missing_model_and_empty_prompt(tmp_path, ckpt, capsys):
     assert main(["generate", "x", "--model", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -201,6 +201,7 @@ def test_api_key_and_body_limit(cf):
         server.stop()
     assert denied.status_code == 401 and allowed.status_code == 200 and big.status_code == 413
     assert health["status"] == "ok" and health["backend"] == "torch" and "/v1/generate" in docs["paths"]
+    assert health["length_quantile"] == cf.length_quantile == 0.9
 
 
 def test_shutdown_finishes_requests_in_flight(cf):

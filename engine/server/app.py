@@ -205,7 +205,8 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         return {"status": "draining" if batcher.closing else "ok", "model": cf.cfg.name,
                 "backend": cf.backend.name, "device": str(cf.backend.device), "dtype": str(cf.backend.dtype).split(".")[-1],
                 "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1e3,
-                "quiet_ms": batcher.quiet * 1e3, "queue_depth": batcher.depth()}
+                "quiet_ms": batcher.quiet * 1e3, "length_quantile": cf.length_quantile,
+                "queue_depth": batcher.depth()}
 
     @app.get("/metrics")
     async def prometheus():

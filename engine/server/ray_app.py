@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from ..config import LENGTH_QUANTILE
 from ..errors import CodeFusionError
 
 
@@ -21,7 +22,7 @@ def _ray():
 
 
 def build_deployment(model: str | None, backend: str, device: str, dtype: str, replicas: int, max_batch: int,
-                     max_wait_ms: float):
+                     max_wait_ms: float, length_quantile: float = LENGTH_QUANTILE):
     """A bound Ray Serve application: POST JSON (the /v1/generate body) → the `generate --json` object."""
     _, serve = _ray()
 
@@ -30,6 +31,7 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
         def __init__(self):
             from ..api import CodeFusion
             self.cf = CodeFusion.from_pretrained(model, backend=backend, device=device, dtype=dtype)
+            self.cf.length_quantile = length_quantile
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait_ms / 1e3)
         async def generate_batch(self, bodies: list[dict]) -> list[dict]:
@@ -56,11 +58,12 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
     return CodeFusionDeployment.bind()
 
 
-def serve_ray(model, backend, device, dtype, replicas, max_batch, max_wait_ms, host, port) -> int:
+def serve_ray(model, backend, device, dtype, replicas, max_batch, max_wait_ms, host, port,
+              length_quantile: float = LENGTH_QUANTILE) -> int:
     ray, serve = _ray()
     ray.init(include_dashboard=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_deployment(model, backend, device, dtype, replicas, max_batch, max_wait_ms),
+    serve.run(build_deployment(model, backend, device, dtype, replicas, max_batch, max_wait_ms, length_quantile),
               route_prefix="/v1/generate")
     print(f"Ray Serve: POST http://{host}:{port}/v1/generate ({replicas} replicas); Ctrl-C stops", flush=True)
     try:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..api import LENGTH_QUANTILE
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import LENGTH_QUANTILE
 from ..errors import CodeFusionError
 from ..model.length import LengthHead, length_quantile, pool
 from .data import load_split
