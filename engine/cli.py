@@ -70,6 +70,7 @@ def _eval(args) -> int:
             raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
         rows = rows[:args.limit]
     cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    cf.length_quantile = args.length_quantile
     config = GenerationConfig(lang=lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp,
                               early_exit=args.early_exit)

@@ -135,11 +135,20 @@ def test_eval_cli_on_the_overfit_model(overfit_dir, tmp_path, capsys):
     assert written[0]["metrics"]["exact_match@1"] == 1.0
 
 
-def test_eval_cli_top_k_keys_and_table(overfit_dir, tmp_path, capsys):
+def test_eval_cli_top_k_keys_and_table(overfit_dir, tmp_path, capsys, monkeypatch):
     rows = [{"id": str(i), "nl": nl, "code": code} for i, (nl, code) in enumerate(PAIRS["nl2bash"][:3])]
     data = _dev_file(tmp_path, rows)
+    import codefusion.eval.evaluate as evaluate_module
+    quantiles = []
+    real = evaluate_module.evaluate
+
+    def spy(cf, *args, **kwargs):
+        quantiles.append(cf.length_quantile)
+        return real(cf, *args, **kwargs)
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
     assert main(["eval", "--model", str(overfit_dir), "--data", str(data), "--lang", "bash", "--steps", "10",
-                 "--num-samples", "3", "--limit", "2"]) == 0
+                 "--num-samples", "3", "--limit", "2", "--length-quantile", "0.6"]) == 0
+    assert quantiles == [0.6]
     table = capsys.readouterr().out
     assert "2 rows" in table and "95% CI" in table
     for name in ("exact_match@3", "template_match@3", "distinct_4@3", "edit_distance@3", "syntax_valid@1"):
