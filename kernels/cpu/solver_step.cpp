@@ -8,7 +8,8 @@
 //
 // Bytes per element: 12 read (16 with x̂0_prev) + 4 written, against ~40 torch ops over int64 (B, n·d/4)
 // temporaries. Pointers come in as integers from the checked Python wrapper (kernels/solver_step_cpu.py);
-// only pybind11 headers are used, so it builds in seconds.
+// only pybind11 headers are used, so it builds in seconds. ``philox_words`` exports the Philox words alone,
+// for the fp32 parity path, which keeps torch's Box–Muller and update.
 #include <pybind11/pybind11.h>
 
 #include <cmath>
