@@ -86,12 +86,11 @@ class _Progress:
     def __init__(self, callback, total: int):
         self.callback, self.total, self.done = callback, total, 0
 
-    def reach(self, backend, start: int, stop: int) -> int:
-        """Steps [start, stop) of one loop have been queued: wait for them (GPU), report, → stop."""
+    def reach(self, backend, start: int, stop: int) -> None:
+        """Steps [start, stop) of one loop have been queued: wait for them (GPU), then report."""
         backend.synchronize()
         self.done += stop - start
         self.callback(self.done, self.total)
-        return stop
 
 
 def _chunk_stops(K: int, bar: "_Progress | None") -> list[int]:
@@ -193,7 +192,9 @@ class CodeFusion:
             states, done = [run.state for run in runs], 0
             for stop in _chunk_stops(len(states[0].table), bar):
                 states = self.backend.run_groups(states, done, stop)
-                done = bar.reach(self.backend, done, stop) if bar else stop
+                if bar:
+                    bar.reach(self.backend, done, stop)
+                done = stop
             self.backend.synchronize()
             t_sampled, rows = time.perf_counter(), sum(len(run.prompt_of) for run in runs)
             finished = [self._finish(reqs, run, state, None, len(state.table), t0, t_sampled,
@@ -280,12 +281,12 @@ class CodeFusion:
             state, steps_run = self._sample_early_exit(state, bar)
             return state, None, steps_run
         K = len(state.table)
-        if not config.trace_steps and bar is None:
-            return run(self.backend, state), None, K
         trace, done = [], 0
         for stop in sorted(set(config.trace_steps) | set(_chunk_stops(K, bar))):
             state = run(self.backend, state, done, stop)
-            done = bar.reach(self.backend, done, stop) if bar else stop
+            if bar:
+                bar.reach(self.backend, done, stop)
+            done = stop
             if stop not in config.trace_steps:
                 continue
             ids, _ = self.backend.decode(state.x0_hat, state.memory)
@@ -305,8 +306,11 @@ class CodeFusion:
         stable = torch.zeros_like(frozen, dtype=torch.int64)
         result, last, done = state.x_t, None, 0
         while done < K:
-            state = run(self.backend, state, done, min(done + every, K))
-            done = bar.reach(self.backend, done, min(done + every, K)) if bar else min(done + every, K)
+            stop = min(done + every, K)
+            state = run(self.backend, state, done, stop)
+            if bar:
+                bar.reach(self.backend, done, stop)
+            done = stop
             if done == K:
                 break
             ids, _ = self.backend.decode(state.x0_hat, state.memory)

@@ -13,14 +13,20 @@ from .config import CLAMPS
 from .errors import CodeFusionError
 
 
+def _load(args):
+    """The model of --model (default: the embedded one) on --backend/--device/--dtype, at --length-quantile."""
+    from .api import CodeFusion
+    cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+    cf.length_quantile = args.length_quantile
+    return cf
+
+
 def _generate(args) -> int:
     from tqdm import tqdm
 
-    from .api import CodeFusion
     from .config import GenerationConfig
 
-    cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    cf.length_quantile = args.length_quantile
+    cf = _load(args)
     trace = tuple(int(s) for s in args.trace.split(",")) if args.trace else ()
     config = GenerationConfig(lang=args.lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, trace_steps=trace, eta=args.eta,
@@ -49,7 +55,6 @@ def _advance(bar, done: int, total: int) -> None:
 def _eval(args) -> int:
     from pathlib import Path
 
-    from .api import CodeFusion
     from .config import GenerationConfig
     from .eval.evaluate import evaluate, format_report
     from .train.data import DATASET_LANG, read_jsonl
@@ -69,8 +74,7 @@ def _eval(args) -> int:
         if args.limit < 1:
             raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
         rows = rows[:args.limit]
-    cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    cf.length_quantile = args.length_quantile
+    cf = _load(args)
     config = GenerationConfig(lang=lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp,
                               early_exit=args.early_exit)
@@ -150,10 +154,8 @@ def _serve(args) -> int:
         from .server.ray_app import serve_ray
         return serve_ray(args.model, args.backend, args.device, args.dtype, args.replicas, args.max_batch,
                          args.max_wait_ms, args.host, args.port, args.length_quantile)
-    from .api import CodeFusion
     from .server.app import create_app, serve_on_main_thread
-    cf = CodeFusion.from_pretrained(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    cf.length_quantile = args.length_quantile
+    cf = _load(args)
     app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False,
                      quiet_ms=args.quiet_ms)
     serve_on_main_thread(app, args.host, args.port, int(args.timeout))

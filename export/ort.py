@@ -26,7 +26,7 @@ import torch
 
 from codefusion.backends.base import Backend, Memory, SamplerState
 from codefusion.diffusion.solvers import at, update
-from codefusion.noise import gaussian, philox_words
+from codefusion.noise import gaussian
 from codefusion.tokenizer import SourceBatch
 
 from .manifest import ExportedModel, ExportError, ProviderError
@@ -34,15 +34,6 @@ from .specs import GraphSpec, graph_specs
 
 NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.bool: np.bool_}
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-
-
-def _words(device: torch.device):
-    """The Philox words for the step's noise: from C++ on CPU (equal integers, one pass instead of ~80 int64
-    torch ops; kernels/solver_step_cpu.py), else torch's."""
-    if device.type != "cpu":
-        return philox_words
-    from codefusion.kernels.solver_step_cpu import philox_words_cpu
-    return philox_words_cpu
 
 
 def choose_providers(device: torch.device, available: list[str] | None = None) -> list[str]:
@@ -124,6 +115,9 @@ class OrtBackend(Backend):
             raise ExportError(f"this export runs in {export_dtype}: pass --dtype float32 (the default){also}, or "
                               "export again with the other --dtype (fp32 | fp16)")
         super().__init__(model, device, getattr(torch, export_dtype))
+        if device.type == "cpu":  # the noise's Philox words in one C++ pass (equal integers) instead of ~80 torch ops
+            from codefusion.kernels.solver_step_cpu import philox_words_cpu
+            self.philox_words = philox_words_cpu
         self.specs = graph_specs(model.cfg, export_dtype)
         self.graphs = {n: self._graph(n, s) for n, s in self.specs.items()}
         self._slots: list[dict[str, torch.Tensor]] = []
@@ -177,7 +171,7 @@ class OrtBackend(Backend):
         table = state.table
         t = at(table.timesteps, i).reshape(())
         coef = torch.cat([at(c, i).reshape(1) for c in (table.a, table.b, table.c, table.sigma)])  # (4,) fp32
-        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=_words(state.seeds.device))
+        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=self.philox_words)
         out = self._slot(state)
         self.graphs["denoiser"].run({"x_t": state.x_t, "x0_prev": state.x0_hat, "timestep": t.reshape(1),
                                      "coef": coef, "noise": z, "src_mask": state.memory.mask,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..diffusion.solvers import StepTable, at, update
-from ..noise import gaussian
+from ..noise import gaussian, philox_words
 from ..tokenizer import SourceBatch
 
 
@@ -52,6 +52,7 @@ class Backend:
 
     name = "base"
     groups_in_one_pass = False  # whether run_groups shares each step's work across its states (else a loop each)
+    philox_words = staticmethod(philox_words)  # the noise's Philox words; a backend may compute them elsewhere
 
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         self.model, self.device, self.dtype = model, device, dtype
@@ -102,7 +103,7 @@ class Backend:
     def advance(self, state: SamplerState, i, x0: torch.Tensor) -> torch.Tensor:
         """x at the next kept step: z drawn, then the solver update (★). Backends may fuse the two."""
         t = at(state.table.timesteps, i).reshape(())
-        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]))
+        z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=self.philox_words)
         return update(state.x_t, x0, state.x0_hat, state.table, i, z)
 
     def round_x0(self, x0: torch.Tensor, memory: Memory, how: str) -> torch.Tensor:

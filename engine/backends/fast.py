@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.solvers import at, update
+from ..diffusion.solvers import at
 from ..errors import CodeFusionError
 from ..model.layers import attend, sinusoidal
-from ..noise import gaussian
 from ..tokenizer import SourceBatch
 from .base import Backend, Memory, SamplerState
 from .graphs import StepGraphs
@@ -220,6 +219,9 @@ class TorchBackend(Backend):
         super().__init__(model.to(device).eval(), device, dtype)
         cfg, model = model.cfg, copy.deepcopy(model)
         self.exact = self.parity_fp32 and dtype == torch.float32 and device.type == "cpu"
+        if self.exact:  # the reference's noise, its integer Philox words from C++ (equal; torch's without a compiler)
+            from codefusion.kernels.solver_step_cpu import philox_words_cpu
+            self.philox_words = philox_words_cpu
         with torch.no_grad():
             den = model.denoiser
             steps = torch.arange(cfg.diffusion_steps, device=device)
@@ -244,13 +246,8 @@ class TorchBackend(Backend):
         noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores. In the parity case (fp32),
         the reference's torch ops (glibc's logf/sincosf differ from torch's in the last bit), with only the
         Philox words — integers, so exact — from C++: 78% of the torch noise's time."""
-        if self.device.type != "cpu" or not _cpu_step_ready():
+        if self.device.type != "cpu" or self.exact or not _cpu_step_ready():
             return super().advance(state, i, x0)
-        if self.exact:
-            from codefusion.kernels.solver_step_cpu import philox_words_cpu
-            t = at(state.table.timesteps, i).reshape(())
-            z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=philox_words_cpu)
-            return update(state.x_t, x0, state.x0_hat, state.table, i, z)
         from codefusion.kernels.solver_step_cpu import solver_step_cpu
         table = state.table
         index = i if isinstance(i, torch.Tensor) else torch.tensor(i)
