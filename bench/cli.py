@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the row that runs every request at the longest length bucket")
     q.add_argument("--length-quantile", default="",
                    help="rows that pick each request's bucket at these quantiles of the length head (default 0.9)")
+    q.add_argument("--baseline-model", default=None,
+                   help="run the baseline row on this checkpoint: two models paired on the same rows and seeds")
     q.add_argument("--num-samples", type=int, default=1)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--backend", default="torch")
@@ -181,11 +183,15 @@ def _quality(args, model, tok) -> int:
     rows = read_jsonl(Path(args.data))[: args.limit or None]
     check_rows(rows, args.lang)
     cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
+    baseline_cf = (None if args.baseline_model is None else
+                   CodeFusion.from_pretrained(args.baseline_model, args.backend, args.device, args.dtype))
     table = quality(cf, rows, args.lang, steps, solvers, args.seed, args.num_samples, args.batch, args.early_exit,
-                    args.full_length, progress=not args.json, clamps=clamps, quantiles=quantiles)
+                    args.full_length, progress=not args.json, clamps=clamps, quantiles=quantiles,
+                    baseline_cf=baseline_cf)
     meta = {"suite": "quality", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
             "lang": args.lang, "data": args.data, "rows": len(rows), "backend": args.backend, "dtype": args.dtype,
-            "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"}
+            "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"
+            + ("" if args.baseline_model is None else f", model {args.baseline_model}")}
     columns = ["solver", "steps", "clamp", "variant", "n", "ms_per_row"]
     for name in headline(args.lang):
         columns += [name, f"diff_{name}", f"diff_ci95_{name}"]

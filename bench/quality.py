@@ -23,16 +23,18 @@ RESAMPLES = 1000
 
 
 def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_length: bool, max_len: int,
-                   clamps: tuple[str, ...] = ("none",), quantiles: tuple[float, ...] = ()):
+                   clamps: tuple[str, ...] = ("none",), quantiles: tuple[float, ...] = (),
+                   baseline_model: bool = False):
     """(label fields, GenerationConfig overrides) in run order; the baseline (unclamped ancestral) first. An
-    override ``length_quantile`` is not a config field: it sets ``cf.length_quantile`` for that run."""
+    override ``length_quantile`` is not a config field: it sets ``cf.length_quantile`` for that run. With
+    ``baseline_model`` the baseline runs on another checkpoint, so this model runs its configuration too."""
     top = max(steps)
-    out = [({"solver": "ddpm", "steps": top, "clamp": "none", "variant": "baseline"},
-            {"solver": "ddpm", "steps": top})]
+    out = [({"solver": "ddpm", "steps": top, "clamp": "none", "variant": "baseline_model" if baseline_model
+             else "baseline"}, {"solver": "ddpm", "steps": top})]
     for solver in solvers:
         for clamp in clamps:
             for s in sorted(steps, reverse=True):
-                if (solver, s, clamp) != ("ddpm", top, "none"):
+                if baseline_model or (solver, s, clamp) != ("ddpm", top, "none"):
                     out.append(({"solver": solver, "steps": s, "clamp": clamp, "variant": ""},
                                 {"solver": solver, "steps": s, "clamp": clamp}))
         if early_exit:
@@ -68,16 +70,20 @@ def paired(base: list[dict], other: list[dict], name: str, seed: int = 0) -> tup
 
 def quality(cf, rows: list[dict], lang: str, steps: list[int], solvers: list[str], seed: int, num_samples: int,
             batch_size: int, early_exit: bool, full_length: bool, progress: bool = True,
-            clamps: tuple[str, ...] = ("none",), quantiles: tuple[float, ...] = ()) -> list[dict]:
+            clamps: tuple[str, ...] = ("none",), quantiles: tuple[float, ...] = (), baseline_cf=None) -> list[dict]:
+    """One row per configuration, each paired against the first (the baseline); ``baseline_cf``, another
+    loaded model, runs the baseline instead: two checkpoints compared on the same rows, seeds and sampler."""
     out, base, default_quantile = [], None, cf.length_quantile
-    configs = configurations(steps, solvers, early_exit, full_length, cf.cfg.max_target_len, clamps, quantiles)
-    for label, overrides in tqdm(configs, desc="quality", disable=not progress):
+    configs = configurations(steps, solvers, early_exit, full_length, cf.cfg.max_target_len, clamps, quantiles,
+                             baseline_cf is not None)
+    for k, (label, overrides) in enumerate(tqdm(configs, desc="quality", disable=not progress)):
         overrides = dict(overrides)
+        model = baseline_cf if k == 0 and baseline_cf is not None else cf
         cf.length_quantile = overrides.pop("length_quantile", default_quantile)
         config = GenerationConfig(lang=lang, seed=seed, num_samples=num_samples, **overrides)
         t0 = time.perf_counter()
         try:
-            result = evaluate(cf, rows, lang, config, batch_size, progress=False)
+            result = evaluate(model, rows, lang, config, batch_size, progress=False)
         finally:
             cf.length_quantile = default_quantile
         seconds = time.perf_counter() - t0

@@ -282,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--aux-seq2seq", type=float, default=None,
                    help="finetune: add this weight x the CE of a seq2seq decoder on the same E_s, so E keeps "
                         "carrying the program (the decoder continues an --init encoder run's)")
+    r.add_argument("--length-targets", default=None, choices=["reference", "self"],
+                   help="--task length: fit the reference programs' lengths (default) or the lengths of the "
+                        "programs the --init model writes itself (sampled at the longest bucket)")
+    r.add_argument("--length-steps", type=int, default=None,
+                   help="--task length --length-targets self: DDPM steps of that sampling (default 20)")
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)

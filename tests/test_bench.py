@@ -1,4 +1,6 @@
 """The step-time probe runs and reports what it says (no timing assertions: benchmarks are not tests)."""
+import pytest
+
 from codefusion.bench.steptime import environment, time_steps
 
 
@@ -107,6 +109,30 @@ def test_bench_quality_paired_rows_and_plot(overfit_dir, data_dir, tmp_path, cap
     assert "| ddpm | 40 | none | baseline | 8 |" in (tmp_path / "quality_bash.md").read_text()
 
 
+@pytest.mark.parametrize("main_model", ["same", "random"])
+def test_bench_quality_pairs_two_models(overfit_dir, data_dir, tmp_path, capsys, main_model):
+    """--baseline-model runs the baseline row on another checkpoint and this model's same configuration after
+    it: against itself every difference is exactly 0; random weights lose the pairs the fixture reproduces."""
+    import json
+
+    from codefusion.cli import main
+    chosen = ["--model", str(overfit_dir)] if main_model == "same" else ["--preset", "tiny"]
+    assert main(["bench", "quality", *chosen, "--baseline-model", str(overfit_dir), "--data",
+                 str(data_dir / "nl2bash" / "dev.jsonl"), "--lang", "bash", "--steps", "8", "--solver", "ddpm",
+                 "--no-early-exit", "--no-length", "--out", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    base, row = out["rows"]
+    assert (base["variant"], row["variant"]) == ("baseline_model", "") and base["steps"] == row["steps"] == 8
+    assert out["baseline"] == f"ddpm, 8 steps, model {overfit_dir}"
+    assert base["exact_match@1"] > 0.5
+    if main_model == "same":
+        for name in ("exact_match@1", "syntax_valid@1", "template_match@1", "bleu@1"):
+            assert row[name] == base[name] and row[f"diff_{name}"] == 0.0, name
+    else:
+        assert row["diff_exact_match@1"] == row["exact_match@1"] - base["exact_match@1"] < 0
+        assert row["diff_ci95_exact_match@1"][1] < 0
+
+
 def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
     from codefusion.cli import main
     assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
@@ -118,6 +144,9 @@ def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
     assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
                  "--length-quantile", "0.5,1.5"]) == 2
     assert "--length-quantile values must lie in (0, 1)" in capsys.readouterr().err
+    assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
+                 "--baseline-model", str(data_dir / "no_such_model")]) == 2
+    assert "no_such_model" in capsys.readouterr().err
 
 
 def test_bench_serve_counts_every_answer(tmp_path, capsys):

@@ -1,6 +1,4 @@
 """The length head: its quantile rule by hand, its training task, and the API's choice of length."""
-import json
-
 import pytest
 import torch
 from conftest import PAIRS, write_data
@@ -67,3 +65,55 @@ def test_eval_batches_rows_by_predicted_bucket(length_dir, monkeypatch):
     assert sorted(len(c) for c in calls) == [1, 1, 3, 3]  # 4 rows of each bucket, batches of ≤ 3
     singles = [real([r["nl"]], config).texts[0] for r in rows]
     assert tops == singles
+
+
+@pytest.fixture(scope="module")
+def self_length(overfit_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("self_length")
+    data = write_data(root / "data", {"nl2bash": PAIRS["nl2bash"]})
+    out = train(TrainConfig(preset="tiny", data=str(data), out=str(root / "run"), task="length",
+                            init=str(overfit_dir), length_targets="self", length_steps=3, max_steps=60,
+                            batch_size=8, lr=1e-2, dtype="float32", dev_rows=0))
+    return data, out
+
+
+def test_self_targets_are_the_programs_the_model_writes_alone_at_the_longest_bucket(overfit_dir, self_length):
+    from codefusion.train.data import load_split
+    from codefusion.train.length import own_programs
+
+    data, _ = self_length
+    model, tok, _ = load_checkpoint(overfit_dir)
+    examples = load_split(str(data), None, "train", "stop")
+    programs = own_programs(model, tok, examples, 3, "cpu", "float32", batch=3)  # batches of 3, one of 2
+    cf = CodeFusion.from_pretrained(overfit_dir)
+    alone = [cf.generate([e.nl], GenerationConfig(steps=3, max_length=32)).texts[0][0] for e in examples]
+    assert programs == alone and len(set(programs)) > 1
+
+
+def test_self_targets_are_recorded_with_the_reference_coverage(self_length):
+    _, out = self_length
+    run = load_checkpoint(out)[2]["meta"]["history"][-1]
+    assert run["targets"] == "self" and run["length_steps"] == 3
+    assert 0.0 <= run["dev"]["reference_coverage"] <= 1.0 and run["dev"]["rows"] == 8
+    assert sum(run["dev"]["buckets"].values()) == 8
+
+
+def test_reference_targets_record_no_steps(length_dir):
+    run = load_checkpoint(length_dir)[2]["meta"]["history"][-1]
+    assert run["targets"] == "reference" and "length_steps" not in run and "reference_coverage" not in run["dev"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"length_targets": "gold"}, "--length-targets must be reference or self"),
+    ({"length_steps": 0}, "--length-steps must be ≥ 1"),
+])
+def test_length_target_options_are_checked(overfit_dir, tmp_path, change, message):
+    with pytest.raises(CodeFusionError, match=message):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), task="length",
+                          init=str(overfit_dir), **change))
+
+
+def test_length_target_options_need_the_length_task(tmp_path):
+    with pytest.raises(CodeFusionError, match="go with --task length"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), task="finetune",
+                          max_steps=1, length_targets="self"))

@@ -57,6 +57,8 @@ class TrainConfig:
     freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
     aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
+    length_targets: str = "reference"  # length task: fit the reference programs' lengths, or ("self") the model's own
+    length_steps: int = 20  # length task with self targets: DDPM steps of the sampling that measures them
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -171,6 +173,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
         raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
                               "or only the length head (length); drop the flag")
+    if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps != 20):
+        raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
