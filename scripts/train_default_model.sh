@@ -19,7 +19,9 @@
 #  11 distilled        its greedy programs for every training request, as a data folder
 #  12 student          phase 9's denoiser with phase 10's E (frozen), on the distilled pairs
 #  13 student_b256     the student continued at batch 256 (session 8: 6 minutes on one H100)
-#  14 length_final     the length head again; then the shipping copy, bf16, in OUT_DIR/default
+#  14 length_final     the length head again, fitted to the lengths of the programs the student itself writes
+#                      (session 11: it was fitted to the references' lengths, which are twice as long); then
+#                      the shipping copy, bf16, in OUT_DIR/default
 # Phases 1–3 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
 # machine); phases 5–13 have the step counts the shipped lineage recorded (--max-steps), so their
 # learning-rate schedules span exactly those steps. Every phase: bf16 autocast, AdamW, warm-up then
@@ -79,6 +81,7 @@ train student --data "$out/distilled" --batch-size "$batch" --task finetune --in
     --encoder-from "$out/teacher" --freeze-encoder --max-steps 3450 --lr 7e-4 --warmup 100 "${clip[@]}" --seed 11
 train student_b256 --data "$out/distilled" --batch-size 256 --task finetune --init "$out/student" \
     --freeze-encoder --max-steps 4882 --lr 8e-4 --warmup 100 "${clip[@]}" --seed 12
-train length_final --task length --init "$out/student_b256" --data "$data" --lr 1e-3 --seed 0
+train length_final --task length --init "$out/student_b256" --data "$data" --length-targets self --length-steps 20 \
+    --lr 1e-3 --seed 0
 done_ default || codefusion pack --model "$out/length_final" --out "$out/default" --dtype bfloat16
 echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"

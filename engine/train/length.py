@@ -68,7 +68,7 @@ def own_programs(model, tok, examples, steps: int, device: str, dtype: str, batc
                 chunk = rows[j:j + batch]
                 out = sampler.generate([examples[i].nl for i in chunk], config)
                 for i, texts in zip(chunk, out.texts):
-                    programs[i] = texts[0]
+                    programs[i] = texts[0] if texts else ""
                 bar.update(len(chunk))
     return programs
 
