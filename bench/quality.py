@@ -29,12 +29,14 @@ def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_
     override ``length_quantile`` is not a config field: it sets ``cf.length_quantile`` for that run. With
     ``baseline_model`` the baseline runs on another checkpoint, so this model runs its configuration too."""
     top = max(steps)
-    out = [({"solver": "ddpm", "steps": top, "clamp": "none", "variant": "baseline_model" if baseline_model
-             else "baseline"}, {"solver": "ddpm", "steps": top})]
+    base = ({"solver": "ddpm", "steps": top, "clamp": "none"}, {"solver": "ddpm", "steps": top})
+    out = [({**base[0], "variant": "baseline_model" if baseline_model else "baseline"}, base[1])]
+    if baseline_model:  # this model on the baseline's own sampler, whatever --solver and --clamp list
+        out.append(({**base[0], "variant": ""}, base[1]))
     for solver in solvers:
         for clamp in clamps:
             for s in sorted(steps, reverse=True):
-                if baseline_model or (solver, s, clamp) != ("ddpm", top, "none"):
+                if (solver, s, clamp) != ("ddpm", top, "none"):
                     out.append(({"solver": solver, "steps": s, "clamp": clamp, "variant": ""},
                                 {"solver": solver, "steps": s, "clamp": clamp}))
         if early_exit:

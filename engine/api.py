@@ -33,6 +33,9 @@ class GenerationOutput:
     warnings: list[str] = field(default_factory=list)
     trace: list[dict] | None = None  # [{"step", "timestep", "texts": per prompt, per sample}]
     samples: list[list[str]] | None = None  # per prompt: all k decoded samples in sample order (repeats kept)
+    # per prompt, sample order: the tokens each sample wrote before its first </s> or <pad> (what a length head
+    # is fitted to; re-encoding the text can count fewer). Python API only: not in to_json
+    sample_lengths: list[list[int]] | None = None
 
     def to_json(self) -> dict:
         return {"texts": self.texts, "scores": self.scores, "seed": self.seed, "warnings": self.warnings,
@@ -257,11 +260,11 @@ class CodeFusion:
         outs = []
         for r, (a, n_prompts, k), cut in zip(run.members, run.spans, run.keep):
             rows = slice(a, a + n_prompts * k)
-            texts, scores, sample_texts = self._rank(ids[rows, :cut], logp[rows, :cut], n_prompts, k)
+            texts, scores, sample_texts, lengths = self._rank(ids[rows, :cut], logp[rows, :cut], n_prompts, k)
             req_trace = None if trace is None else [_per_request(e, a, n_prompts, k) for e in trace]
             timings = {"sample_ms": ms(t0, t_sampled), "decode_ms": ms(t_sampled, t_decoded), "steps": steps_run,
                        "length": state.x_t.shape[1], "batch_rows": loop_rows}
-            outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts))
+            outs.append(GenerationOutput(texts, scores, reqs[r][1].seed, timings, [], req_trace, sample_texts, lengths))
         return outs
 
     def length_buckets(self, prompts: list[str], lang: str) -> list[int]:
@@ -326,19 +329,21 @@ class CodeFusion:
 
     def _rank(self, ids: torch.Tensor, logp: torch.Tensor, n_prompts: int, k: int):
         """Score = mean log-prob up to and including the first </s>; dedupe; best first (ties: sample order)."""
-        texts, scores, samples = [], [], []
+        texts, scores, samples, lengths = [], [], [], []
         for p in range(n_prompts):
             best: dict[str, float] = {}
             samples.append([])
+            lengths.append([])
             for row in range(p * k, (p + 1) * k):
                 row_ids = ids[row].tolist()
-                length = min(self.tokenizer.content_length(row_ids) + 1, len(row_ids))
-                score = float(logp[row, :length].mean())
+                content = self.tokenizer.content_length(row_ids)
+                score = float(logp[row, :min(content + 1, len(row_ids))].mean())
                 text = self.tokenizer.decode(row_ids)
                 samples[-1].append(text)
+                lengths[-1].append(content)
                 if text not in best or score > best[text]:
                     best[text] = score
             ranked = sorted(best.items(), key=lambda kv: -kv[1])
             texts.append([t for t, _ in ranked])
             scores.append([round(s, 6) for _, s in ranked])
-        return texts, scores, samples
+        return texts, scores, samples, lengths

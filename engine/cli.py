@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)
-    r.add_argument("--dtype", default=None, help="bfloat16 (autocast, default) | float32")
+    r.add_argument("--dtype", default=None, help="bfloat16 (autocast, default) | float32; with --length-targets "
+                                                 "self also the dtype of that sampling")
     r.add_argument("--device", default=None)
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--save-minutes", type=float, default=None)

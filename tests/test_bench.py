@@ -118,11 +118,12 @@ def test_bench_quality_pairs_two_models(overfit_dir, data_dir, tmp_path, capsys,
     from codefusion.cli import main
     chosen = ["--model", str(overfit_dir)] if main_model == "same" else ["--preset", "tiny"]
     assert main(["bench", "quality", *chosen, "--baseline-model", str(overfit_dir), "--data",
-                 str(data_dir / "nl2bash" / "dev.jsonl"), "--lang", "bash", "--steps", "8", "--solver", "ddpm",
+                 str(data_dir / "nl2bash" / "dev.jsonl"), "--lang", "bash", "--steps", "8", "--solver", "ddim",
                  "--no-early-exit", "--no-length", "--out", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    base, row = out["rows"]
-    assert (base["variant"], row["variant"]) == ("baseline_model", "") and base["steps"] == row["steps"] == 8
+    base, row, ddim = out["rows"]  # this model also runs the baseline's sampler (ddpm), though --solver omits it
+    assert [(r["solver"], r["steps"], r["variant"]) for r in out["rows"]] == [
+        ("ddpm", 8, "baseline_model"), ("ddpm", 8, ""), ("ddim", 8, "")]
     assert out["baseline"] == f"ddpm, 8 steps, model {overfit_dir}"
     assert base["exact_match@1"] > 0.5
     if main_model == "same":

@@ -69,43 +69,69 @@ def test_eval_batches_rows_by_predicted_bucket(length_dir, monkeypatch):
 
 @pytest.fixture(scope="module")
 def self_length(overfit_dir, tmp_path_factory):
+    """Self targets sampled with the task's default dtype (bf16: the packed, cast copy the backend makes)."""
     root = tmp_path_factory.mktemp("self_length")
     data = write_data(root / "data", {"nl2bash": PAIRS["nl2bash"]})
     out = train(TrainConfig(preset="tiny", data=str(data), out=str(root / "run"), task="length",
                             init=str(overfit_dir), length_targets="self", length_steps=3, max_steps=60,
-                            batch_size=8, lr=1e-2, dtype="float32", dev_rows=0))
+                            batch_size=8, lr=1e-2, dev_rows=0))
     return data, out
 
 
-def test_self_targets_are_the_programs_the_model_writes_alone_at_the_longest_bucket(overfit_dir, self_length):
+def test_own_lengths_are_the_tokens_each_request_writes_alone_at_the_longest_bucket(overfit_dir, self_length):
     from codefusion.train.data import load_split
-    from codefusion.train.length import own_programs
+    from codefusion.train.length import own_lengths
 
     data, _ = self_length
     model, tok, _ = load_checkpoint(overfit_dir)
     examples = load_split(str(data), None, "train", "stop")
-    programs = own_programs(model, tok, examples, 3, "cpu", "float32", batch=3)  # batches of 3, one of 2
+    lengths = own_lengths(model, tok, examples, 3, "cpu", "float32", batch=3)  # batches of 3, one of 2
     cf = CodeFusion.from_pretrained(overfit_dir)
-    alone = [cf.generate([e.nl], GenerationConfig(steps=3, max_length=32)).texts[0][0] for e in examples]
-    assert programs == alone and len(set(programs)) > 1
+    alone = [cf.generate([e.nl], GenerationConfig(steps=3, max_length=32)) for e in examples]
+    assert lengths == [out.sample_lengths[0][0] + 1 for out in alone]
+    # the count of sampled tokens, not of the re-encoded text: the fixture writes its programs, so both agree here
+    assert lengths == [len(ids) + 1 for ids in tok.encode_text([out.texts[0][0] for out in alone])]
 
 
-def test_self_targets_are_recorded_with_the_reference_coverage(self_length):
+def test_self_targets_keep_every_other_weight_and_record_the_sampling(self_length, overfit_dir):
     _, out = self_length
-    run = load_checkpoint(out)[2]["meta"]["history"][-1]
-    assert run["targets"] == "self" and run["length_steps"] == 3
-    assert 0.0 <= run["dev"]["reference_coverage"] <= 1.0 and run["dev"]["rows"] == 8
-    assert sum(run["dev"]["buckets"].values()) == 8
+    model, _, config = load_checkpoint(out)
+    base, _, _ = load_checkpoint(overfit_dir)
+    for part in ("encoder", "denoiser", "decoder", "embed"):
+        for (name, a), (_, b) in zip(getattr(base, part).state_dict().items(),
+                                     getattr(model, part).state_dict().items()):
+            assert torch.equal(a, b), f"{part}.{name}"
+    run = config["meta"]["history"][-1]
+    assert run["targets"] == "self" and run["length_steps"] == 3 and run["dev"]["rows"] == 8
+
+
+def test_self_targets_fit_what_the_model_writes_not_the_references(overfit_dir, tmp_path, monkeypatch):
+    """A model that (say) writes 25 tokens for every request gets every request sent to the 32 bucket, although
+    every reference fits 16 (the reference-fitted head of length_dir sends them all to 16)."""
+    from codefusion.train import length
+
+    monkeypatch.setattr(length, "own_lengths", lambda model, tok, examples, *a, **k: [25] * len(examples))
+    data = write_data(tmp_path / "data", {"nl2bash": PAIRS["nl2bash"]})
+    out = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run"), task="length",
+                            init=str(overfit_dir), length_targets="self", max_steps=60, batch_size=8, lr=1e-2))
+    dev = load_checkpoint(out)[2]["meta"]["history"][-1]["dev"]
+    assert dev["buckets"] == {"16": 0, "32": 8} and dev["coverage"] == 1.0 and dev["reference_coverage"] == 1.0
+    assert dev["shortest"] == 1.0
+    cf = CodeFusion.from_pretrained(out)
+    assert cf.generate(["list all files"], GenerationConfig(steps=2)).timings["length"] == 32
 
 
 def test_reference_targets_record_no_steps(length_dir):
     run = load_checkpoint(length_dir)[2]["meta"]["history"][-1]
     assert run["targets"] == "reference" and "length_steps" not in run and "reference_coverage" not in run["dev"]
+    assert run["dev"]["buckets"] == {"16": 8, "32": 0}
 
 
 @pytest.mark.parametrize("change, message", [
     ({"length_targets": "gold"}, "--length-targets must be reference or self"),
-    ({"length_steps": 0}, "--length-steps must be ≥ 1"),
+    ({"length_targets": "self", "length_steps": 0}, r"--length-steps must be in 1\.\.\d+, got 0"),
+    ({"length_targets": "self", "length_steps": 10**6}, r"--length-steps must be in 1\.\.\d+"),
+    ({"length_steps": 5}, "--length-steps sets the sampling of --length-targets self"),
 ])
 def test_length_target_options_are_checked(overfit_dir, tmp_path, change, message):
     with pytest.raises(CodeFusionError, match=message):
@@ -113,7 +139,8 @@ def test_length_target_options_are_checked(overfit_dir, tmp_path, change, messag
                           init=str(overfit_dir), **change))
 
 
-def test_length_target_options_need_the_length_task(tmp_path):
+@pytest.mark.parametrize("change", [{"length_targets": "self"}, {"length_steps": 20}])
+def test_length_target_options_need_the_length_task(tmp_path, change):
     with pytest.raises(CodeFusionError, match="go with --task length"):
         train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), task="finetune",
-                          max_steps=1, length_targets="self"))
+                          max_steps=1, **change))

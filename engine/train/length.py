@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,36 +29,41 @@ from ..config import LENGTH_QUANTILE
 from ..errors import CodeFusionError
 from ..model.length import LengthHead, length_quantile, pool
 from .data import load_split
+from .trainer import LengthTargets
 
 
-LENGTH_TARGETS = ("reference", "self")
+DEFAULT_LENGTH_STEPS = 20
 
 
 @torch.inference_mode()
-def _features(model, tok, examples, programs: list[str], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, d_enc) pooled E_s of each example and (N,) class index = min(length, max) − 1 of its program."""
-    pooled, target = [], []
+def _features(model, tok, examples, lengths: list[int], batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, d_enc) pooled E_s of each example and (N,) class index = min(length, max) − 1 of its target."""
+    pooled = []
     for i in tqdm(range(0, len(examples), batch), desc="encode", leave=False):
         chunk = examples[i:i + batch]
         src = tok.encode_source([e.nl for e in chunk], [e.lang for e in chunk], model.cfg.max_source_len)
         pooled.append(pool(model.encode(src.ids, src.mask), src.mask))
-        target.append(_classes(model, tok, programs[i:i + batch]))
-    return torch.cat(pooled), torch.cat(target)
+    return torch.cat(pooled), _classes(model, lengths)
 
 
-def _classes(model, tok, programs: list[str]) -> torch.Tensor:
-    return torch.tensor([min(len(ids) + 1, model.cfg.max_target_len) - 1 for ids in tok.encode_text(programs)],
-                        dtype=torch.int64)
+def _classes(model, lengths: list[int]) -> torch.Tensor:
+    return torch.tensor([min(n, model.cfg.max_target_len) - 1 for n in lengths], dtype=torch.int64)
 
 
-def own_programs(model, tok, examples, steps: int, device: str, dtype: str, batch: int = 64) -> list[str]:
-    """The program the model writes for each example's request: DDPM with ``steps`` steps, seed 0, at
-    the longest bucket (``max_length`` = max_target_len), so its length is the model's own, not a bucket's."""
+def reference_lengths(tok, examples) -> list[int]:
+    """Tokens + </s> of each example's reference program."""
+    return [len(ids) + 1 for ids in tok.encode_text([e.code for e in examples])]
+
+
+def own_lengths(model, tok, examples, steps: int, device: str, dtype: str, batch: int = 64) -> list[int]:
+    """Tokens + </s> of the program the model writes for each example's request: DDPM with ``steps`` steps,
+    seed 0, at the longest bucket (``max_length`` = max_target_len), so the length is the model's, not a
+    bucket's. Counted on the sampled tokens (``GenerationOutput.sample_lengths``), not on re-encoded text."""
     from ..api import CodeFusion
     from ..config import GenerationConfig
 
     sampler = CodeFusion(model, tok, backend="torch", device=device, dtype=dtype)
-    programs: list[str] = [""] * len(examples)
+    lengths = [0] * len(examples)
     by_lang: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
         by_lang.setdefault(e.lang, []).append(i)
@@ -67,14 +73,14 @@ def own_programs(model, tok, examples, steps: int, device: str, dtype: str, batc
             for j in range(0, len(rows), batch):
                 chunk = rows[j:j + batch]
                 out = sampler.generate([examples[i].nl for i in chunk], config)
-                for i, texts in zip(chunk, out.texts):
-                    programs[i] = texts[0] if texts else ""
+                for i, (n,) in zip(chunk, out.sample_lengths):
+                    lengths[i] = n + 1
                 bar.update(len(chunk))
-    return programs
+    return lengths
 
 
 def _bucket_report(model, logits: torch.Tensor, target: torch.Tensor,
-                   reference: torch.Tensor | None = None) -> dict[str, float]:
+                   reference: torch.Tensor | None = None) -> dict[str, object]:
     """coverage: the chosen bucket holds the target; shortest: it is the shortest that does; with
     ``reference`` (self targets) also how often it holds the reference program."""
     bucket = lambda n: model.cfg.bucket_for(int(n))  # noqa: E731
@@ -90,45 +96,55 @@ def _bucket_report(model, logits: torch.Tensor, target: torch.Tensor,
     return report
 
 
-def train_length_head(cfg) -> Path:
+def _check(cfg) -> None:
     if not cfg.init:
         raise CodeFusionError("--task length needs --init CHECKPOINT: the trained model whose encoder it reads")
-    torch.manual_seed(cfg.seed)
-    if cfg.length_targets not in LENGTH_TARGETS:
+    if cfg.length_targets not in get_args(LengthTargets):
         raise CodeFusionError(f"--length-targets must be reference or self, got {cfg.length_targets!r}")
-    if cfg.length_steps < 1:
-        raise CodeFusionError(f"--length-steps must be ≥ 1, got {cfg.length_steps}")
-    model, tok, config = load_checkpoint(cfg.init)
-    train_ex = load_split(cfg.data, cfg.datasets, "train", cfg.on_bad_line)
-    dev_ex = load_split(cfg.data, cfg.datasets, "dev", cfg.on_bad_line)
-    if cfg.length_targets == "self":  # before the head is replaced: sampling does not read it (max_length given)
-        train_programs, dev_programs = (own_programs(model, tok, ex, cfg.length_steps, cfg.device, cfg.dtype)
-                                        for ex in (train_ex, dev_ex))
-    else:
-        train_programs, dev_programs = [e.code for e in train_ex], [e.code for e in dev_ex]
-    model = model.cpu()
-    model.cfg = dataclasses.replace(model.cfg, length_head=True)
-    model.length_head = LengthHead(model.cfg)
-    train_x, train_y = _features(model, tok, train_ex, train_programs)
-    dev_x, dev_y = _features(model, tok, dev_ex, dev_programs)
-    dev_ref = _classes(model, tok, [e.code for e in dev_ex]) if cfg.length_targets == "self" else None
-    head = model.length_head.net.train()
+    if cfg.length_steps is not None and cfg.length_targets != "self":
+        raise CodeFusionError("--length-steps sets the sampling of --length-targets self: add that or drop it")
+
+
+def _fit(head, x: torch.Tensor, y: torch.Tensor, cfg) -> None:
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=0.01)
-    epochs = cfg.max_steps or 10
-    for _ in tqdm(range(epochs), desc="length head"):
-        for idx in torch.randperm(len(train_x)).split(cfg.batch_size):
-            loss = F.cross_entropy(head(train_x[idx]), train_y[idx])
+    for _ in tqdm(range(cfg.max_steps or 10), desc="length head"):
+        for idx in torch.randperm(len(x)).split(cfg.batch_size):
+            loss = F.cross_entropy(head(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
+
+def train_length_head(cfg) -> Path:
+    _check(cfg)
+    model, tok, config = load_checkpoint(cfg.init)
+    steps = DEFAULT_LENGTH_STEPS if cfg.length_steps is None else cfg.length_steps
+    if cfg.length_targets == "self" and not 1 <= steps <= model.cfg.diffusion_steps:
+        raise CodeFusionError(f"--length-steps must be in 1..{model.cfg.diffusion_steps}, got {steps}")
+    train_ex = load_split(cfg.data, cfg.datasets, "train", cfg.on_bad_line)
+    dev_ex = load_split(cfg.data, cfg.datasets, "dev", cfg.on_bad_line)
+    if cfg.length_targets == "self":  # sampling does not read the head: every request gives max_length
+        train_len = own_lengths(model, tok, train_ex, steps, cfg.device, cfg.dtype)
+        dev_len = own_lengths(model, tok, dev_ex, steps, cfg.device, cfg.dtype)
+    else:
+        train_len, dev_len = reference_lengths(tok, train_ex), reference_lengths(tok, dev_ex)
+    torch.manual_seed(cfg.seed)  # after sampling, whose set-up may draw random numbers
+    model = model.cpu()
+    model.cfg = dataclasses.replace(model.cfg, length_head=True)
+    model.length_head = LengthHead(model.cfg)
+    train_x, train_y = _features(model, tok, train_ex, train_len)
+    dev_x, dev_y = _features(model, tok, dev_ex, dev_len)
+    head = model.length_head.net.train()
+    _fit(head, train_x, train_y, cfg)
     head.eval()
+    dev_ref = _classes(model, reference_lengths(tok, dev_ex)) if cfg.length_targets == "self" else None
     with torch.no_grad():
         report = {"train": _bucket_report(model, head(train_x), train_y),
                   "dev": _bucket_report(model, head(dev_x), dev_y, dev_ref)}
     tqdm.write(f"length head: {json.dumps(report)}")
     meta = config.get("meta", {})
-    targets = {"targets": cfg.length_targets, **({"length_steps": cfg.length_steps} if dev_ref is not None else {})}
-    run = {"task": "length", **targets, "epochs": epochs, "lr": cfg.lr, "quantile": LENGTH_QUANTILE, **report,
-           "out": str(cfg.out)}
+    targets = {"targets": cfg.length_targets, **({"length_steps": steps} if cfg.length_targets == "self" else {})}
+    run = {"task": "length", **targets, "epochs": cfg.max_steps or 10, "lr": cfg.lr, "quantile": LENGTH_QUANTILE,
+           **report, "out": str(cfg.out)}
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [run]
     return save_checkpoint(cfg.out, model.eval(), tok, {**meta, "history": history})

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from tqdm import tqdm
@@ -32,6 +32,7 @@ from .devcheck import dev_check
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
 
+LengthTargets = Literal["reference", "self"]  # --task length: the references' lengths, or the model's own programs'
 TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}
 
 
@@ -57,8 +58,8 @@ class TrainConfig:
     freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
     aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
-    length_targets: str = "reference"  # length task: fit the reference programs' lengths, or ("self") the model's own
-    length_steps: int = 20  # length task with self targets: DDPM steps of the sampling that measures them
+    length_targets: LengthTargets = "reference"  # length task: what the head is fitted to (see LengthTargets)
+    length_steps: int | None = None  # length task, self targets: DDPM steps of the sampling (None: 20)
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
@@ -173,7 +174,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
         raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
                               "or only the length head (length); drop the flag")
-    if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps != 20):
+    if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps is not None):
         raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
