@@ -76,7 +76,7 @@ train frozen_e "${common[@]}" --task finetune --init "$out/encoder" --freeze-enc
     --warmup 100 "${clip[@]}" --seed 7
 train teacher "${common[@]}" --task encoder --init "$out/encoder" --max-steps 2015 --lr 1e-3 --warmup 100 --seed 10
 [[ -e "$out/distilled/cf/train.jsonl" ]] ||
-    python -m codefusion.train.seq2seq "$out/teacher" --data "$data" --distill "$out/distilled"
+    python -m codefusion.train.seq2seq "$out/teacher" --data "$data" --distill "$out/distilled" --keep-wrong
 train student --data "$out/distilled" --batch-size "$batch" --task finetune --init "$out/frozen_e" \
     --encoder-from "$out/teacher" --freeze-encoder --max-steps 3450 --lr 7e-4 --warmup 100 "${clip[@]}" --seed 11
 train student_b256 --data "$out/distilled" --batch-size 256 --task finetune --init "$out/student" \

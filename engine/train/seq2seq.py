@@ -140,12 +140,37 @@ def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str) -> dict:
     return {"n": len(rows), "metrics": metrics, "ci95": ci, "counts": counts}
 
 
-def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
+def _kept_or_why(text: str, finished: bool, row: dict, lang: str, checked: bool = True) -> str:
+    """"teacher" when the teacher's program replaces the row's own, else why not: "unfinished" (empty,
+    or cut off at the target length: typically a loop repeating a token), "invalid" (does not parse),
+    "wrong" (CF: runs on the row's table but gives other labels than the reference, which gives them).
+    Unless ``checked``, only unfinished programs are refused (the distillation of the shipped lineage)."""
+    from ..eval import cf
+    from ..eval.metrics import syntax_valid
+
+    if not text or not finished:
+        return "unfinished"
+    if not checked:
+        return "teacher"
+    if not syntax_valid(text, lang):
+        return "invalid"
+    data, labels = row.get("data"), row.get("labels")
+    if (lang == "cf" and data is not None and labels is not None and cf.reference_executes(row["code"], data, labels)
+            and not cf.exec_match(text, data, labels)):
+        return "wrong"
+    return "teacher"
+
+
+def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
+            checked: bool = True) -> dict[str, dict[str, int]]:
     """Sequence-level knowledge distillation (Kim & Rush 2016): a copy of ``data_dir`` whose train rows
     carry the seq2seq model's greedy program as ``code`` (the original kept as ``code_ref``), for the
     denoiser to learn one program per request instead of averaging several at high noise. Dev and
-    pre-training splits are copied unchanged; a row whose greedy program is empty or unfinished (cut
-    off at the target length) keeps its own. Returns the number of rows written per dataset."""
+    pre-training splits are copied unchanged. A row keeps its own program where the teacher's is no
+    better a target (``_kept_or_why``): unfinished, not parsing, or, on a CF row with a table, computing
+    other labels; the student would otherwise learn the teacher's mistakes (``checked=False`` refuses only
+    unfinished programs, as the shipped lineage's phase 11 did). Returns, per dataset, the
+    rows written and how many took the teacher's program or kept their own, and why."""
     import json
     import shutil
 
@@ -154,24 +179,29 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path) -
     data_dir, names = select_datasets(data_dir, None)
     written = {}
     for name in names:
-        src, dst = data_dir / name, Path(out_dir) / name
+        src, dst, lang = data_dir / name, Path(out_dir) / name, DATASET_LANG[name]
         rows = read_jsonl(src / "train.jsonl")
-        written_by = task.write_finished(tok, [r["nl"] for r in rows], [DATASET_LANG[name]] * len(rows))
+        written_by = task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows))
+        counts = dict.fromkeys(("rows", "teacher", "unfinished", "invalid", "wrong"), 0)
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
             for r, (text, finished) in zip(rows, written_by):
-                code = text if text and finished else r["code"]
-                f.write(json.dumps({**r, "code": code, "code_ref": r["code"]}) + "\n")
+                why = _kept_or_why(text, finished, r, lang, checked)
+                counts["rows"] += 1
+                counts[why] += 1
+                f.write(json.dumps({**r, "code": text if why == "teacher" else r["code"], "code_ref": r["code"]})
+                        + "\n")
         for split in ("dev", "pretrain"):
             if (src / f"{split}.jsonl").is_file():
                 shutil.copyfile(src / f"{split}.jsonl", dst / f"{split}.jsonl")
-        written[name] = len(rows)
+        written[name] = counts
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N]: score an encoder run;
-    python -m codefusion.train.seq2seq RUN --data DATA_DIR --distill OUT_DIR: write its distilled train set."""
+    python -m codefusion.train.seq2seq RUN --data DATA_DIR --distill OUT_DIR [--keep-wrong]: write its distilled
+    train set."""
     import argparse
     import json
 
@@ -183,14 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lang", choices=["bash", "python", "cf"])
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--distill", default=None, help="write a copy of the data folder --data with distilled train rows")
+    p.add_argument("--keep-wrong", action="store_true",
+                   help="with --distill: take the teacher's program even where it does not parse or (CF) computes "
+                        "other labels than the reference; only unfinished ones keep the row's own (the shipped "
+                        "lineage's phase 11)")
     a = p.parse_args(argv)
     if not a.distill and not a.lang:
         p.error("--lang is needed to score (or give --distill OUT_DIR)")
+    if a.keep_wrong and not a.distill:
+        p.error("--keep-wrong goes with --distill OUT_DIR")
     model, tok, _ = load_checkpoint(a.run)
     task = Seq2SeqTask(model).eval()
     task.load(Path(a.run))
     if a.distill:
-        print(json.dumps(distill(task, tok, a.data, a.distill)))
+        print(json.dumps(distill(task, tok, a.data, a.distill, checked=not a.keep_wrong)))
     else:
         print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
     return 0
