@@ -157,6 +157,21 @@ def test_dev_check_rows_cover_every_language(data_dir):
     assert [r.lang for r in rows] == ["bash", "python", "cf"] * 2
 
 
+def test_dev_check_reports_syntax_per_language(overfit_dir, data_dir):
+    """The overfit Bash model writes its 8 commands (all parse) for the Bash rows; for the Python and CF
+    rows it writes Bash too, which CF's grammar refuses: per-language figures, not one pooled figure."""
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.eval.metrics import syntax_valid
+    from codefusion.train.devcheck import dev_check
+
+    model, tok, _ = load_checkpoint(overfit_dir)
+    dev = load_split(data_dir, None, "dev")
+    result = dev_check(model, tok, dev, "finetune", 5, "cpu")
+    assert result["n"] == 16 and result["syntax_bash"] == 1.0 and result["syntax_cf"] == 0.0
+    assert set(result) == {"n", "exact", "token_f1", "syntax_bash", "syntax_python", "syntax_cf"}
+    assert not syntax_valid("GreaterThan(2", "cf") and syntax_valid("GreaterThan(2)", "cf")
+
+
 def test_no_row_fits_the_target_length(tmp_path):
     from conftest import write_data
 

@@ -2,7 +2,10 @@
 
 Samples up to N dev rows with a few-step respaced ancestral sampler through the reference backend
 (the path `generate` takes) and reports exact match (whitespace-normalised) and the mean F1 of
-whitespace tokens. Fine-tuning conditions on the utterance; pre-training on the CPD-masked code.
+whitespace tokens over all rows, and the share of top-1 programs that parse per language
+(``syntax_<lang>``): pooled figures hide one language collapsing while the majority language improves
+(session 12: CF fell from 94% to 6% at 1200 steps while the pooled exact match and F1 showed nothing).
+Fine-tuning conditions on the utterance; pre-training on the CPD-masked code.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import random
 from collections import Counter
 
 from ..config import GenerationConfig
+from ..eval.metrics import syntax_valid
 from .data import Example
 from .masking import cpd_mask
 
@@ -29,7 +33,7 @@ def dev_check(model, tokenizer, dev: list[Example], task: str, steps: int, devic
     was_training = model.training
     cf = CodeFusion(model, tokenizer, "reference", str(device), "float32")
     rng = random.Random(0)
-    exact, f1 = [], []
+    exact, f1, syntax = [], [], {}
     for lang in sorted({e.lang for e in dev}):
         rows = [e for e in dev if e.lang == lang]
         prompts = [e.nl if task == "finetune" else cpd_mask(e.code, lang, rng) for e in rows]
@@ -37,5 +41,7 @@ def dev_check(model, tokenizer, dev: list[Example], task: str, steps: int, devic
         for e, texts in zip(rows, out.texts):
             exact.append(" ".join(texts[0].split()) == " ".join(e.code.split()))
             f1.append(token_f1(texts[0], e.code))
+        syntax[f"syntax_{lang}"] = round(sum(syntax_valid(texts[0], lang) for texts in out.texts) / len(rows), 4)
     model.train(was_training)
-    return {"n": len(exact), "exact": round(sum(exact) / len(exact), 4), "token_f1": round(sum(f1) / len(f1), 4)}
+    return {"n": len(exact), "exact": round(sum(exact) / len(exact), 4), "token_f1": round(sum(f1) / len(f1), 4),
+            **syntax}
