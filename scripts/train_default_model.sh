@@ -16,7 +16,8 @@
 #   8 encoder          E trained as the encoder of a request → code seq2seq model (session 6)
 #   9 frozen_e         the denoiser fine-tuned on that frozen E
 #  10 teacher          the seq2seq model trained on (session 7)
-#  11 distilled        its greedy programs for every training request, as a data folder
+#  11 distilled        its greedy programs for every training request, as a data folder (--keep-wrong: the
+#                      lineage predates the checked distillation, which refuses programs that do not parse)
 #  12 student          phase 9's denoiser with phase 10's E (frozen), on the distilled pairs
 #  13 student_b256     the student continued at batch 256 (session 8: 6 minutes on one H100)
 #  14 length_final     the length head again, fitted to the lengths of the programs the student itself writes
