@@ -286,59 +286,6 @@ def test_seq2seq_trains_the_decoder_embedding_and_head(overfit_dir):
     assert task.seq2seq.shared.weight.grad.abs().sum() > 0
 
 
-def test_distill_keeps_the_reference_where_the_teacher_did_not_finish(tmp_path, overfit_dir):
-    """An untrained teacher writes loops that hit the target length: those rows keep their own program."""
-    from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.seq2seq import Seq2SeqTask, distill
-    model, tok, _ = load_checkpoint(overfit_dir)
-    task = Seq2SeqTask(model).eval()
-    loop = tok.encode_text(["ls"])[0][0]  # a teacher that repeats one token up to the target length
-    task.greedy = lambda ids, mask, max_len: torch.full((len(ids), max_len), loop)
-    data = _bash_only(tmp_path)
-    finished = task.write_finished(tok, [nl for nl, _ in PAIRS["nl2bash"]], ["bash"] * 8)
-    assert not any(done for _, done in finished)
-    assert distill(task, tok, data, tmp_path / "distilled")["nl2bash"]["unfinished"] == 8
-    rows = load_split(str(tmp_path / "distilled"), None, "train")
-    assert [r.code for r in rows] == [code for _, code in PAIRS["nl2bash"]]
-
-
-def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfit_dir):
-    """A teacher program that does not parse, or (CF, with a table) computes other labels than the
-    reference, is no target: the row keeps its own. A parsing one replaces it, right or not, where
-    nothing can check it (Bash; CF without a table)."""
-    from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.seq2seq import Seq2SeqTask, distill
-    model, tok, _ = load_checkpoint(overfit_dir)
-    task = Seq2SeqTask(model).eval()
-    table = [["Index", "Value"], [0, ""], [1, "5"], [2, "20"]]
-    rows = {"nl2bash": [{"nl": "list all files", "code": "ls -la"}, {"nl": "find txt files", "code": "find . -name '*.txt'"}],
-            "cf": [{"nl": "values above 10", "code": "GreaterThan(10)", "data": table, "labels": [0, 0, 0, 1]},
-                   {"nl": "values above 5", "code": "GreaterThan(5)", "data": table, "labels": [0, 0, 0, 1]},
-                   {"nl": "values above 3", "code": "GreaterThan(3)"}]}
-    teacher = {"list all files": "ls -l", "find txt files": "find . -name '*.txt",  # unbalanced quote
-               "values above 10": "GreaterThan(2)",  # parses, labels [0, 0, 1, 1]
-               "values above 5": "GreaterThan(9)",  # another program, the same labels
-               "values above 3": "GreaterThan(30)"}  # no table: nothing to check it against
-    task.write_finished = lambda tok, nls, langs, batch=64: [(teacher[nl], True) for nl in nls]
-    for name, rs in rows.items():
-        (tmp_path / "data" / name).mkdir(parents=True)
-        (tmp_path / "data" / name / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
-    counts = distill(task, tok, tmp_path / "data", tmp_path / "distilled")
-    assert counts == {"nl2bash": {"rows": 2, "teacher": 1, "unfinished": 0, "invalid": 1, "wrong": 0},
-                      "cf": {"rows": 3, "teacher": 2, "unfinished": 0, "invalid": 0, "wrong": 1}}
-    out = {name: [json.loads(line) for line in (tmp_path / "distilled" / name / "train.jsonl").read_text().splitlines()]
-           for name in rows}
-    assert [r["code"] for r in out["nl2bash"]] == ["ls -l", "find . -name '*.txt'"]
-    assert [r["code"] for r in out["cf"]] == ["GreaterThan(10)", "GreaterThan(9)", "GreaterThan(30)"]
-    assert [r["code_ref"] for r in out["cf"]] == ["GreaterThan(10)", "GreaterThan(5)", "GreaterThan(3)"]
-    assert out["cf"][0]["data"] == table and out["cf"][0]["labels"] == [0, 0, 0, 1]
-    # --keep-wrong (the shipped lineage's phase 11): every finished teacher program is taken
-    counts = distill(task, tok, tmp_path / "data", tmp_path / "unchecked", checked=False)
-    assert [c["teacher"] for c in counts.values()] == [2, 3]
-    taken = (tmp_path / "unchecked" / "cf" / "train.jsonl").read_text().splitlines()
-    assert [json.loads(line)["code"] for line in taken] == ["GreaterThan(2)", "GreaterThan(9)", "GreaterThan(30)"]
-
-
 def test_encoder_task_resume_needs_its_decoder(tmp_path, data_dir):
     out = train(_cfg(tmp_path, data_dir, max_steps=2, dev_rows=0))
     with pytest.raises(CodeFusionError, match="seq2seq.safetensors"):

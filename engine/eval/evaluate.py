@@ -84,7 +84,7 @@ def score_row(row: dict, top: list[str], samples: list[str], lang: str, ks: list
     out: dict = {"syntax_valid@1": float(M.syntax_valid(top[0], lang))}
     stats = [M.bleu_stats(t, ref, bleu) for t in top]
     sent = [M.sentence_bleu(s) for s in stats]
-    exec_ok = _exec_flags(row, top) if lang == "cf" else None
+    exec_ok = exec_flags(row, top) if lang == "cf" else None
     template = _template_flags(ref, top) if lang == "bash" else None
     for k in ks:
         out[f"exact_match@{k}"] = float(any(M.exact_match(t, ref) for t in top[:k]))
@@ -122,7 +122,7 @@ def _template_flags(ref: str, top: list[str]) -> list[bool]:
     return [template_match(t, ref) for t in top]
 
 
-def _exec_flags(row: dict, top: list[str]) -> list[bool] | None:
+def exec_flags(row: dict, top: list[str]) -> list[bool] | None:
     """None when the row has no table, or the interpreter cannot reproduce its labels from the reference."""
     from . import cf
     data, labels = row.get("data"), row.get("labels")

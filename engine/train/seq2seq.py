@@ -145,7 +145,7 @@ def _kept_or_why(text: str, finished: bool, row: dict, lang: str, checked: bool 
     or cut off at the target length: typically a loop repeating a token), "invalid" (does not parse),
     "wrong" (CF: runs on the row's table but gives other labels than the reference, which gives them).
     Unless ``checked``, only unfinished programs are refused (the distillation of the shipped lineage)."""
-    from ..eval import cf
+    from ..eval.evaluate import exec_flags
     from ..eval.metrics import syntax_valid
 
     if not text or not finished:
@@ -154,9 +154,7 @@ def _kept_or_why(text: str, finished: bool, row: dict, lang: str, checked: bool 
         return "teacher"
     if not syntax_valid(text, lang):
         return "invalid"
-    data, labels = row.get("data"), row.get("labels")
-    if (lang == "cf" and data is not None and labels is not None and cf.reference_executes(row["code"], data, labels)
-            and not cf.exec_match(text, data, labels)):
+    if lang == "cf" and exec_flags(row, [text]) == [False]:  # None: no table, or the reference cannot run on it
         return "wrong"
     return "teacher"
 
@@ -182,12 +180,11 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
         src, dst, lang = data_dir / name, Path(out_dir) / name, DATASET_LANG[name]
         rows = read_jsonl(src / "train.jsonl")
         written_by = task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows))
-        counts = dict.fromkeys(("rows", "teacher", "unfinished", "invalid", "wrong"), 0)
+        counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong"), 0)}
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
             for r, (text, finished) in zip(rows, written_by):
                 why = _kept_or_why(text, finished, r, lang, checked)
-                counts["rows"] += 1
                 counts[why] += 1
                 f.write(json.dumps({**r, "code": text if why == "teacher" else r["code"], "code_ref": r["code"]})
                         + "\n")
