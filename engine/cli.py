@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="small")
     r.add_argument("--data", required=True)
     r.add_argument("--datasets", default=None, help="comma-separated: nl2bash,conala,cf (default: all present)")
+    r.add_argument("--repeat", default=None,
+                   help="see the rows of these datasets TIMES as often, e.g. conala=2,cf=4 (languages that "
+                        "the larger datasets would otherwise crowd out of most batches)")
     r.add_argument("--task", default="finetune", choices=["pretrain", "finetune", "encoder", "length"],
                    help="encoder: pre-train E as the encoder of a request → code seq2seq model (a stand-in for "
                         "CodeT5); length: fit the length head of the --init model (its other weights frozen)")

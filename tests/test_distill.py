@@ -2,8 +2,10 @@
 programs replace a training row's own, and why the others do not."""
 import json
 
+import pytest
 import torch
 
+from codefusion.errors import DataError
 from codefusion.train.data import load_split
 
 from conftest import PAIRS, write_data
@@ -47,8 +49,8 @@ def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfi
         (tmp_path / "data" / name).mkdir(parents=True)
         (tmp_path / "data" / name / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
     counts = distill(task, tok, tmp_path / "data", tmp_path / "distilled")
-    assert counts == {"nl2bash": {"rows": 2, "teacher": 1, "unfinished": 0, "invalid": 1, "wrong": 0},
-                      "cf": {"rows": 3, "teacher": 2, "unfinished": 0, "invalid": 0, "wrong": 1}}
+    assert counts == {"nl2bash": {"rows": 2, "teacher": 1, "unfinished": 0, "invalid": 1, "wrong": 0, "not_asked": 0},
+                      "cf": {"rows": 3, "teacher": 2, "unfinished": 0, "invalid": 0, "wrong": 1, "not_asked": 0}}
     out = {name: [json.loads(line) for line in (tmp_path / "distilled" / name / "train.jsonl").read_text().splitlines()]
            for name in rows}
     assert [r["code"] for r in out["nl2bash"]] == ["ls -l", "find . -name '*.txt'"]
@@ -60,3 +62,11 @@ def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfi
     assert [c["teacher"] for c in counts.values()] == [2, 3]
     taken = (tmp_path / "unchecked" / "cf" / "train.jsonl").read_text().splitlines()
     assert [json.loads(line)["code"] for line in taken] == ["GreaterThan(2)", "GreaterThan(9)", "GreaterThan(30)"]
+    # --only nl2bash: CF keeps every row's own program, untouched
+    counts = distill(task, tok, tmp_path / "data", tmp_path / "bash_only", only="nl2bash")
+    assert counts["cf"] == {"rows": 3, "teacher": 0, "unfinished": 0, "invalid": 0, "wrong": 0, "not_asked": 3}
+    kept = [json.loads(line) for line in (tmp_path / "bash_only" / "cf" / "train.jsonl").read_text().splitlines()]
+    assert [r["code"] for r in kept] == [r["code"] for r in rows["cf"]]
+    assert counts["nl2bash"]["teacher"] == 1
+    with pytest.raises(DataError, match="--only names conala, which"):
+        distill(task, tok, tmp_path / "data", tmp_path / "absent", only="conala")

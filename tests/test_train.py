@@ -361,3 +361,26 @@ def test_aux_seq2seq_trains_e_with_the_denoiser_and_keeps_the_decoder(tmp_path, 
     for bad in (dict(freeze_encoder=True), dict(task="encoder")):
         with pytest.raises(CodeFusionError, match="--aux-seq2seq trains E beside the denoiser"):
             train(_cfg(tmp_path, data, init=str(enc), aux_seq2seq=0.5, out=str(tmp_path / "bad"), **bad))
+
+
+def test_repeat_equals_a_train_file_that_holds_copies_of_itself(tmp_path, data_dir):
+    from codefusion.train.trainer import parse_repeat, repeat_rows
+    doubled = write_data(tmp_path / "doubled")
+    cf_train = doubled / "cf" / "train.jsonl"
+    cf_train.write_text(cf_train.read_text() * 2)
+    rows = load_split(str(data_dir), None, "train")
+    repeated = repeat_rows(rows, parse_repeat("cf=2,nl2bash=1"))
+    assert repeated == load_split(str(doubled), None, "train")
+    assert sum(r.lang == "cf" for r in repeated) == 2 * sum(r.lang == "cf" for r in rows)
+    out = train(_cfg(tmp_path, data_dir, repeat="cf=2", max_steps=2, dev_rows=0))
+    assert json.loads((out / "config.json").read_text())["meta"]["history"][-1]["repeat"] == "cf=2"
+
+
+@pytest.mark.parametrize("spec", ["cf", "cf=0", "cf=1.5", "spider=2", "cf=2,,"])
+def test_bad_repeat_is_refused_before_any_data_is_read(tmp_path, spec):
+    with pytest.raises(CodeFusionError, match="--repeat takes DATASET=TIMES"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
+                          repeat=spec))
+    with pytest.raises(CodeFusionError, match="drop it for --task pretrain"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
+                          task="pretrain", repeat="cf=2"))

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..model import CodeFusionModel
 from ..model.encoder import t5_config
 from .data import DATASET_LANG, read_jsonl
@@ -160,31 +160,37 @@ def _kept_or_why(text: str, finished: bool, row: dict, lang: str, checked: bool 
 
 
 def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
-            checked: bool = True) -> dict[str, dict[str, int]]:
+            checked: bool = True, only: str | None = None) -> dict[str, dict[str, int]]:
     """Sequence-level knowledge distillation (Kim & Rush 2016): a copy of ``data_dir`` whose train rows
     carry the seq2seq model's greedy program as ``code`` (the original kept as ``code_ref``), for the
     denoiser to learn one program per request instead of averaging several at high noise. Dev and
     pre-training splits are copied unchanged. A row keeps its own program where the teacher's is no
     better a target (``_kept_or_why``): unfinished, not parsing, or, on a CF row with a table, computing
     other labels; the student would otherwise learn the teacher's mistakes (``checked=False`` refuses only
-    unfinished programs, as the shipped lineage's phase 11 did). Returns, per dataset, the
-    rows written and how many took the teacher's program or kept their own, and why."""
+    unfinished programs, as the shipped lineage's phase 11 did). ``only`` (comma-separated dataset names)
+    distils those datasets and copies the others' train rows unchanged (counted as "not_asked"): where the
+    teacher is no better than the data, e.g. CF, whose teacher writes a few programs for every request.
+    Returns, per dataset, the rows written and how many took the teacher's program or kept their own, and why."""
     import json
     import shutil
 
     from .data import select_datasets
 
     data_dir, names = select_datasets(data_dir, None)
+    asked = set(select_datasets(data_dir, only)[1])  # an unknown name fails before any writing
+    if asked - set(names):
+        raise DataError(f"--only names {', '.join(sorted(asked - set(names)))}, which {data_dir} does not hold")
     written = {}
     for name in names:
         src, dst, lang = data_dir / name, Path(out_dir) / name, DATASET_LANG[name]
         rows = read_jsonl(src / "train.jsonl")
-        written_by = task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows))
-        counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong"), 0)}
+        written_by = (task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows)) if name in asked
+                      else [("", False)] * len(rows))
+        counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong", "not_asked"), 0)}
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
             for r, (text, finished) in zip(rows, written_by):
-                why = _kept_or_why(text, finished, r, lang, checked)
+                why = _kept_or_why(text, finished, r, lang, checked) if name in asked else "not_asked"
                 counts[why] += 1
                 f.write(json.dumps({**r, "code": text if why == "teacher" else r["code"], "code_ref": r["code"]})
                         + "\n")
@@ -214,16 +220,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --distill: take the teacher's program even where it does not parse or (CF) computes "
                         "other labels than the reference; only unfinished ones keep the row's own (the shipped "
                         "lineage's phase 11)")
+    p.add_argument("--only", default=None,
+                   help="with --distill: distil only these datasets (comma-separated, e.g. nl2bash,conala); the "
+                        "others keep their own programs")
     a = p.parse_args(argv)
     if not a.distill and not a.lang:
         p.error("--lang is needed to score (or give --distill OUT_DIR)")
-    if a.keep_wrong and not a.distill:
-        p.error("--keep-wrong goes with --distill OUT_DIR")
+    if (a.keep_wrong or a.only) and not a.distill:
+        p.error("--keep-wrong and --only go with --distill OUT_DIR")
     model, tok, _ = load_checkpoint(a.run)
     task = Seq2SeqTask(model).eval()
     task.load(Path(a.run))
     if a.distill:
-        print(json.dumps(distill(task, tok, a.data, a.distill, checked=not a.keep_wrong)))
+        print(json.dumps(distill(task, tok, a.data, a.distill, checked=not a.keep_wrong, only=a.only)))
     else:
         print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
     return 0

@@ -27,7 +27,7 @@ from ..model import CodeFusionModel
 from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
-from .data import Example, load_split, tokenizer_texts, unique_programs
+from .data import DATASET_LANG, Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
@@ -43,6 +43,7 @@ class TrainConfig:
     out: str
     task: str = "finetune"
     datasets: str | None = None
+    repeat: str | None = None  # "conala=2,cf=4": each row of these datasets seen that many times as often
     init: str | None = None
     tokenizer: str | None = None
     codet5: str | None = None  # local CodeT5 directory: its tokenizer and encoder weights start E
@@ -83,6 +84,29 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 
 def _examples(cfg: TrainConfig, split: str) -> list[Example]:
     return load_split(cfg.data, cfg.datasets, split, cfg.on_bad_line)
+
+
+def parse_repeat(spec: str | None) -> dict[str, int]:
+    """--repeat "conala=2,cf=4" → {"python": 2, "cf": 4} (keyed by language, as Examples are)."""
+    if not spec:
+        return {}
+    out: dict[str, int] = {}
+    for part in spec.split(","):
+        name, _, times = part.strip().partition("=")
+        if name not in DATASET_LANG or not times.isdigit() or int(times) < 1:
+            raise CodeFusionError(f"--repeat takes DATASET=TIMES pairs (datasets {', '.join(DATASET_LANG)}; "
+                                  f"TIMES a whole number ≥ 1), e.g. conala=2,cf=4; got {part.strip()!r}")
+        out[DATASET_LANG[name]] = int(times)
+    return out
+
+
+def repeat_rows(rows: list[Example], times: dict[str, int]) -> list[Example]:
+    """Each language's rows, in their order, as ``times[lang]`` consecutive copies of the whole block: the
+    same list as a data folder whose train file holds that many copies of itself."""
+    blocks: dict[str, list[Example]] = {}
+    for r in rows:
+        blocks.setdefault(r.lang, []).append(r)
+    return [r for lang, block in blocks.items() for _ in range(times.get(lang, 1)) for r in block]
 
 
 def _balanced(rows: list[Example], n: int) -> list[Example]:
@@ -176,6 +200,10 @@ def train(cfg: TrainConfig) -> Path:
                               "or only the length head (length); drop the flag")
     if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps is not None):
         raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
+    repeat = parse_repeat(cfg.repeat)
+    if repeat and cfg.task not in ("finetune", "encoder"):
+        raise CodeFusionError(f"--repeat weights the supervised pairs of --task finetune or encoder; drop it "
+                              f"for --task {cfg.task}")
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
@@ -189,6 +217,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.task == "pretrain":
         examples, repeats = unique_programs(examples)
         tqdm.write(f"note: pre-training on {len(examples)} distinct programs ({repeats} repeated lines left out)")
+    examples = repeat_rows(examples, repeat)
     dev = _balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
     model, tok, meta = _build_model(cfg, examples)
     device = torch.device(cfg.device)
@@ -348,7 +377,7 @@ def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
 
 
 def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_result=None) -> None:
-    run = {"task": cfg.task, "datasets": cfg.datasets, "steps": step, "wall_s": round(elapsed, 1),
+    run = {"task": cfg.task, "datasets": cfg.datasets, **({"repeat": cfg.repeat} if cfg.repeat else {}), "steps": step, "wall_s": round(elapsed, 1),
            "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed,
            "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share,
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
