@@ -1,4 +1,4 @@
-"""``codefusion bench latency | parity | quality | serve``: common flags, model loading, JSON / Markdown / PNG output."""
+"""``codefusion bench latency | parity | quality | trajectory | serve``: common flags, model loading, JSON / Markdown / PNG output."""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu")
     q.add_argument("--out", default="bench/results")
     q.add_argument("--json", action="store_true")
+    j = sub.add_parser("trajectory", help="dev metrics of x̂0 along the loop: where programs form and where they break")
+    g = j.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
+    g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    j.add_argument("--data", required=True, help="dev JSONL ({id, nl, code[, data, labels]})")
+    j.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
+    j.add_argument("--limit", type=int, default=200)
+    j.add_argument("--steps", type=int, default=1200, help="steps of the ancestral loop")
+    j.add_argument("--at", default="", help="step counts at which x̂0 is decoded and scored, comma-separated "
+                                            "(default: 13 from 1 to --steps, denser near both ends)")
+    j.add_argument("--baseline-model", default=None, help="a second checkpoint run on the same rows and seeds")
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--backend", default="torch")
+    j.add_argument("--dtype", default="bfloat16")
+    j.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
+    j.add_argument("--device", default="cpu")
+    j.add_argument("--out", default="bench/results")
+    j.add_argument("--json", action="store_true")
     v = sub.add_parser("serve", help="throughput and p50/p99 latency of the HTTP server against concurrency")
     g = v.add_mutually_exclusive_group()
     g.add_argument("--preset", default=None, help="random weights of a preset")
@@ -200,6 +218,39 @@ def _quality(args, model, tok) -> int:
                                                                    Path(args.out) / f"quality_{args.lang}.png")])
 
 
+def _trajectory(args, model, tok) -> int:
+    from codefusion.api import CodeFusion
+    from codefusion.config import GenerationConfig
+    from codefusion.eval.evaluate import check_rows
+    from codefusion.train.data import read_jsonl
+    from codefusion.validate import check_config
+
+    from .quality import headline
+    from .trajectory import plot_trajectory, stops, trajectory
+
+    at = _ints(args.at) or stops(args.steps, 13)
+    check_config(GenerationConfig(lang=args.lang, steps=args.steps, trace_steps=at), model.cfg, args.backend)
+    if args.limit is not None and args.limit < 1 or args.batch < 1:
+        raise CodeFusionError(f"--limit and --batch must be at least 1, got {args.limit} and {args.batch}")
+    rows = read_jsonl(Path(args.data))[: args.limit or None]
+    check_rows(rows, args.lang)
+    label = args.model or ("preset:" + args.preset if args.preset else "default")
+    models = [(label, CodeFusion(model, tok, args.backend, args.device, args.dtype))]
+    if args.baseline_model is not None:
+        models.insert(0, (args.baseline_model, CodeFusion.from_pretrained(args.baseline_model, args.backend,
+                                                                          args.device, args.dtype)))
+    table = trajectory(models, rows, args.lang, args.steps, at, args.seed, args.batch, progress=not args.json)
+    meta = {"suite": "trajectory", "model": label, "baseline_model": args.baseline_model, "lang": args.lang,
+            "data": args.data, "rows": len(rows), "steps": args.steps, "backend": args.backend, "dtype": args.dtype,
+            "seed": args.seed}
+    columns = ["model", "step", "timestep", "n"]
+    for name in headline(args.lang):
+        columns += [name, f"ci95_{name}"]
+    files = report.write(args.out, f"trajectory_{args.lang}", table, columns, meta)
+    return _emit(args, meta, table, columns,
+                 files + [plot_trajectory(table, args.lang, Path(args.out) / f"trajectory_{args.lang}.png")])
+
+
 def _check(args, model) -> None:
     """Every flag that becomes a GenerationConfig is checked like a request, before any work."""
     from codefusion.config import GenerationConfig
@@ -220,6 +271,8 @@ def main(argv: list[str]) -> int:
         return _quality(args, model, tok)
     if args.suite == "serve":
         return _serve(args, model, tok)
+    if args.suite == "trajectory":
+        return _trajectory(args, model, tok)
     _check(args, model)
     prompts = load_prompts(args)
     backends, dtypes = args.backend.split(","), args.dtype.split(",")

@@ -300,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-minutes", type=float, default=None)
     r.add_argument("--dev-every", type=int, default=None)
     r.add_argument("--dev-rows", type=int, default=None)
-    r.add_argument("--dev-steps", type=int, default=None)
+    r.add_argument("--dev-steps", type=int, default=None,
+                   help="respaced DDPM steps of the in-training dev check (default 20; cheap, but a model can parse "
+                        "at 20 steps and fail at 1200: give 1200 to check what the reference sampler writes)")
     r.add_argument("--on-bad-line", default="stop", choices=["stop", "skip"])
     r.set_defaults(func=_train)
 

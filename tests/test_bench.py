@@ -193,3 +193,44 @@ def test_bench_serve_drives_a_server_running_apart(tmp_path, capsys):
     assert out["server"] == "separate process" and out["max_batch"] == 8 and out["max_wait_ms"] == 5
     (row,) = out["rows"]
     assert (row["ok"], row["lost"], row["duplicated"], row["mismatched"]) == (4, 0, 0, 0)
+
+
+def test_bench_trajectory_scores_x0_along_the_loop(overfit_dir, data_dir, tmp_path, capsys):
+    """x̂0 decoded at chosen steps and scored like an output: at the last step it is the output, so its figures
+    equal `codefusion eval`'s; a second model runs on the same rows, first."""
+    import json
+
+    from codefusion import CodeFusion, GenerationConfig
+    from codefusion.cli import main
+    from codefusion.eval.evaluate import evaluate
+    from codefusion.train.data import read_jsonl
+    dev = data_dir / "nl2bash" / "dev.jsonl"
+    assert main(["bench", "trajectory", "--preset", "tiny", "--baseline-model", str(overfit_dir), "--data",
+                 str(dev), "--lang", "bash", "--steps", "40", "--at", "40,1,20", "--batch", "3", "--out",
+                 str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["step"]) for r in out["rows"]] == [
+        (str(overfit_dir), 1), (str(overfit_dir), 20), (str(overfit_dir), 40),
+        ("preset:tiny", 1), ("preset:tiny", 20), ("preset:tiny", 40)]
+    assert [r["timestep"] for r in out["rows"][:3]] == [1199, 615, 0]  # 40 steps respaced over T = 1200
+    final = evaluate(CodeFusion.from_pretrained(overfit_dir, backend="torch", dtype="bfloat16"),
+                     read_jsonl(dev), "bash", GenerationConfig(lang="bash", steps=40, seed=0), progress=False)
+    overfit_end, random_end = out["rows"][2], out["rows"][5]
+    for name in ("exact_match@1", "syntax_valid@1", "template_match@1", "bleu@1"):
+        assert overfit_end[name] == final.metrics[name], name
+    assert overfit_end["exact_match@1"] > 0.5 and random_end["exact_match@1"] < overfit_end["exact_match@1"]
+    lo, hi = overfit_end["ci95_syntax_valid@1"]
+    assert lo <= overfit_end["syntax_valid@1"] <= hi
+    assert (tmp_path / "trajectory_bash.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"| {overfit_dir} | 40 | 0 | 8 |" in (tmp_path / "trajectory_bash.md").read_text()
+
+
+def test_bench_trajectory_bad_input_is_one_line(data_dir, capsys):
+    from codefusion.cli import main
+    dev = str(data_dir / "nl2bash" / "dev.jsonl")
+    assert main(["bench", "trajectory", "--preset", "tiny", "--data", dev, "--steps", "10", "--at", "5,11"]) == 2
+    assert "trace_steps must be step counts in 1..10, got 11" in capsys.readouterr().err
+    assert main(["bench", "trajectory", "--preset", "tiny", "--data", dev, "--limit", "0"]) == 2
+    assert "--limit and --batch must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "trajectory", "--preset", "tiny", "--data", dev, "--at", "1,x"]) == 2
+    assert "expected comma-separated integers" in capsys.readouterr().err

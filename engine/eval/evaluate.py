@@ -53,10 +53,12 @@ def check_rows(rows: list[dict], lang: str) -> None:
         raise DataError(f"row {missing + 1} has no string 'code' to compare against")
 
 
-def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int, progress: bool = True):
+def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int, progress: bool = True,
+                 on_output=None):
     """(top-k distinct programs best first, all k samples) per row, in batches of ≤ batch_size sequences.
     Without a max_length, rows are batched by the length bucket the model predicts for each, so a
-    batch runs at its own bucket rather than at the longest one of a mixed batch."""
+    batch runs at its own bucket rather than at the longest one of a mixed batch. ``on_output(rows,
+    output)``, if given, sees each batch's row indices and whole GenerationOutput (its trace, say)."""
     per_batch = max(1, batch_size // config.num_samples)
     prompts = [r["nl"] for r in rows]
     if config.max_length:
@@ -72,6 +74,8 @@ def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int
         out = cf.generate([prompts[i] for i in chunk], config)
         for i, top, smp in zip(chunk, out.texts, out.samples):
             tops[i], samples[i] = top, smp
+        if on_output is not None:
+            on_output(chunk, out)
         start += len(chunk)
         bar.update(len(chunk))
     bar.close()
