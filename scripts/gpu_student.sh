@@ -4,16 +4,28 @@
 #   IN/data  {cf,conala,nl2bash}/{train,dev}.jsonl  (the teacher-distilled programs)
 # Packs the result in bf16 and splits it into pieces under 16 MB (the device tool's per-file limit) in OUT;
 # join them with `cat OUT/model.part.* > model.safetensors`. Then fit the length head on the CPU.
+# REPEAT (e.g. conala=2,cf=4) is passed to --repeat. Unless EVAL=0, the result is judged in the same call
+# with the 1200-step reference sampler on every dev split (Bash: its first 200 rows), and CF's x̂0 is traced
+# along the loop (`codefusion bench trajectory`): session 13's CPU students parsed at 20 steps and broke at 1200.
 set -euo pipefail
 IN=${1:?input folder}; OUT=${2:?output folder}; MINUTES=${3:-6}; BATCH=${BATCH:-256}; LR=${LR:-8e-4}
-DEVICE=${DEVICE:-cuda}; MAX_STEPS=${MAX_STEPS:-}
+DEVICE=${DEVICE:-cuda}; MAX_STEPS=${MAX_STEPS:-}; REPEAT=${REPEAT:-}; EVAL=${EVAL:-1}
 work=$(mktemp -d)
 python3 -m codefusion.cli train --task finetune --init "$IN/init" --freeze-encoder --data "$IN/data" --out "$work/st" \
-  --minutes "$MINUTES" ${MAX_STEPS:+--max-steps $MAX_STEPS} --batch-size "$BATCH" --lr "$LR" --warmup 100 \
+  --minutes "$MINUTES" ${MAX_STEPS:+--max-steps $MAX_STEPS} ${REPEAT:+--repeat $REPEAT} --batch-size "$BATCH" --lr "$LR" --warmup 100 \
   --t-sampling high --t-min 0.7 --t-min-share 0.8 --dev-every 100000 --dev-rows 0 --seed 12 --device "$DEVICE" \
   --save-minutes 2 2>&1 | tr '\r' '\n' | grep -v 'it/s\|s/it' | tail -15
 python3 -m codefusion.cli pack --model "$work/st" --out "$work/pk" --dtype bfloat16
 mkdir -p "$OUT"
 split -b 15000000 "$work/pk/model.safetensors" "$OUT/model.part."
 cp "$work/pk/config.json" "$work/st/train_log.jsonl" "$OUT/"
+if [[ "$EVAL" != 0 ]]; then
+  for spec in "cf cf" "python conala" "bash nl2bash --limit 200"; do
+    set -- $spec; lang=$1; ds=$2; shift 2
+    python3 -m codefusion.cli eval --model "$work/st" --data "$IN/data/$ds/dev.jsonl" --lang "$lang" "$@" --steps 1200 \
+      --backend torch --dtype bfloat16 --device "$DEVICE" --seed 0 --json > "$OUT/eval_${lang}_none.json"
+  done
+  python3 -m codefusion.cli bench trajectory --model "$work/st" --baseline-model "$IN/init" --data "$IN/data/cf/dev.jsonl" \
+    --lang cf --device "$DEVICE" --out "$OUT" --json > /dev/null
+fi
 ls -la "$OUT"
