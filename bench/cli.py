@@ -1,4 +1,5 @@
-"""``codefusion bench latency | parity | quality | trajectory | serve``: common flags, model loading, JSON / Markdown / PNG output."""
+"""``codefusion bench latency | parity | quality | trajectory | serve``: common flags, model loading, JSON /
+Markdown / PNG output."""
 from __future__ import annotations
 
 import argparse
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu")
     q.add_argument("--out", default="bench/results")
     q.add_argument("--json", action="store_true")
-    j = sub.add_parser("trajectory", help="dev metrics of x̂0 along the loop: where programs form and where they break")
+    j = sub.add_parser("trajectory",
+                       help="dev metrics of x̂0 along the loop: where programs form and where they break")
     g = j.add_mutually_exclusive_group()
     g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
     g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")

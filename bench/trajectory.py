@@ -9,6 +9,8 @@ students: CF programs lose their closing parenthesis between t = 900 and t = 700
 """
 from __future__ import annotations
 
+import math
+
 from tqdm import tqdm
 
 from codefusion.config import GenerationConfig
@@ -19,7 +21,6 @@ from .quality import headline
 
 def stops(steps: int, count: int) -> list[int]:
     """``count`` step counts from 1 to ``steps``, denser near both ends (where the loop changes most)."""
-    import math
     if count < 2:
         return [steps]
     marks = {1 + round((steps - 1) * (1 - math.cos(math.pi * k / (count - 1))) / 2) for k in range(count)}

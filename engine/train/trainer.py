@@ -377,8 +377,9 @@ def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
 
 
 def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_result=None) -> None:
-    run = {"task": cfg.task, "datasets": cfg.datasets, **({"repeat": cfg.repeat} if cfg.repeat else {}), "steps": step, "wall_s": round(elapsed, 1),
-           "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype, "seed": cfg.seed,
+    run = {"task": cfg.task, "datasets": cfg.datasets, **({"repeat": cfg.repeat} if cfg.repeat else {}),
+           "steps": step, "wall_s": round(elapsed, 1), "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype,
+           "seed": cfg.seed,
            "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share,
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
     if dev_result:
