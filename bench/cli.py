@@ -54,6 +54,27 @@ def load_prompts(args) -> list[str]:
     return [r["nl"] for r in rows][: args.limit or None]
 
 
+def _dev_rows_args(p: argparse.ArgumentParser) -> None:
+    """The model and the dev rows of the suites that score generations (quality, trajectory)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
+    g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    p.add_argument("--data", required=True, help="dev JSONL ({id, nl, code[, data, labels]})")
+    p.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
+    p.add_argument("--limit", type=int, default=200)
+
+
+def _dev_run_args(p: argparse.ArgumentParser) -> None:
+    """How those suites run and where they write."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="codefusion bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="suite", required=True)
@@ -79,12 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
         s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     q = sub.add_parser("quality", help="dev metrics vs steps × solvers, early exit, length buckets (paired)")
-    g = q.add_mutually_exclusive_group()
-    g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
-    g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
-    q.add_argument("--data", required=True, help="dev JSONL ({id, nl, code[, data, labels]})")
-    q.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
-    q.add_argument("--limit", type=int, default=200)
+    _dev_rows_args(q)
     q.add_argument("--steps", default="1200,200,100,50,20,10,5")
     q.add_argument("--solver", default="ddpm,ddim,dpmpp_2m")
     q.add_argument("--clamp", default="none", help="x̂0 rounding per step, comma-separated: none,nearest,decode")
@@ -96,32 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--baseline-model", default=None,
                    help="run the baseline row on this checkpoint: two models paired on the same rows and seeds")
     q.add_argument("--num-samples", type=int, default=1)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--backend", default="torch")
-    q.add_argument("--dtype", default="bfloat16")
-    q.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--out", default="bench/results")
-    q.add_argument("--json", action="store_true")
+    _dev_run_args(q)
     j = sub.add_parser("trajectory",
                        help="dev metrics of x̂0 along the loop: where programs form and where they break")
-    g = j.add_mutually_exclusive_group()
-    g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
-    g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
-    j.add_argument("--data", required=True, help="dev JSONL ({id, nl, code[, data, labels]})")
-    j.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
-    j.add_argument("--limit", type=int, default=200)
+    _dev_rows_args(j)
     j.add_argument("--steps", type=int, default=1200, help="steps of the ancestral loop")
     j.add_argument("--at", default="", help="step counts at which x̂0 is decoded and scored, comma-separated "
                                             "(default: 13 from 1 to --steps, denser near both ends)")
     j.add_argument("--baseline-model", default=None, help="a second checkpoint run on the same rows and seeds")
-    j.add_argument("--seed", type=int, default=0)
-    j.add_argument("--backend", default="torch")
-    j.add_argument("--dtype", default="bfloat16")
-    j.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
-    j.add_argument("--device", default="cpu")
-    j.add_argument("--out", default="bench/results")
-    j.add_argument("--json", action="store_true")
+    _dev_run_args(j)
     v = sub.add_parser("serve", help="throughput and p50/p99 latency of the HTTP server against concurrency")
     g = v.add_mutually_exclusive_group()
     g.add_argument("--preset", default=None, help="random weights of a preset")

@@ -109,6 +109,18 @@ def headline(lang: str) -> list[str]:
 
 def plot_quality(rows: list[dict], lang: str, path) -> object | None:
     """Quality vs steps, one line per solver (and rounding), one panel per headline metric (log steps)."""
+    def lines(name):
+        for solver, clamp in sorted({(r["solver"], r.get("clamp", "none")) for r in rows}):
+            pts = sorted((r["steps"], r.get(name)) for r in rows
+                         if (r["solver"], r.get("clamp", "none")) == (solver, clamp)
+                         and r["variant"] in ("", "baseline") and r.get(name) is not None)
+            yield solver if clamp == "none" else f"{solver}, clamp={clamp}", pts
+    return plot_headline(lang, lines, "steps", path, log_x=True)
+
+
+def plot_headline(lang: str, lines, xlabel: str, path, log_x: bool = False, legend_size=None) -> object | None:
+    """One panel per headline metric of ``lang``; ``lines(name)`` yields (label, [(x, y), …]) for each line
+    of that panel (an empty list draws nothing). None where matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -118,20 +130,16 @@ def plot_quality(rows: list[dict], lang: str, path) -> object | None:
     names = headline(lang)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for solver, clamp in sorted({(r["solver"], r.get("clamp", "none")) for r in rows}):
-            pts = sorted((r["steps"], r.get(name)) for r in rows
-                         if (r["solver"], r.get("clamp", "none")) == (solver, clamp)
-                         and r["variant"] in ("", "baseline") and r.get(name) is not None)
+        for label, pts in lines(name):
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                        label=solver if clamp == "none" else f"{solver}, clamp={clamp}")
-        ax.set_xscale("log")
-        ax.set_xlabel("steps")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    axes[0][0].legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-

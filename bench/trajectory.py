@@ -16,7 +16,7 @@ from tqdm import tqdm
 from codefusion.config import GenerationConfig
 from codefusion.eval.evaluate import aggregate, generate_all, score_rows
 
-from .quality import headline
+from .quality import headline, plot_headline
 
 
 def stops(steps: int, count: int) -> list[int]:
@@ -55,23 +55,7 @@ def trajectory(models: list[tuple[str, object]], rows: list[dict], lang: str, st
 
 def plot_trajectory(rows: list[dict], lang: str, path) -> object | None:
     """Headline metrics of x̂0 against the step count, one line per model."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    names = headline(lang)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    def lines(name):
         for model in dict.fromkeys(r["model"] for r in rows):
-            pts = [(r["step"], r[name]) for r in rows if r["model"] == model and r.get(name) is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model)
-        ax.set_xlabel("step of the loop (x̂0 decoded there)")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            yield model, [(r["step"], r[name]) for r in rows if r["model"] == model and r.get(name) is not None]
+    return plot_headline(lang, lines, "step of the loop (x̂0 decoded there)", path, legend_size=7)

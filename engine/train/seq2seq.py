@@ -184,13 +184,15 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
     for name in names:
         src, dst, lang = data_dir / name, Path(out_dir) / name, DATASET_LANG[name]
         rows = read_jsonl(src / "train.jsonl")
-        written_by = (task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows)) if name in asked
-                      else [("", False)] * len(rows))
+        if name in asked:  # (why, the teacher's program) per row
+            written_by = task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows))
+            decided = [(_kept_or_why(text, done, r, lang, checked), text) for r, (text, done) in zip(rows, written_by)]
+        else:
+            decided = [("not_asked", "")] * len(rows)
         counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong", "not_asked"), 0)}
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
-            for r, (text, finished) in zip(rows, written_by):
-                why = _kept_or_why(text, finished, r, lang, checked) if name in asked else "not_asked"
+            for r, (why, text) in zip(rows, decided):
                 counts[why] += 1
                 f.write(json.dumps({**r, "code": text if why == "teacher" else r["code"], "code_ref": r["code"]})
                         + "\n")
