@@ -31,7 +31,7 @@ def trajectory(models: list[tuple[str, object]], rows: list[dict], lang: str, st
                batch_size: int, progress: bool = True) -> list[dict]:
     """One row per (model, stop): the step, its timestep and the eval metrics of the decoded x̂0, with
     95% intervals of the headline metrics."""
-    config = GenerationConfig(lang=lang, steps=steps, seed=seed, trace_steps=at)
+    config = GenerationConfig(lang=lang, steps=steps, seed=seed, trace_steps=at, clamp="none")  # the reference loop
     out = []
     for label, cf in models:
         texts: dict[int, list] = {}

@@ -15,7 +15,7 @@ import torch
 
 from . import backends
 from .backends.base import SamplerState
-from .checkpoint import load_checkpoint
+from .checkpoint import generation_defaults, load_checkpoint
 from .config import LENGTH_QUANTILE, GenerationConfig
 from .diffusion.loop import initial_state, run
 from .diffusion.schedule import NoiseSchedule
@@ -114,6 +114,8 @@ class CodeFusion:
         self.tokenizer = tokenizer
         self.cfg = model.cfg
         self.config = config or {}
+        # what a request with clamp=None gets: the checkpoint's "generation" defaults (checked on load)
+        self.default_clamp = generation_defaults(self.config).get("clamp", "none")
         self.backend = backends.get_backend(backend)(model, parse_device(device), parse_dtype(dtype))
         # requests without max_length run at the bucket holding this share of the length head's distribution:
         # lower runs shorter (faster) and truncates more often (see the README's length-bucket table)
@@ -140,6 +142,10 @@ class CodeFusion:
         model, tokenizer, config = load_checkpoint(path)
         return cls(model, tokenizer, backend, device, dtype, config)
 
+    def resolve(self, config: GenerationConfig) -> GenerationConfig:
+        """``config`` with the fields it leaves to the model (clamp None) set to this model's defaults."""
+        return config if config.clamp is not None else replace(config, clamp=self.default_clamp)
+
     def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None,
                  progress=None) -> GenerationOutput:
         return self.generate_many([(prompts, config or GenerationConfig())], progress=progress)[0]
@@ -161,7 +167,7 @@ class CodeFusion:
         # 1. validate
         if not requests:
             raise CodeFusionError("generate_many needs at least one (prompts, config) request")
-        reqs = [(check_prompts(p), c) for p, c in requests]
+        reqs = [(check_prompts(p), self.resolve(c)) for p, c in requests]
         for _, c in reqs:
             check_config(c, self.cfg, self.backend.name)
             if batch_key(c) != batch_key(reqs[0][1]):

@@ -24,8 +24,9 @@ ALLOWED_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTokenizer, meta: dict | None = None,
-                    dtype: torch.dtype = torch.float32) -> Path:
-    """Write the three files; tensors are stored contiguous in ``dtype`` (fp32 or bf16)."""
+                    dtype: torch.dtype = torch.float32, generation: dict | None = None) -> Path:
+    """Write the three files; tensors are stored contiguous in ``dtype`` (fp32 or bf16). ``generation``: the
+    model's defaults for requests that leave them unset (``generation_defaults``), written when given."""
     if dtype not in ALLOWED_DTYPES:
         raise CodeFusionError(f"checkpoint dtype must be float32 or bfloat16, got {dtype}")
     path = Path(path)
@@ -34,7 +35,8 @@ def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTok
     save_file(tensors, str(path / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
     tokenizer.save(path / TOKENIZER)
     config = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
-              "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, "meta": meta or {}}
+              "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, "meta": meta or {},
+              **({"generation": generation_defaults({"generation": generation})} if generation else {})}
     (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -64,7 +66,21 @@ def read_config(path: str | Path) -> dict:
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path / CONFIG} has format_version {version!r}; this engine reads {FORMAT_VERSION}")
+    generation_defaults(config, path / CONFIG)
     return config
+
+
+def generation_defaults(config: dict, where="config.json") -> dict:
+    """The checkpoint's own defaults for requests that leave them unset: ``"generation": {"clamp": …}``
+    (today only the sampler's rounding, GenerationConfig.clamp None). Checked on load."""
+    from .config import CLAMPS
+
+    block = config.get("generation", {})
+    if not isinstance(block, dict) or set(block) - {"clamp"}:
+        raise CheckpointError(f"{where}: \"generation\" must be an object with only \"clamp\", got {block!r}")
+    if block.get("clamp", "none") not in CLAMPS:
+        raise CheckpointError(f"{where}: generation.clamp must be one of {', '.join(CLAMPS)}, got {block['clamp']!r}")
+    return block
 
 
 def load_state(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

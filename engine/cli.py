@@ -10,6 +10,10 @@ import json
 import sys
 
 from .config import CLAMPS
+
+CLAMP_HELP = ("round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the embeddings of "
+              "the tokens the decoder reads from it; none is the reference sampler (default: the model's own, "
+              "its config.json's generation.clamp; the embedded model's is decode)")
 from .errors import CodeFusionError
 
 
@@ -100,7 +104,8 @@ def _pack(args) -> int:
     if (Path(args.out) / CONFIG).exists() and not args.force:
         raise CodeFusionError(f"{args.out} already holds a checkpoint: choose another --out or pass --force")
     model, tok, config = load_checkpoint(args.model)
-    out = save_checkpoint(args.out, model, tok, config.get("meta"), dtype=parse_dtype(args.dtype))
+    generation = {**config.get("generation", {}), **({"clamp": args.default_clamp} if args.default_clamp else {})}
+    out = save_checkpoint(args.out, model, tok, config.get("meta"), dtype=parse_dtype(args.dtype), generation=generation)
     size = (out / "model.safetensors").stat().st_size / 2**20
     print(f"wrote {out}: weights {size:.1f} MiB in {args.dtype}", file=sys.stderr)
     return 0
@@ -195,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=1)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
-    g.add_argument("--clamp", nargs="?", const="nearest", default="none", choices=CLAMPS,
-                   help="round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the "
-                        "embeddings of the tokens the decoder reads from it (default none, the reference sampler)")
+    g.add_argument("--clamp", nargs="?", const="nearest", default=None, choices=CLAMPS, help=CLAMP_HELP)
     g.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     g.add_argument("--trace", default=None, help="comma-separated step counts at which to show the decoded x̂0")
     _length_quantile_arg(g)
@@ -218,9 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eta", type=float, default=0.0, help="DDIM η")
     e.add_argument("--num-samples", type=int, default=1, help="k samples per row; top-1/3/5 are reported up to k")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--clamp", nargs="?", const="nearest", default="none", choices=CLAMPS,
-                   help="round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the "
-                        "embeddings of the tokens the decoder reads from it (default none, the reference sampler)")
+    e.add_argument("--clamp", nargs="?", const="nearest", default=None, choices=CLAMPS, help=CLAMP_HELP)
     e.add_argument("--early-exit", action="store_true", help="stop once every sample's tokens have settled (torch)")
     e.add_argument("--max-length", type=int, default=None, help="target length in tokens (default: the model's)")
     e.add_argument("--batch-size", type=int, default=64, help="sequences (rows × samples) per denoising batch")
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True)
     k.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) | float32")
     k.add_argument("--force", action="store_true", help="overwrite a checkpoint in --out")
+    k.add_argument("--default-clamp", default=None, choices=CLAMPS,
+                   help="the sampler's rounding for requests that name none (config.json generation.clamp; "
+                        "kept from --model when not given)")
     k.set_defaults(func=_pack)
 
     t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer on a data folder")

@@ -133,5 +133,6 @@ class GenerationConfig:
     eta: float = 0.0  # DDIM η (0 = deterministic DDIM)
     trace_steps: tuple[int, ...] = field(default_factory=tuple)
     # rounding of x̂0 at every step (off in the reference sampler): "nearest" code embedding (Diffusion-LM's
-    # clamping; True means this), or "decode": L(argmax H(D(x̂0, E_s))), the tokens the decoder reads
-    clamp: bool | str = False
+    # clamping; True means this), or "decode": L(argmax H(D(x̂0, E_s))), the tokens the decoder reads.
+    # None: the model's own default, its config.json's "generation": {"clamp": …} ("none" where it names none)
+    clamp: bool | str | None = None

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -105,3 +106,38 @@ def test_pack_writes_bf16_weights_that_load_as_the_rounded_model(tmp_path, tiny_
     assert main(["pack", "--model", str(src), "--out", str(tmp_path / "bf16")]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(["pack", "--model", str(src), "--out", str(tmp_path / "h"), "--dtype", "float16"]) == 2
+
+
+def test_generation_defaults_set_the_clamp_a_request_leaves_unset(tmp_path, tiny_model, tokenizer, capsys):
+    """A checkpoint's "generation": {"clamp": …} is what GenerationConfig(clamp=None) runs with; a request
+    that names a clamp keeps it; `pack --default-clamp` writes the block and a later pack keeps it."""
+    from codefusion import CodeFusion, GenerationConfig
+    from codefusion.cli import main
+
+    src = save_checkpoint(tmp_path / "src", tiny_model, tokenizer)
+    assert "generation" not in json.loads((src / "config.json").read_text())
+    assert CodeFusion.from_pretrained(src).resolve(GenerationConfig()).clamp == "none"
+    assert main(["pack", "--model", str(src), "--out", str(tmp_path / "d"), "--default-clamp", "decode"]) == 0
+    assert main(["pack", "--model", str(tmp_path / "d"), "--out", str(tmp_path / "d2")]) == 0
+    assert json.loads((tmp_path / "d2" / "config.json").read_text())["generation"] == {"clamp": "decode"}
+    cf = CodeFusion.from_pretrained(tmp_path / "d2")
+    assert cf.resolve(GenerationConfig()).clamp == "decode"
+    assert cf.resolve(GenerationConfig(clamp="none")).clamp == "none"
+    plain = GenerationConfig(steps=4, max_length=16, lang="bash")
+    by_default = cf.generate(["list files"], plain)
+    assert by_default.texts == cf.generate(["list files"], replace(plain, clamp="decode")).texts
+    # eval records the clamp it ran with
+    rows = tmp_path / "dev.jsonl"
+    rows.write_text(json.dumps({"id": "a", "nl": "list files", "code": "ls"}) + "\n")
+    assert main(["eval", "--model", str(tmp_path / "d2"), "--data", str(rows), "--lang", "bash", "--steps", "3",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["clamp"] == "decode"
+
+
+@pytest.mark.parametrize("block, message", [({"clamp": "round"}, "generation.clamp must be one of"),
+                                            ({"steps": 20}, "only \"clamp\""), ("decode", "only \"clamp\"")])
+def test_bad_generation_defaults(ckpt, block, message):
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "generation": block}))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(ckpt)

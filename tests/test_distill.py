@@ -49,8 +49,10 @@ def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfi
         (tmp_path / "data" / name).mkdir(parents=True)
         (tmp_path / "data" / name / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
     counts = distill(task, tok, tmp_path / "data", tmp_path / "distilled")
-    assert counts == {"nl2bash": {"rows": 2, "teacher": 1, "unfinished": 0, "invalid": 1, "wrong": 0, "not_asked": 0},
-                      "cf": {"rows": 3, "teacher": 2, "unfinished": 0, "invalid": 0, "wrong": 1, "not_asked": 0}}
+    assert counts == {"nl2bash": {"rows": 2, "teacher": 1, "unfinished": 0, "invalid": 1, "wrong": 0, "not_asked": 0,
+                                  "written": 2},
+                      "cf": {"rows": 3, "teacher": 2, "unfinished": 0, "invalid": 0, "wrong": 1, "not_asked": 0,
+                             "written": 3}}
     out = {name: [json.loads(line) for line in (tmp_path / "distilled" / name / "train.jsonl").read_text().splitlines()]
            for name in rows}
     assert [r["code"] for r in out["nl2bash"]] == ["ls -l", "find . -name '*.txt'"]
@@ -64,9 +66,18 @@ def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfi
     assert [json.loads(line)["code"] for line in taken] == ["GreaterThan(2)", "GreaterThan(9)", "GreaterThan(30)"]
     # --only nl2bash: CF keeps every row's own program, untouched
     counts = distill(task, tok, tmp_path / "data", tmp_path / "bash_only", only="nl2bash")
-    assert counts["cf"] == {"rows": 3, "teacher": 0, "unfinished": 0, "invalid": 0, "wrong": 0, "not_asked": 3}
+    assert counts["cf"] == {"rows": 3, "teacher": 0, "unfinished": 0, "invalid": 0, "wrong": 0, "not_asked": 3,
+                            "written": 3}
     kept = [json.loads(line) for line in (tmp_path / "bash_only" / "cf" / "train.jsonl").read_text().splitlines()]
     assert [r["code"] for r in kept] == [r["code"] for r in rows["cf"]]
     assert counts["nl2bash"]["teacher"] == 1
+    # --drop-rejected: the refused rows are left out, so every target is the teacher's
+    counts = distill(task, tok, tmp_path / "data", tmp_path / "dropped", drop=True)
+    assert [(c["rows"], c["written"]) for c in counts.values()] == [(2, 1), (3, 2)]
+    dropped = {name: [json.loads(line) for line in (tmp_path / "dropped" / name / "train.jsonl").read_text().splitlines()]
+               for name in rows}
+    assert [r["code"] for r in dropped["nl2bash"]] == ["ls -l"]
+    assert [(r["code"], r["code_ref"]) for r in dropped["cf"]] == [("GreaterThan(9)", "GreaterThan(5)"),
+                                                                  ("GreaterThan(30)", "GreaterThan(3)")]
     with pytest.raises(DataError, match="--only names conala, which"):
         distill(task, tok, tmp_path / "data", tmp_path / "absent", only="conala")

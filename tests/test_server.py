@@ -26,7 +26,7 @@ class Slow:
     """The engine behind a gate: each batch waits ``delay`` seconds first (in the worker thread)."""
 
     def __init__(self, cf, delay: float):
-        self.cf, self.delay, self.cfg, self.backend = cf, delay, cf.cfg, cf.backend
+        self.cf, self.delay, self.cfg, self.backend, self.resolve = cf, delay, cf.cfg, cf.backend, cf.resolve
         self.batches: list[int] = []
 
     def generate_many(self, requests, on_trace=None):

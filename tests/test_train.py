@@ -254,7 +254,7 @@ def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
     scored = score(task, tok, [{"nl": nl, "code": code} for nl, code in PAIRS["nl2bash"]], "bash")
     assert scored["n"] == 8 and scored["metrics"]["exact_match@1"] == 1.0 and scored["metrics"]["bleu@1"] > 99
     assert distill(task, tok, data, tmp_path / "distilled") == {
-        "nl2bash": {"rows": 8, "teacher": 8, "unfinished": 0, "invalid": 0, "wrong": 0, "not_asked": 0}}
+        "nl2bash": {"rows": 8, "teacher": 8, "unfinished": 0, "invalid": 0, "wrong": 0, "not_asked": 0, "written": 8}}
     rows = load_split(str(tmp_path / "distilled"), None, "train")
     assert [r.code for r in rows] == [code for _, code in PAIRS["nl2bash"]]  # the teacher learnt every pair
     assert (tmp_path / "distilled" / "nl2bash" / "dev.jsonl").read_text() == (data / "nl2bash" / "dev.jsonl").read_text()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..config import GenerationConfig
+from ..config import GenerationConfig, clamp_mode
 from ..errors import DataError
 from ..validate import check_config
 from . import metrics as M
@@ -179,7 +179,7 @@ def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_si
         notes.append(f"exec_match: the interpreter reproduces the labels of {runnable} of {with_table} rows with a "
                      f"table ({len(rows)} rows in all); the others are left out of exec_match")
     config_json = {"lang": lang, "steps": config.steps, "solver": config.solver, "num_samples": config.num_samples,
-                   "seed": config.seed, "max_length": config.max_length, "clamp": config.clamp}
+                   "seed": config.seed, "max_length": config.max_length, "clamp": clamp_mode(cf.resolve(config).clamp)}
     per_row = [{"id": r.get("id", str(i)), "nl": r["nl"], "reference": r["code"], "generations": t, "samples": smp,
                 "metrics": {k: v for k, v in s.items() if not k.startswith("_")}}
                for i, (r, t, smp, s) in enumerate(zip(rows, tops, samples, scored))]

@@ -54,7 +54,7 @@ class GenerateRequest(BaseModel):
     max_length: int | None = None
     early_exit: bool = False
     eta: float = 0.0
-    clamp: bool | str = False  # false/true, or "none" | "nearest" | "decode"
+    clamp: bool | str | None = None  # false/true, or "none" | "nearest" | "decode"; null: the model's default
     trace_steps: list[int] = Field(default_factory=list)
 
 
@@ -230,7 +230,7 @@ def _validate(req: GenerateRequest, cf, limits: Limits) -> tuple[list[str], Gene
     names = {f.name for f in fields(GenerationConfig)}
     values = {k: v for k, v in req.model_dump().items() if k in names}
     values["trace_steps"] = tuple(values["trace_steps"])
-    config = GenerationConfig(**values)
+    config = cf.resolve(GenerationConfig(**values))  # the model's defaults now, so the batch key sees them
     prompts = check_prompts(req.prompts)
     check_config(config, cf.cfg, cf.backend.name)
     return prompts, config

@@ -160,7 +160,7 @@ def _kept_or_why(text: str, finished: bool, row: dict, lang: str, checked: bool 
 
 
 def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
-            checked: bool = True, only: str | None = None) -> dict[str, dict[str, int]]:
+            checked: bool = True, only: str | None = None, drop: bool = False) -> dict[str, dict[str, int]]:
     """Sequence-level knowledge distillation (Kim & Rush 2016): a copy of ``data_dir`` whose train rows
     carry the seq2seq model's greedy program as ``code`` (the original kept as ``code_ref``), for the
     denoiser to learn one program per request instead of averaging several at high noise. Dev and
@@ -170,7 +170,11 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
     unfinished programs, as the shipped lineage's phase 11 did). ``only`` (comma-separated dataset names)
     distils those datasets and copies the others' train rows unchanged (counted as "not_asked"): where the
     teacher is no better than the data, e.g. CF, whose teacher writes a few programs for every request.
-    Returns, per dataset, the rows written and how many took the teacher's program or kept their own, and why."""
+    ``drop`` leaves the refused rows out instead of keeping their own programs, so every target is one the
+    teacher wrote: a mix of the teacher's programs and the data's own gives the denoiser two modes for
+    similar requests again, which is what distillation removes.
+    Returns, per dataset, the rows read and written and how many took the teacher's program or kept their
+    own (or were dropped), and why."""
     import json
     import shutil
 
@@ -189,11 +193,15 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
             decided = [(_kept_or_why(text, done, r, lang, checked), text) for r, (text, done) in zip(rows, written_by)]
         else:
             decided = [("not_asked", "")] * len(rows)
-        counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong", "not_asked"), 0)}
+        counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong", "not_asked"), 0),
+                  "written": 0}
         dst.mkdir(parents=True, exist_ok=True)
         with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
             for r, (why, text) in zip(rows, decided):
                 counts[why] += 1
+                if drop and why not in ("teacher", "not_asked"):
+                    continue
+                counts["written"] += 1
                 f.write(json.dumps({**r, "code": text if why == "teacher" else r["code"], "code_ref": r["code"]})
                         + "\n")
         for split in ("dev", "pretrain"):
@@ -205,8 +213,8 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
 
 def main(argv: list[str] | None = None) -> int:
     """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N]: score an encoder run;
-    python -m codefusion.train.seq2seq RUN --data DATA_DIR --distill OUT_DIR [--keep-wrong]: write its distilled
-    train set."""
+    python -m codefusion.train.seq2seq RUN --data DATA_DIR --distill OUT_DIR [--keep-wrong] [--drop-rejected]:
+    write its distilled train set."""
     import argparse
     import json
 
@@ -222,19 +230,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --distill: take the teacher's program even where it does not parse or (CF) computes "
                         "other labels than the reference; only unfinished ones keep the row's own (the shipped "
                         "lineage's phase 11)")
+    p.add_argument("--drop-rejected", action="store_true",
+                   help="with --distill: leave out the rows whose teacher program is refused, instead of keeping "
+                        "their own programs, so every target is the teacher's")
     p.add_argument("--only", default=None,
                    help="with --distill: distil only these datasets (comma-separated, e.g. nl2bash,conala); the "
                         "others keep their own programs")
     a = p.parse_args(argv)
     if not a.distill and not a.lang:
         p.error("--lang is needed to score (or give --distill OUT_DIR)")
-    if (a.keep_wrong or a.only) and not a.distill:
-        p.error("--keep-wrong and --only go with --distill OUT_DIR")
+    if (a.keep_wrong or a.only or a.drop_rejected) and not a.distill:
+        p.error("--keep-wrong, --drop-rejected and --only go with --distill OUT_DIR")
     model, tok, _ = load_checkpoint(a.run)
     task = Seq2SeqTask(model).eval()
     task.load(Path(a.run))
     if a.distill:
-        print(json.dumps(distill(task, tok, a.data, a.distill, checked=not a.keep_wrong, only=a.only)))
+        print(json.dumps(distill(task, tok, a.data, a.distill, checked=not a.keep_wrong, only=a.only,
+                                 drop=a.drop_rejected)))
     else:
         print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
     return 0
