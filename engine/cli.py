@@ -10,11 +10,11 @@ import json
 import sys
 
 from .config import CLAMPS
+from .errors import CodeFusionError
 
 CLAMP_HELP = ("round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the embeddings of "
               "the tokens the decoder reads from it; none is the reference sampler (default: the model's own, "
               "its config.json's generation.clamp; the embedded model's is decode)")
-from .errors import CodeFusionError
 
 
 def _load(args):

@@ -7,14 +7,16 @@
 # REPEAT (e.g. conala=2,cf=4) is passed to --repeat. T_SAMPLING=high (default) clips t as session 8 did
 # (80% of rows from t ≥ 0.7·T, drawn towards high noise); T_SAMPLING=uniform draws t uniformly, so the
 # low-noise steps, 70% of a 1200-step loop, get 70% of the training rows instead of 9%.
-# Unless EVAL=0, the result is judged in the same call with the 1200-step reference sampler on every dev
-# split (Bash: its first BASH_LIMIT rows, 200; Python: PY_LIMIT, all when empty); TRAJ=1 (default) also
+# Unless EVAL=0, the result is judged in the same call at 1200 steps on every dev split (Bash: its first
+# BASH_LIMIT rows, 200; Python: PY_LIMIT, all when empty), with each sampler of CLAMPS ("none": the reference
+# sampler, the default; "none decode" adds the rounded one, OUT/eval_LANG_CLAMP.json); TRAJ=1 (default) also
 # traces CF's x̂0 along the loop (`codefusion bench trajectory`): session 13's CPU students parsed at 20
 # steps and broke at 1200.
 set -euo pipefail
 IN=${1:?input folder}; OUT=${2:?output folder}; MINUTES=${3:-6}; BATCH=${BATCH:-256}; LR=${LR:-8e-4}
 DEVICE=${DEVICE:-cuda}; MAX_STEPS=${MAX_STEPS:-}; REPEAT=${REPEAT:-}; EVAL=${EVAL:-1}; T_SAMPLING=${T_SAMPLING:-high}
 BASH_LIMIT=${BASH_LIMIT:-200}; PY_LIMIT=${PY_LIMIT:-}; TRAJ=${TRAJ:-1}; EVAL_STEPS=${EVAL_STEPS:-1200}
+CLAMPS=${CLAMPS:-none}
 case "$T_SAMPLING" in
   high) t_args="--t-sampling high --t-min 0.7 --t-min-share 0.8" ;;
   uniform) t_args="--t-sampling uniform" ;;
@@ -30,10 +32,13 @@ mkdir -p "$OUT"
 split -b 15000000 "$work/pk/model.safetensors" "$OUT/model.part."
 cp "$work/pk/config.json" "$work/st/train_log.jsonl" "$OUT/"
 if [[ "$EVAL" != 0 ]]; then
-  for spec in "cf cf" "python conala ${PY_LIMIT:+--limit $PY_LIMIT}" "bash nl2bash --limit $BASH_LIMIT"; do
-    set -- $spec; lang=$1; ds=$2; shift 2
-    python3 -m codefusion.cli eval --model "$work/st" --data "$IN/data/$ds/dev.jsonl" --lang "$lang" "$@" \
-      --steps "$EVAL_STEPS" --backend torch --dtype bfloat16 --device "$DEVICE" --seed 0 --json > "$OUT/eval_${lang}_none.json"
+  for clamp in $CLAMPS; do
+    for spec in "cf cf" "python conala ${PY_LIMIT:+--limit $PY_LIMIT}" "bash nl2bash --limit $BASH_LIMIT"; do
+      set -- $spec; lang=$1; ds=$2; shift 2
+      python3 -m codefusion.cli eval --model "$work/st" --data "$IN/data/$ds/dev.jsonl" --lang "$lang" "$@" \
+        --steps "$EVAL_STEPS" --clamp "$clamp" --backend torch --dtype bfloat16 --device "$DEVICE" --seed 0 --json \
+        > "$OUT/eval_${lang}_${clamp}.json"
+    done
   done
   if [[ "$TRAJ" != 0 ]]; then
     python3 -m codefusion.cli bench trajectory --model "$work/st" --baseline-model "$IN/init" --data "$IN/data/cf/dev.jsonl" \

@@ -4,7 +4,8 @@
 # an H100, session 8), so one GPU carries three at once on its host's 16 cores.
 #   bash scripts/gpu_sweep.sh OUT MINUTES NAME=T_SAMPLING,DATA_DIR,LR [NAME=… …]
 # Each recipe is `scripts/gpu_student.sh` with INIT (default: models) as init; REPEAT, BATCH, BASH_LIMIT,
-# PY_LIMIT apply to all. DEADLINE (seconds from the start, default 530) stops what is still evaluating, so
+# PY_LIMIT and CLAMPS apply to all; RANK_CLAMP (default none, the reference sampler) is the sampler the
+# ranking reads (session 14 ranked on none; its best weights were the best with decode too). DEADLINE (seconds from the start, default 530) stops what is still evaluating, so
 # the call ends inside the device tool's limit with what was measured. The device tool returns at most 8
 # files: OUT/NAME/model.part.* of the two recipes best by the floor rule (languages at or over the
 # autoregressive anchor's syntax validity, then the mean share of it reached), everything else in OUT/sweep.tgz.
@@ -21,15 +22,15 @@ for recipe in "$@"; do
 done
 wait
 echo "recipes done after $((SECONDS - start)) s"
-python3 - "$work" "$OUT" "$@" <<'PY'
+python3 - "$work" "$OUT" "${RANK_CLAMP:-none}" "$@" <<'PY'
 import json, pathlib, shutil, sys
-work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+work, out, clamp = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
 floor = {"bash": 0.823, "python": 0.353, "cf": 0.979}  # ANCHORS.md: the autoregressive anchor's syntax validity
 rank = []
-for name in (r.split("=", 1)[0] for r in sys.argv[3:]):
+for name in (r.split("=", 1)[0] for r in sys.argv[4:]):
     got = {}
     for lang in floor:
-        f = work / name / "out" / f"eval_{lang}_none.json"
+        f = work / name / "out" / f"eval_{lang}_{clamp}.json"
         if f.exists() and f.stat().st_size:
             got[lang] = json.loads(f.read_text())["metrics"]["syntax_valid@1"]
     met = sum(got.get(l, 0) >= v for l, v in floor.items())
