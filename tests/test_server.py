@@ -27,6 +27,7 @@ class Slow:
 
     def __init__(self, cf, delay: float):
         self.cf, self.delay, self.cfg, self.backend, self.resolve = cf, delay, cf.cfg, cf.backend, cf.resolve
+        self.default_clamp = cf.default_clamp
         self.batches: list[int] = []
 
     def generate_many(self, requests, on_trace=None):
@@ -201,6 +202,7 @@ def test_api_key_and_body_limit(cf):
         server.stop()
     assert denied.status_code == 401 and allowed.status_code == 200 and big.status_code == 413
     assert health["status"] == "ok" and health["backend"] == "torch" and "/v1/generate" in docs["paths"]
+    assert health["clamp"] == "none"  # the fixture's checkpoint names no default sampler
     assert health["length_quantile"] == cf.length_quantile == 0.9
 
 

@@ -206,6 +206,7 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
                 "backend": cf.backend.name, "device": str(cf.backend.device), "dtype": str(cf.backend.dtype).split(".")[-1],
                 "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1e3,
                 "quiet_ms": batcher.quiet * 1e3, "length_quantile": cf.length_quantile,
+                "clamp": cf.default_clamp,  # what a request without "clamp" runs with (the model's default)
                 "queue_depth": batcher.depth()}
 
     @app.get("/metrics")
