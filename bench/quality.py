@@ -29,7 +29,7 @@ def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_
     override ``length_quantile`` is not a config field: it sets ``cf.length_quantile`` for that run. With
     ``baseline_model`` the baseline runs on another checkpoint, so this model runs its configuration too."""
     top = max(steps)
-    base = ({"solver": "ddpm", "steps": top, "clamp": "none"}, {"solver": "ddpm", "steps": top, "clamp": "none"})
+    base = ({"solver": "ddpm", "steps": top, "clamp": "none"}, {"solver": "ddpm", "steps": top})
     out = [({**base[0], "variant": "baseline_model" if baseline_model else "baseline"}, base[1])]
     if baseline_model:  # this model on the baseline's own sampler, whatever --solver and --clamp list
         out.append(({**base[0], "variant": ""}, base[1]))
@@ -41,14 +41,15 @@ def configurations(steps: list[int], solvers: list[str], early_exit: bool, full_
                                 {"solver": solver, "steps": s, "clamp": clamp}))
         if early_exit:
             out.append(({"solver": solver, "steps": top, "clamp": "none", "variant": "early_exit"},
-                        {"solver": solver, "steps": top, "clamp": "none", "early_exit": True}))
+                        {"solver": solver, "steps": top, "early_exit": True}))
     if full_length:  # every request at the model's longest bucket instead of the predicted one
         out.append(({"solver": "ddpm", "steps": top, "clamp": "none", "variant": f"length={max_len}"},
-                    {"solver": "ddpm", "steps": top, "clamp": "none", "max_length": max_len}))
+                    {"solver": "ddpm", "steps": top, "max_length": max_len}))
     for q in quantiles:  # every request at the bucket of another quantile of the length head
         out.append(({"solver": "ddpm", "steps": top, "clamp": "none", "variant": f"length_quantile={q}"},
-                    {"solver": "ddpm", "steps": top, "clamp": "none", "length_quantile": q}))
-    return out
+                    {"solver": "ddpm", "steps": top, "length_quantile": q}))
+    # every run takes the clamp its label names: a config left without one would run the model's default
+    return [(label, {**overrides, "clamp": label["clamp"]}) for label, overrides in out]
 
 
 def paired(base: list[dict], other: list[dict], name: str, seed: int = 0) -> tuple[float, list[float]] | None:

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from .config import CLAMPS, ModelConfig
 from .errors import CheckpointError, CodeFusionError
 from .model import CodeFusionModel
 from .tokenizer import CodeTokenizer
@@ -73,8 +73,6 @@ def read_config(path: str | Path) -> dict:
 def generation_defaults(config: dict, where="config.json") -> dict:
     """The checkpoint's own defaults for requests that leave them unset: ``"generation": {"clamp": …}``
     (today only the sampler's rounding, GenerationConfig.clamp None). Checked on load."""
-    from .config import CLAMPS
-
     block = config.get("generation", {})
     if not isinstance(block, dict) or set(block) - {"clamp"}:
         raise CheckpointError(f"{where}: \"generation\" must be an object with only \"clamp\", got {block!r}")
