@@ -280,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise clipping: t starts at this fraction of T (default 0) for --t-min-share of the rows")
     r.add_argument("--t-min-share", type=float, default=None,
                    help="share of rows whose t is clipped by --t-min (default 1; the rest draw from the whole range)")
+    r.add_argument("--rollout-share", type=float, default=None,
+                   help="share of each batch (default 0) whose x_t comes from the model's own sampler, from pure "
+                        "noise down to the row's t, instead of from noising the target: it learns the way back "
+                        "from where its own 1200-step loop drifts")
+    r.add_argument("--rollout-steps", type=int, default=None,
+                   help="respaced DDPM steps of that sampling (default 8; each costs one forward of the rows)")
     r.add_argument("--pooled-condition", action="store_true", default=None,
                    help="give the denoiser MLP(mean E_s) at every position (extends an --init model without it)")
     r.add_argument("--freeze-encoder", action="store_true", default=None,

@@ -11,12 +11,12 @@
 # BASH_LIMIT rows, 200; Python: PY_LIMIT, all when empty), with each sampler of CLAMPS ("none": the reference
 # sampler, the default; "none decode" adds the rounded one, OUT/eval_LANG_CLAMP.json); TRAJ=1 (default) also
 # traces CF's x̂0 along the loop (`codefusion bench trajectory`): session 13's CPU students parsed at 20
-# steps and broke at 1200.
+# steps and broke at 1200. ROLLOUT_SHARE / ROLLOUT_STEPS pass --rollout-share / --rollout-steps (engine/train/rollout.py).
 set -euo pipefail
 IN=${1:?input folder}; OUT=${2:?output folder}; MINUTES=${3:-6}; BATCH=${BATCH:-256}; LR=${LR:-8e-4}
 DEVICE=${DEVICE:-cuda}; MAX_STEPS=${MAX_STEPS:-}; REPEAT=${REPEAT:-}; EVAL=${EVAL:-1}; T_SAMPLING=${T_SAMPLING:-high}
 BASH_LIMIT=${BASH_LIMIT:-200}; PY_LIMIT=${PY_LIMIT:-}; TRAJ=${TRAJ:-1}; EVAL_STEPS=${EVAL_STEPS:-1200}
-CLAMPS=${CLAMPS:-none}
+CLAMPS=${CLAMPS:-none}; ROLLOUT_SHARE=${ROLLOUT_SHARE:-}; ROLLOUT_STEPS=${ROLLOUT_STEPS:-}
 case "$T_SAMPLING" in
   high) t_args="--t-sampling high --t-min 0.7 --t-min-share 0.8" ;;
   uniform) t_args="--t-sampling uniform" ;;
@@ -25,7 +25,8 @@ esac
 work=$(mktemp -d)
 python3 -m codefusion.cli train --task finetune --init "$IN/init" --freeze-encoder --data "$IN/data" --out "$work/st" \
   --minutes "$MINUTES" ${MAX_STEPS:+--max-steps $MAX_STEPS} ${REPEAT:+--repeat $REPEAT} --batch-size "$BATCH" --lr "$LR" --warmup 100 \
-  $t_args --dev-every 100000 --dev-rows 0 --seed 12 --device "$DEVICE" \
+  $t_args ${ROLLOUT_SHARE:+--rollout-share $ROLLOUT_SHARE} ${ROLLOUT_STEPS:+--rollout-steps $ROLLOUT_STEPS} \
+  --dev-every 100000 --dev-rows 0 --seed 12 --device "$DEVICE" \
   --save-minutes 2 2>&1 | tr '\r' '\n' | grep -v 'it/s\|s/it' | tail -15
 python3 -m codefusion.cli pack --model "$work/st" --out "$work/pk" --dtype bfloat16
 mkdir -p "$OUT"

@@ -2,8 +2,9 @@
 # Several continuations of the student side by side on one lent GPU, each judged at 1200 steps, the best
 # two brought back. The training loop is bound by the host building batches (13.6 steps/s at batch 256 on
 # an H100, session 8), so one GPU carries three at once on its host's 16 cores.
-#   bash scripts/gpu_sweep.sh OUT MINUTES NAME=T_SAMPLING,DATA_DIR,LR [NAME=… …]
-# Each recipe is `scripts/gpu_student.sh` with INIT (default: models) as init; REPEAT, BATCH, BASH_LIMIT,
+#   bash scripts/gpu_sweep.sh OUT MINUTES NAME=T_SAMPLING,DATA_DIR,LR[,ROLLOUT_SHARE,ROLLOUT_STEPS[,INIT]] [NAME=… …]
+# Each recipe is `scripts/gpu_student.sh` with its INIT (default: $INIT, else models) as init and, when given,
+# --rollout-share/--rollout-steps (x_t from the model's own sampler for that share of each batch); REPEAT, BATCH, BASH_LIMIT,
 # PY_LIMIT and CLAMPS apply to all; RANK_CLAMP (default none, the reference sampler) is the sampler the
 # ranking reads (session 14 ranked on none; its best weights were the best with decode too). DEADLINE (seconds from the start, default 530) stops what is still evaluating, so
 # the call ends inside the device tool's limit with what was measured. The device tool returns at most 8
@@ -14,10 +15,12 @@ OUT=${1:?output folder}; MINUTES=${2:?minutes of training}; shift 2
 INIT=${INIT:-models}; DEADLINE=${DEADLINE:-530}; start=$SECONDS
 here=$(cd "$(dirname "$0")" && pwd); work=$(mktemp -d); mkdir -p "$OUT"
 for recipe in "$@"; do
-  name=${recipe%%=*}; IFS=, read -r t_sampling data lr <<< "${recipe#*=}"
-  mkdir -p "$work/$name/in"; ln -s "$(realpath "$INIT")" "$work/$name/in/init"; ln -s "$(realpath "$data")" "$work/$name/in/data"
-  echo "$name: T_SAMPLING=$t_sampling LR=$lr data=$data" > "$work/$name/recipe.txt"
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} T_SAMPLING=$t_sampling LR=$lr TRAJ=0 timeout $((DEADLINE - (SECONDS - start))) \
+  name=${recipe%%=*}; IFS=, read -r t_sampling data lr share steps init <<< "${recipe#*=}"
+  init=${init:-$INIT}
+  mkdir -p "$work/$name/in"; ln -s "$(realpath "$init")" "$work/$name/in/init"; ln -s "$(realpath "$data")" "$work/$name/in/data"
+  echo "$name: T_SAMPLING=$t_sampling LR=$lr data=$data ROLLOUT=${share:-0}x${steps:-} init=$init" > "$work/$name/recipe.txt"
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} T_SAMPLING=$t_sampling LR=$lr TRAJ=0 ROLLOUT_SHARE=$share ROLLOUT_STEPS=$steps \
+    timeout $((DEADLINE - (SECONDS - start))) \
     bash "$here/gpu_student.sh" "$work/$name/in" "$work/$name/out" "$MINUTES" > "$work/$name/log.txt" 2>&1 &
 done
 wait

@@ -24,14 +24,21 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def loss_terms(model, y: torch.Tensor, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor,
-               eps: torch.Tensor, eps0: torch.Tensor, self_condition: bool = False) -> dict[str, torch.Tensor]:
+               eps: torch.Tensor, eps0: torch.Tensor, self_condition: bool = False,
+               own: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """y: (B, n) token ids; mem: (B, S, d_enc); t: (B,) int64; eps, eps0: (B, n, d_embed).
-    ``self_condition``: first estimate x̂0 without gradient and feed it back (Analog Bits)."""
+    ``self_condition``: first estimate x̂0 without gradient and feed it back (Analog Bits).
+    ``own``: (rows (B,) bool, x_t (B, n, d_embed)): these rows' x_t comes from the model's own sampler
+    (train/rollout.py) instead of q(x_t | x0); their targets are unchanged."""
     abar = model.alphas_cumprod
     x0_mean = model.embed(y)  # L(y)
     x0 = x0_mean + (1 - abar[0]).sqrt() * eps0
     a_t = abar[t].view(-1, 1, 1)
     x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    if own is not None:
+        rows, x_own = own
+        x_t = torch.where(rows.view(-1, 1, 1), x_own.to(x_t.dtype), x_t)
+        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that makes x0 this x_t (eps-prediction)
     x0_prev = None
     if self_condition:
         with torch.no_grad():

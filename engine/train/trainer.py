@@ -29,6 +29,7 @@ from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
 from .data import DATASET_LANG, Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
+from .rollout import own_x_t
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
 
@@ -58,6 +59,8 @@ class TrainConfig:
     pooled_condition: bool = False  # switch on N's pooled-E_s input (a model without it is extended, see below)
     freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
+    rollout_share: float = 0.0  # share of each batch whose x_t the model's own sampler draws (see rollout.py)
+    rollout_steps: int = 8  # respaced DDPM steps of that sampling, from T−1 down to the rows' t
     aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
     length_targets: LengthTargets = "reference"  # length task: what the head is fitted to (see LengthTargets)
     length_steps: int | None = None  # length task, self targets: DDPM steps of the sampling (None: 20)
@@ -188,6 +191,10 @@ def train(cfg: TrainConfig) -> Path:
         raise CodeFusionError(f"--t-min is a fraction of T in [0, 1), got {cfg.t_min}")
     if not 0.0 <= cfg.t_min_share <= 1.0:
         raise CodeFusionError(f"--t-min-share is a probability in [0, 1], got {cfg.t_min_share}")
+    if not 0.0 <= cfg.rollout_share <= 1.0:
+        raise CodeFusionError(f"--rollout-share is a share of the batch in [0, 1], got {cfg.rollout_share}")
+    if not 1 <= cfg.rollout_steps <= 1200:
+        raise CodeFusionError(f"--rollout-steps counts sampler steps: an integer in 1..1200, got {cfg.rollout_steps}")
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
     if cfg.encoder_from and not cfg.init:
@@ -360,11 +367,25 @@ def _train_step(cfg, model, batch, optimizer, autocast, device, aux: Seq2SeqTask
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
-        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond)
+        own = _own_rows(cfg, model, mem, mem_mask, t, eps.shape)
+        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, own)
         if aux is not None and mem_mask is not None:  # E_s must still let a left-to-right decoder write the code
             terms["seq2seq_ce"] = aux.loss_on(mem, mem_mask, tgt)
             terms["loss"] = terms["loss"] + cfg.aux_seq2seq * terms["seq2seq_ce"]
     return _optimize(cfg, terms["loss"], optimizer, terms)
+
+
+def _own_rows(cfg, model, mem, mem_mask, t, shape) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first round(share · B) rows (batches are shuffled) take x_t from the model's own sampler, all at
+    the first row's t (one respaced walk for the lot); ``t`` is updated in place to match."""
+    k = round(cfg.rollout_share * shape[0])
+    if k == 0:
+        return None
+    t[:k] = t[0]
+    x = torch.zeros(shape, device=mem.device)
+    x[:k] = own_x_t(model, mem[:k], None if mem_mask is None else mem_mask[:k], int(t[0]), cfg.rollout_steps,
+                    (k, *shape[1:]))
+    return torch.arange(shape[0], device=mem.device) < k, x
 
 
 def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
@@ -382,6 +403,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
            "seed": cfg.seed,
            "t_sampling": cfg.t_sampling, "t_min": cfg.t_min, "t_min_share": cfg.t_min_share,
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
+    if cfg.rollout_share:
+        run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
     if dev_result:
         run["dev"] = dev_result
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]

@@ -1,0 +1,54 @@
+"""Training on the sampler's own states (``--rollout-share``): x_t drawn by the model, not by q(x_t | x0).
+
+The loss of losses.py only ever shows the denoiser x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε, a noised real program. The
+reference sampler shows it something else: x_t built from its own earlier x̂0, which an x0-regression shrinks
+towards the mean wherever it is unsure. Fed back over 1200 steps the shrinkage compounds (models/README.md,
+session 5: 100 DDPM steps from dev programs noised to t = 291 keep 66% of their tokens), and the trajectory
+settles on one program whatever the request (session 14's student: `GreaterThan(2)` for 17 of 20 CF requests).
+
+For a share of each batch, ``own_x_t`` runs the model's sampler instead (Ho et al. 2020's ancestral step,
+the same coefficients as the engine's `ddpm` solver) from pure noise at T−1 down to the row's t, in a few
+respaced steps, without gradient; the loss then asks for the true x0 from that state. This is scheduled
+sampling for diffusion (Ning et al. 2023, "Input Perturbation"; Ren et al. 2023, "Exposure Bias in Diffusion
+Models") in its direct form: the model is shown where its own loop goes and learns the way back.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..diffusion.schedule import NoiseSchedule, sqrt_alphas_cumprod_table
+from ..diffusion.solvers import StepTable, step_table, update
+
+
+@functools.lru_cache(maxsize=4096)
+def rollout_table(T: int, t_end: int, steps: int, device: str = "cpu") -> StepTable:
+    """DDPM coefficients over ``steps`` + 1 kept timesteps spaced evenly from T−1 down to ``t_end``
+    (repeats merged, so t_end near T−1 gets fewer steps). Only the steps before the last kept one are run:
+    step i takes x at timesteps[i] to x at timesteps[i + 1], so the walk ends at x_{t_end}."""
+    kept = torch.linspace(T - 1, t_end, steps + 1, dtype=torch.float64).round().to(torch.int64).unique()
+    return step_table(NoiseSchedule._from_table(sqrt_alphas_cumprod_table(T), kept, T, device), "ddpm")
+
+
+@torch.no_grad()
+def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int, steps: int, shape: tuple,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """x_{t_end} (B, n, d_embed) fp32 from the model's own ancestral sampler: x_{T−1} ~ N(0, I), then up to
+    ``steps`` respaced DDPM steps, each x̂0 self-conditioned on the previous one as the engine's loop does
+    (zeros at the first step), with dropout off as at inference. ``mem``: E_s of the B rows."""
+    device = mem.device
+    table = rollout_table(model.cfg.diffusion_steps, int(t_end), steps, str(device))
+    x = torch.randn(shape, device=device, generator=generator)
+    x0_prev = torch.zeros_like(x)
+    training = model.denoiser.training
+    model.denoiser.eval()
+    for i in range(len(table) - 1):
+        t = table.timesteps[i].expand(shape[0])
+        x0 = model.predict_x0(x, t, mem, mem_mask, x0_prev).float()
+        z = torch.randn(shape, device=device, generator=generator)
+        x = update(x, x0, x0_prev, table, i, z)
+        x0_prev = x0
+    model.denoiser.train(training)
+    return x
+
