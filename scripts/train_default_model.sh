@@ -26,15 +26,16 @@
 #  16 teacher2b        the same, continued at a lower rate
 #  17 distilled2       its greedy programs, checked: a row keeps its own program where the teacher's did not end,
 #                      does not parse or (CF) computes other labels
-#  18 student_u        phase 14 continued on them, E (and so the length head's input) frozen, t uniform, Python
-#                      rows twice and CF rows four times as often, batch 256 (session 14: 4 minutes on one H200);
-#                      then the shipping copy, bf16, in OUT_DIR/default, whose requests round x̂0 to the decoder's
-#                      tokens at every step unless they name another clamp (config.json generation.clamp)
+#  18 student_r        phase 14 continued on them, E (and so the length head's input) frozen, clipped t, Python
+#                      rows twice and CF rows four times as often, batch 256, half of each batch's x_t drawn by the
+#                      model's own 8-step sampler (--rollout-share 0.5, session 15: 5 minutes on one H200); then
+#                      the shipping copy, bf16, in OUT_DIR/default, whose requests round x̂0 to the decoder's tokens
+#                      at every step unless they name another clamp (config.json generation.clamp)
 # Phases 1–3 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
 # machine); phases 5–13 have the step counts the shipped lineage recorded (--max-steps), so their
 # learning-rate schedules span exactly those steps. Every phase: bf16 autocast, AdamW, warm-up then
 # cosine to zero, half of the batches padded to a longer length bucket.
-# On this 2-core CPU phases 1–12 take about 7 hours and phases 13 and 18 several more; on a GPU, about 35 minutes.
+# On this 2-core CPU phases 1–12 take about 7 hours and phases 13 and 18 several more; on a GPU, about 40 minutes.
 # Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 1–12 and 15–16, default 64; 13 and 18 use 256),
 # TOKENIZER (an existing tokenizer.json to reuse, e.g. models/tokenizer.json).
 set -euo pipefail
@@ -96,7 +97,8 @@ train teacher2 "${common[@]}" --task encoder --init "$out/length_final" --max-st
 train teacher2b "${common[@]}" --task encoder --init "$out/teacher2" --max-steps 1296 --lr 5e-4 --warmup 50 --seed 21
 [[ -e "$out/distilled2/cf/train.jsonl" ]] ||
     python -m codefusion.train.seq2seq "$out/teacher2b" --data "$data" --distill "$out/distilled2"
-train student_u --data "$out/distilled2" --batch-size 256 --task finetune --init "$out/length_final" \
-    --freeze-encoder --repeat conala=2,cf=4 --max-steps 3012 --lr 4e-4 --warmup 100 --t-sampling uniform --seed 12
-done_ default || codefusion pack --model "$out/student_u" --out "$out/default" --dtype bfloat16 --default-clamp decode
+train student_r --data "$out/distilled2" --batch-size 256 --task finetune --init "$out/length_final" \
+    --freeze-encoder --repeat conala=2,cf=4 --max-steps 1852 --lr 4e-4 --warmup 100 "${clip[@]}" \
+    --rollout-share 0.5 --rollout-steps 8 --seed 12
+done_ default || codefusion pack --model "$out/student_r" --out "$out/default" --dtype bfloat16 --default-clamp decode
 echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"

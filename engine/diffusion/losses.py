@@ -37,8 +37,9 @@ def loss_terms(model, y: torch.Tensor, mem: torch.Tensor, mem_mask: torch.Tensor
     x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
     if own is not None:
         rows, x_own = own
-        x_t = torch.where(rows.view(-1, 1, 1), x_own.to(x_t.dtype), x_t)
-        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that makes x0 this x_t (eps-prediction)
+        rows = rows.view(-1, 1, 1)
+        x_t = torch.where(rows, x_own.to(x_t.dtype), x_t)
+        eps = torch.where(rows, (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt(), eps)  # what makes x0 this x_t
     x0_prev = None
     if self_condition:
         with torch.no_grad():

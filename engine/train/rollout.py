@@ -8,9 +8,10 @@ settles on one program whatever the request (session 14's student: `GreaterThan(
 
 For a share of each batch, ``own_x_t`` runs the model's sampler instead (Ho et al. 2020's ancestral step,
 the same coefficients as the engine's `ddpm` solver) from pure noise at T−1 down to the row's t, in a few
-respaced steps, without gradient; the loss then asks for the true x0 from that state. This is scheduled
-sampling for diffusion (Ning et al. 2023, "Input Perturbation"; Ren et al. 2023, "Exposure Bias in Diffusion
-Models") in its direct form: the model is shown where its own loop goes and learns the way back.
+respaced steps, without gradient; the loss then asks for the true x0 from that state. The mismatch is what
+Ning et al. (2023, "Input Perturbation Reduces Exposure Bias in Diffusion Models") call exposure bias and treat
+with extra input noise as a cheap stand-in; this is the direct form, scheduled sampling (Bengio et al. 2015):
+the model is shown where its own loop goes and learns the way back.
 """
 from __future__ import annotations
 
