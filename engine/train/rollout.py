@@ -53,3 +53,16 @@ def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int,
     model.denoiser.train(training)
     return x
 
+
+def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor, shape: tuple, share: float,
+             steps: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``loss_terms``'s ``own`` for a batch: the first round(share · B) rows (batches are shuffled) take x_t from
+    the model's own sampler, all at the first row's t (one respaced walk for the lot); ``t`` is updated in place
+    to match. None when the share rounds to no row."""
+    k = round(share * shape[0])
+    if k == 0:
+        return None
+    t[:k] = t[0]
+    x = torch.zeros(shape, device=mem.device)
+    x[:k] = own_x_t(model, mem[:k], None if mem_mask is None else mem_mask[:k], int(t[0]), steps, (k, *shape[1:]))
+    return torch.arange(shape[0], device=mem.device) < k, x

@@ -29,9 +29,10 @@ from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
 from .data import DATASET_LANG, Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
-from .rollout import own_x_t
+from .rollout import own_rows
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
+from .timesteps import sample_t
 
 LengthTargets = Literal["reference", "self"]  # --task length: the references' lengths, or the model's own programs'
 TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}
@@ -331,25 +332,6 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
     return out
 
 
-def sample_t(how: str, B: int, T: int, device, t_min: float = 0.0, t_min_share: float = 1.0) -> torch.Tensor:
-    """Training timesteps. "uniform": t ~ U{0..T−1}. "high": t = ⌊T·(1 − (1−u)²)⌋, density rising towards
-    t = T, where x_t holds almost nothing and only the condition E_s can tell the code: a model trained
-    uniformly can learn to denoise from x_t alone and ignore E_s (measured on this project's `small`:
-    dev token accuracy the same with shuffled conditions), which collapses sampling from pure noise.
-
-    ``t_min`` clips the noise from below (DINOISER, Ye et al. 2023): a ``t_min_share`` of the rows draw
-    from [t_min·T, T) with the same shape, so the loss is spent where the condition decides; the other
-    rows keep the whole range, so low-noise denoising is not forgotten."""
-    if how == "uniform" and t_min == 0:
-        return torch.randint(0, T, (B,), device=device)  # the draws of runs made before t_min existed
-    u = torch.rand(B, device=device)
-    frac = u if how == "uniform" else 1 - (1 - u) ** 2
-    if t_min > 0:
-        clipped = torch.rand(B, device=device) < t_min_share
-        frac = torch.where(clipped, t_min + (1 - t_min) * frac, frac)
-    return (frac * T).long().clamp(0, T - 1)
-
-
 def _train_step(cfg, model, batch, optimizer, autocast, device, aux: Seq2SeqTask | None = None) -> dict[str, float]:
     tgt = batch.tgt.to(device)
     B, n = tgt.shape
@@ -367,25 +349,12 @@ def _train_step(cfg, model, batch, optimizer, autocast, device, aux: Seq2SeqTask
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
-        own = _own_rows(cfg, model, mem, mem_mask, t, eps.shape)
+        own = own_rows(model, mem, mem_mask, t, eps.shape, cfg.rollout_share, cfg.rollout_steps)
         terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, own)
         if aux is not None and mem_mask is not None:  # E_s must still let a left-to-right decoder write the code
             terms["seq2seq_ce"] = aux.loss_on(mem, mem_mask, tgt)
             terms["loss"] = terms["loss"] + cfg.aux_seq2seq * terms["seq2seq_ce"]
     return _optimize(cfg, terms["loss"], optimizer, terms)
-
-
-def _own_rows(cfg, model, mem, mem_mask, t, shape) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The first round(share · B) rows (batches are shuffled) take x_t from the model's own sampler, all at
-    the first row's t (one respaced walk for the lot); ``t`` is updated in place to match."""
-    k = round(cfg.rollout_share * shape[0])
-    if k == 0:
-        return None
-    t[:k] = t[0]
-    x = torch.zeros(shape, device=mem.device)
-    x[:k] = own_x_t(model, mem[:k], None if mem_mask is None else mem_mask[:k], int(t[0]), cfg.rollout_steps,
-                    (k, *shape[1:]))
-    return torch.arange(shape[0], device=mem.device) < k, x
 
 
 def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
