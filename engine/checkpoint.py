@@ -1,6 +1,7 @@
 """Checkpoint directory I/O (DESIGN §6): config.json + model.safetensors + tokenizer.json. Never pickle.
 
-config.json = {"format_version": 1, "model": ModelConfig, "tokenizer": {"kind": …}, "meta": {…}}.
+config.json = {"format_version": 1, "model": ModelConfig, "tokenizer": {"kind": …[, "split_brackets": [langs]]},
+"meta": {…}}; ``split_brackets`` (optional, absent = none) is the targets' bracket spelling (tokenizer.py).
 Loading checks every tensor name, shape and dtype against a freshly built model and fails on the
 first mismatch with a message that names it.
 """
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from .config import CLAMPS, ModelConfig
 from .errors import CheckpointError, CodeFusionError
 from .model import CodeFusionModel
-from .tokenizer import CodeTokenizer
+from .tokenizer import CodeTokenizer, check_split_brackets
 
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
@@ -35,7 +36,9 @@ def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTok
     save_file(tensors, str(path / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
     tokenizer.save(path / TOKENIZER)
     config = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
-              "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, "meta": meta or {},
+              "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                            **({"split_brackets": list(tokenizer.split_brackets)} if tokenizer.split_brackets else {})},
+              "meta": meta or {},
               **({"generation": generation_defaults({"generation": generation})} if generation else {})}
     (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
@@ -112,6 +115,10 @@ def load_checkpoint(path: str | Path) -> tuple[CodeFusionModel, CodeTokenizer, d
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{path / CONFIG}: model section is incomplete ({e})") from None
     tokenizer = CodeTokenizer.load(path / TOKENIZER)
+    try:
+        tokenizer.split_brackets = check_split_brackets(config.get("tokenizer", {}).get("split_brackets", ()))
+    except (CodeFusionError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG}: tokenizer.split_brackets must list languages ({e})") from None
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                               f"{cfg.vocab_size}; the tokenizer.json belongs to another model")

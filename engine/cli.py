@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "from where its own 1200-step loop drifts")
     r.add_argument("--rollout-steps", type=int, default=None,
                    help="respaced DDPM steps of that sampling (default 8; each costs one forward of the rows)")
+    r.add_argument("--split-brackets", default=None,
+                   help="these languages' programs (e.g. cf or cf,python) spell every ( and ) as its own token, so a "
+                        "program has one spelling (no '()' or '%%)' merges); none clears it; default: the --init "
+                        "checkpoint's. Kept in config.json: generation is unchanged")
     r.add_argument("--pooled-condition", action="store_true", default=None,
                    help="give the denoiser MLP(mean E_s) at every position (extends an --init model without it)")
     r.add_argument("--freeze-encoder", action="store_true", default=None,

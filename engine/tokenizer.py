@@ -7,11 +7,21 @@ tag per language (<bash>, <python>, <cf>). A CodeT5 directory keeps its own ids 
 Source:  [<lang>] + BPE(utterance) + [</s>], truncated (with a warning) and padded to S.
 Target:  BPE(code) + [</s>], padded to n with <pad>; decoding cuts at the first </s> or <pad>.
 Byte-level BPE round-trips any text exactly (spaces, newlines, quotes).
+
+Bracket spelling (``split_brackets``, per language; in config.json, not in tokenizer.json). BPE merges
+punctuation runs, so one program has several near spellings: ``top(10)`` ends in ``)`` but ``top(10%)`` in the
+single token ``%)``, ``Duplicate()`` holds ``()`` where ``Duplicate(1)`` holds ``(`` … ``)``. A denoiser unsure
+between two of them leaves a position between two embeddings, and the decoder reads a bracket short
+(models/README.md, session 14). For a language in ``split_brackets`` every ``(`` and ``)`` of a program is
+its own token: the programs of that language are encoded piece by piece around their brackets, with the same
+vocabulary, so decoding is unchanged and the text round-trips exactly.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +34,7 @@ from .errors import CheckpointError, CodeFusionError
 PAD, EOS, UNK, MASK = "<pad>", "</s>", "<unk>", "<mask>"
 LANG_TOKENS = {lang: f"<{lang}>" for lang in LANGS}
 SPECIALS = [PAD, EOS, UNK, MASK, *LANG_TOKENS.values()]
+BRACKET = re.compile(r"([()])")
 
 
 @dataclass
@@ -34,7 +45,7 @@ class SourceBatch:
 
 
 class CodeTokenizer:
-    def __init__(self, tok: Tokenizer, kind: str = "bpe"):
+    def __init__(self, tok: Tokenizer, kind: str = "bpe", split_brackets: Iterable[str] = ()):
         missing = [t for t in (PAD, EOS) if tok.token_to_id(t) is None]
         if missing:
             raise CheckpointError(f"tokenizer lacks the special tokens {missing}; retrain it with `codefusion tokenizer`")
@@ -46,6 +57,7 @@ class CodeTokenizer:
         self.mask_id = tok.token_to_id(MASK)
         self.lang_ids = {lang: tok.token_to_id(t) for lang, t in LANG_TOKENS.items()}
         self.special_ids = {tok.token_to_id(t) for t in SPECIALS if tok.token_to_id(t) is not None}
+        self.split_brackets = check_split_brackets(split_brackets)
 
     @property
     def vocab_size(self) -> int:
@@ -93,6 +105,22 @@ class CodeTokenizer:
     def encode_text(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_code(self, texts: list[str], langs: list[str]) -> list[list[int]]:
+        """Programs as training targets: BPE, with every bracket its own token for the languages in
+        ``split_brackets`` (module docstring)."""
+        if len(texts) != len(langs):
+            raise CodeFusionError(f"encode_code got {len(texts)} programs but {len(langs)} languages")
+        plain = [i for i, lang in enumerate(langs) if lang not in self.split_brackets]
+        out: list[list[int] | None] = [None] * len(texts)
+        for i, ids in zip(plain, self.encode_text([texts[i] for i in plain])):
+            out[i] = ids
+        split = [i for i in range(len(texts)) if out[i] is None]
+        pieces = [[p for p in BRACKET.split(texts[i]) if p] for i in split]
+        encoded = iter(self.encode_text([p for ps in pieces for p in ps]))
+        for i, ps in zip(split, pieces):
+            out[i] = [t for ids in islice(encoded, len(ps)) for t in ids]
+        return out
+
     def encode_source(self, texts: list[str], langs: list[str], max_len: int,
                       token_ids: list[list[int]] | None = None) -> SourceBatch:
         """[<lang>] + tokens + [</s>], cut to ``max_len``; ``token_ids`` skips BPE (pre-tokenized input)."""
@@ -125,6 +153,17 @@ class CodeTokenizer:
     def decode(self, ids: list[int]) -> str:
         body = [i for i in ids[: self.content_length(ids)] if i not in self.special_ids]
         return self.tok.decode(body, skip_special_tokens=False).strip()
+
+
+def check_split_brackets(langs: Iterable[str]) -> tuple[str, ...]:
+    """The languages of a bracket spelling, sorted; one-line error on an unknown one."""
+    if isinstance(langs, str):
+        raise CodeFusionError(f"split_brackets must be a list of languages, got the string {langs!r}")
+    langs = tuple(sorted(set(langs)))
+    unknown = [lang for lang in langs if lang not in LANGS]
+    if unknown:
+        raise CodeFusionError(f"split_brackets names unknown language {unknown[0]!r}: choose from {', '.join(LANGS)}")
+    return langs
 
 
 def _is_codet5(file: Path) -> bool:

@@ -74,3 +74,44 @@ def test_missing_or_broken_tokenizer(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps({"nope": 1}))
     with pytest.raises(CheckpointError):
         CodeTokenizer.load(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def merging():
+    """A BPE that has learned the bracket merges the default model's has ('()', '%)', '("')."""
+    texts = ['Duplicate()', 'top(10%)', 'bottom(5%)', 'TextContains("a")', 'f(g())', 'print(x)'] * 20
+    return CodeTokenizer.train(texts, vocab_size=300)
+
+
+def _pieces(tok, ids):
+    return [tok.tok.id_to_token(i) for i in ids]
+
+
+@pytest.mark.parametrize("code, brackets", [("top(10%)", ["(", ")"]), ("Duplicate()", ["(", ")"]),
+                                            ('TextContains("a (b)")', ["(", "(", ")", ")"]), ("f(g())", ["(", "(", ")", ")"]),
+                                            ("no brackets at all", [])])
+def test_split_brackets_spells_each_bracket_alone_and_round_trips(merging, code, brackets):
+    split = CodeTokenizer(merging.tok, "bpe", ["cf"])
+    ids = split.encode_code([code], ["cf"])[0]
+    pieces = _pieces(split, ids)
+    assert [p for p in pieces if "(" in p or ")" in p] == brackets  # no merged '()', '%)', '("'
+    assert split.decode(ids) == code
+
+
+def test_split_brackets_applies_to_its_languages_only(merging):
+    split = CodeTokenizer(merging.tok, "bpe", ["cf"])
+    assert "()" in _pieces(merging, merging.encode_text(["Duplicate()"])[0])  # the merge exists …
+    codes, langs = ["Duplicate()", "Duplicate()", "f(g())"], ["python", "cf", "bash"]
+    got = split.encode_code(codes, langs)
+    assert got[0] == merging.encode_text(["Duplicate()"])[0] and got[2] == merging.encode_text(["f(g())"])[0]
+    assert _pieces(split, got[1])[-2:] == ["(", ")"]  # … and only the cf row loses it
+    assert merging.encode_code(codes, langs) == merging.encode_text(codes)  # default: no language split
+    with pytest.raises(CodeFusionError, match="2 programs but 1 languages"):
+        split.encode_code(["a", "b"], ["cf"])
+
+
+@pytest.mark.parametrize("langs, message", [(["cobol"], "unknown language 'cobol'"),
+                                            ("cf", "must be a list of languages")])
+def test_split_brackets_refuses_bad_languages(merging, langs, message):
+    with pytest.raises(CodeFusionError, match=message):
+        CodeTokenizer(merging.tok, "bpe", langs)

@@ -69,7 +69,7 @@ class TaskBatches:
                  batch_size: int, seed: int, upsize: float = 0.0):
         self.examples, self.tok, self.cfg, self.tasks = examples, tokenizer, cfg, tasks
         self.upsize = upsize
-        self.code_ids = tokenizer.encode_text([e.code for e in examples])
+        self.code_ids = tokenizer.encode_code([e.code for e in examples], [e.lang for e in examples])
         self.nl_ids = tokenizer.encode_text([e.nl for e in examples]) if "finetune" in tasks else None
         self.sampler = BucketSampler([len(c) for c in self.code_ids], cfg, batch_size, seed)
         self.rng = random.Random(seed + 1)

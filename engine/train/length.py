@@ -51,8 +51,8 @@ def _classes(model, lengths: list[int]) -> torch.Tensor:
 
 
 def reference_lengths(tok, examples) -> list[int]:
-    """Tokens + </s> of each example's reference program."""
-    return [len(ids) + 1 for ids in tok.encode_text([e.code for e in examples])]
+    """Tokens + </s> of each example's reference program (in the checkpoint's spelling)."""
+    return [len(ids) + 1 for ids in tok.encode_code([e.code for e in examples], [e.lang for e in examples])]
 
 
 def own_lengths(model, tok, examples, steps: int, device: str, dtype: str, batch: int = 64) -> list[int]:

@@ -26,7 +26,7 @@ def probe(ckpt: str, data: str, rows: int = 96, n: int = 32, seed: int = 0) -> l
     model, tok, _ = load_checkpoint(ckpt)
     dev = load_split(data, None, "dev")
     dev = dev[:: max(1, len(dev) // rows)]
-    code = tok.encode_text([e.code for e in dev])
+    code = tok.encode_code([e.code for e in dev], [e.lang for e in dev])
     keep = [i for i, c in enumerate(code) if len(c) + 1 <= n][:rows]
     dev, code = [dev[i] for i in keep], [code[i] for i in keep]
     y = tok.encode_target(code, n)

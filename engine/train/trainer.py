@@ -20,12 +20,12 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import CONFIG, load_checkpoint, save_checkpoint
-from ..config import get_preset
+from ..config import LANGS, get_preset
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
 from ..model import CodeFusionModel
 from ..model.encoder import Encoder
-from ..tokenizer import CodeTokenizer
+from ..tokenizer import CodeTokenizer, check_split_brackets
 from .batches import TaskBatches
 from .data import DATASET_LANG, Example, load_split, tokenizer_texts, unique_programs
 from .devcheck import dev_check
@@ -62,6 +62,9 @@ class TrainConfig:
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
     rollout_share: float = 0.0  # share of each batch whose x_t the model's own sampler draws (see rollout.py)
     rollout_steps: int = 8  # respaced DDPM steps of that sampling, from T−1 down to the rows' t
+    # "cf,python": those languages' targets spell every bracket as its own token (tokenizer.py); None keeps the
+    # --init/--resume checkpoint's spelling, "none" clears it
+    split_brackets: str | None = None
     aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
     length_targets: LengthTargets = "reference"  # length task: what the head is fitted to (see LengthTargets)
     length_steps: int | None = None  # length task, self targets: DDPM steps of the sampling (None: 20)
@@ -104,6 +107,18 @@ def parse_repeat(spec: str | None) -> dict[str, int]:
     return out
 
 
+def parse_split_brackets(spec: str) -> tuple[str, ...]:
+    """--split-brackets "cf,python" → ("cf", "python"); "none" → ()."""
+    langs = [] if spec.strip() == "none" else [part.strip() for part in spec.split(",")]
+    if not langs and spec.strip() != "none":
+        raise CodeFusionError("--split-brackets takes languages (e.g. cf or cf,python) or none")
+    try:
+        return check_split_brackets(langs)
+    except CodeFusionError:
+        raise CodeFusionError(f"--split-brackets takes languages from {', '.join(LANGS)} (comma-separated) or none; "
+                              f"got {spec!r}") from None
+
+
 def repeat_rows(rows: list[Example], times: dict[str, int]) -> list[Example]:
     """Each language's rows, in their order, as ``times[lang]`` consecutive copies of the whole block: the
     same list as a data folder whose train file holds that many copies of itself."""
@@ -128,6 +143,8 @@ def _balanced(rows: list[Example], n: int) -> list[Example]:
 
 def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
     model, tok, meta = _load_or_create(cfg, train)
+    if cfg.split_brackets is not None:
+        tok.split_brackets = parse_split_brackets(cfg.split_brackets)
     if cfg.pooled_condition and not model.cfg.pooled_condition:
         model = with_pooled_condition(model)
     if cfg.encoder_from and not cfg.resume:
@@ -209,6 +226,11 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps is not None):
         raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
     repeat = parse_repeat(cfg.repeat)
+    if cfg.split_brackets is not None:
+        parse_split_brackets(cfg.split_brackets)
+        if cfg.task == "length":
+            raise CodeFusionError("--split-brackets does not go with --task length: the head counts tokens in the "
+                                  "--init checkpoint's own spelling; drop the flag")
     if repeat and cfg.task not in ("finetune", "encoder"):
         raise CodeFusionError(f"--repeat weights the supervised pairs of --task finetune or encoder; drop it "
                               f"for --task {cfg.task}")
@@ -374,6 +396,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
     if cfg.rollout_share:
         run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
+    if tok.split_brackets:
+        run["split_brackets"] = list(tok.split_brackets)
     if dev_result:
         run["dev"] = dev_result
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
