@@ -110,8 +110,6 @@ def parse_repeat(spec: str | None) -> dict[str, int]:
 def parse_split_brackets(spec: str) -> tuple[str, ...]:
     """--split-brackets "cf,python" → ("cf", "python"); "none" → ()."""
     langs = [] if spec.strip() == "none" else [part.strip() for part in spec.split(",")]
-    if not langs and spec.strip() != "none":
-        raise CodeFusionError("--split-brackets takes languages (e.g. cf or cf,python) or none")
     try:
         return check_split_brackets(langs)
     except CodeFusionError:
