@@ -111,10 +111,10 @@ class CodeTokenizer:
         if len(texts) != len(langs):
             raise CodeFusionError(f"encode_code got {len(texts)} programs but {len(langs)} languages")
         plain = [i for i, lang in enumerate(langs) if lang not in self.split_brackets]
-        out: list[list[int] | None] = [None] * len(texts)
+        split = [i for i, lang in enumerate(langs) if lang in self.split_brackets]
+        out: list[list[int]] = [[] for _ in texts]
         for i, ids in zip(plain, self.encode_text([texts[i] for i in plain])):
             out[i] = ids
-        split = [i for i in range(len(texts)) if out[i] is None]
         pieces = [[p for p in BRACKET.split(texts[i]) if p] for i in split]
         encoded = iter(self.encode_text([p for ps in pieces for p in ps]))
         for i, ps in zip(split, pieces):

@@ -141,23 +141,3 @@ def test_bad_generation_defaults(ckpt, block, message):
     (ckpt / "config.json").write_text(json.dumps({**config, "generation": block}))
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(ckpt)
-
-
-def test_bracket_spelling_round_trips_through_the_checkpoint(tiny_model, tokenizer, tmp_path):
-    from codefusion.tokenizer import CodeTokenizer
-    split = CodeTokenizer(tokenizer.tok, "bpe", ["python", "cf"])
-    save_checkpoint(tmp_path / "s", tiny_model, split)
-    assert json.loads((tmp_path / "s" / "config.json").read_text())["tokenizer"]["split_brackets"] == ["cf", "python"]
-    assert load_checkpoint(tmp_path / "s")[1].split_brackets == ("cf", "python")
-    save_checkpoint(tmp_path / "p", tiny_model, tokenizer)  # none: the key is left out, and reads back as none
-    assert "split_brackets" not in json.loads((tmp_path / "p" / "config.json").read_text())["tokenizer"]
-    assert load_checkpoint(tmp_path / "p")[1].split_brackets == ()
-
-
-def test_a_bad_bracket_spelling_in_config_is_one_line(tiny_model, tokenizer, tmp_path):
-    save_checkpoint(tmp_path, tiny_model, tokenizer)
-    config = json.loads((tmp_path / "config.json").read_text())
-    config["tokenizer"]["split_brackets"] = ["java"]
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="tokenizer.split_brackets must list languages"):
-        load_checkpoint(tmp_path)

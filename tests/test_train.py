@@ -364,7 +364,7 @@ def test_aux_seq2seq_trains_e_with_the_denoiser_and_keeps_the_decoder(tmp_path, 
 
 
 def test_repeat_equals_a_train_file_that_holds_copies_of_itself(tmp_path, data_dir):
-    from codefusion.train.trainer import parse_repeat, repeat_rows
+    from codefusion.train.data import parse_repeat, repeat_rows
     doubled = write_data(tmp_path / "doubled")
     cf_train = doubled / "cf" / "train.jsonl"
     cf_train.write_text(cf_train.read_text() * 2)
@@ -384,33 +384,3 @@ def test_bad_repeat_is_refused_before_any_data_is_read(tmp_path, spec):
     with pytest.raises(CodeFusionError, match="drop it for --task pretrain"):
         train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
                           task="pretrain", repeat="cf=2"))
-
-
-def test_a_run_with_split_brackets_trains_on_that_spelling_and_keeps_it(tmp_path):
-    from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.batches import TaskBatches
-    data = write_data(tmp_path / "data", {"cf": PAIRS["cf"]})
-    out = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run"), max_steps=2, batch_size=4,
-                            dev_rows=0, dtype="float32", warmup=1, split_brackets="cf"))
-    config = json.loads((out / "config.json").read_text())
-    assert config["tokenizer"]["split_brackets"] == ["cf"] and config["meta"]["history"][-1]["split_brackets"] == ["cf"]
-    model, tok, _ = load_checkpoint(out)
-    examples = load_split(str(data), None, "train")
-    batches = TaskBatches(examples, tok, model.cfg, ("finetune",), 4, 0)
-    brackets = {tok.tok.token_to_id("("), tok.tok.token_to_id(")")}
-    for ids, e in zip(batches.code_ids, examples):  # every bracket of every cf target is a token of its own
-        assert sum(i in brackets for i in ids) == e.code.count("(") + e.code.count(")")
-    # a continuation keeps the checkpoint's spelling unless told; "none" clears it
-    again = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run2"), init=str(out), max_steps=1,
-                              batch_size=4, dev_rows=0, dtype="float32", warmup=1))
-    assert load_checkpoint(again)[1].split_brackets == ("cf",)
-    cleared = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run3"), init=str(out), max_steps=1,
-                                batch_size=4, dev_rows=0, dtype="float32", warmup=1, split_brackets="none"))
-    assert load_checkpoint(cleared)[1].split_brackets == ()
-
-
-@pytest.mark.parametrize("kw, message", [({"split_brackets": "cf,java"}, "--split-brackets takes languages"),
-                                         ({"split_brackets": "cf", "task": "length"}, "does not go with --task length")])
-def test_bad_split_brackets_are_refused(tmp_path, kw, message):
-    with pytest.raises(CodeFusionError, match=message):
-        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, **kw))

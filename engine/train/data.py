@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import CodeFusionError, DataError
 
 DATASET_LANG = {"nl2bash": "bash", "conala": "python", "cf": "cf"}
 
@@ -106,3 +106,26 @@ def unique_programs(examples: list[Example]) -> tuple[list[Example], int]:
 def tokenizer_texts(examples: list[Example]) -> list[str]:
     """What the BPE tokenizer trains on: every program and every non-empty utterance."""
     return [t for e in examples for t in (e.code, e.nl) if t]
+
+
+def parse_repeat(spec: str | None) -> dict[str, int]:
+    """--repeat "conala=2,cf=4" → {"python": 2, "cf": 4} (keyed by language, as Examples are)."""
+    if not spec:
+        return {}
+    out: dict[str, int] = {}
+    for part in spec.split(","):
+        name, _, times = part.strip().partition("=")
+        if name not in DATASET_LANG or not times.isdigit() or int(times) < 1:
+            raise CodeFusionError(f"--repeat takes DATASET=TIMES pairs (datasets {', '.join(DATASET_LANG)}; "
+                                  f"TIMES a whole number ≥ 1), e.g. conala=2,cf=4; got {part.strip()!r}")
+        out[DATASET_LANG[name]] = int(times)
+    return out
+
+
+def repeat_rows(rows: list[Example], times: dict[str, int]) -> list[Example]:
+    """Each language's rows, in their order, as ``times[lang]`` consecutive copies of the whole block: the
+    same list as a data folder whose train file holds that many copies of itself."""
+    blocks: dict[str, list[Example]] = {}
+    for r in rows:
+        blocks.setdefault(r.lang, []).append(r)
+    return [r for lang, block in blocks.items() for _ in range(times.get(lang, 1)) for r in block]

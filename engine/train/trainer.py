@@ -27,7 +27,7 @@ from ..model import CodeFusionModel
 from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer, check_split_brackets
 from .batches import TaskBatches
-from .data import DATASET_LANG, Example, load_split, tokenizer_texts, unique_programs
+from .data import Example, load_split, parse_repeat, repeat_rows, tokenizer_texts, unique_programs
 from .devcheck import dev_check
 from .rollout import own_rows
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
@@ -93,20 +93,6 @@ def _examples(cfg: TrainConfig, split: str) -> list[Example]:
     return load_split(cfg.data, cfg.datasets, split, cfg.on_bad_line)
 
 
-def parse_repeat(spec: str | None) -> dict[str, int]:
-    """--repeat "conala=2,cf=4" → {"python": 2, "cf": 4} (keyed by language, as Examples are)."""
-    if not spec:
-        return {}
-    out: dict[str, int] = {}
-    for part in spec.split(","):
-        name, _, times = part.strip().partition("=")
-        if name not in DATASET_LANG or not times.isdigit() or int(times) < 1:
-            raise CodeFusionError(f"--repeat takes DATASET=TIMES pairs (datasets {', '.join(DATASET_LANG)}; "
-                                  f"TIMES a whole number ≥ 1), e.g. conala=2,cf=4; got {part.strip()!r}")
-        out[DATASET_LANG[name]] = int(times)
-    return out
-
-
 def parse_split_brackets(spec: str) -> tuple[str, ...]:
     """--split-brackets "cf,python" → ("cf", "python"); "none" → ()."""
     langs = [] if spec.strip() == "none" else [part.strip() for part in spec.split(",")]
@@ -115,15 +101,6 @@ def parse_split_brackets(spec: str) -> tuple[str, ...]:
     except CodeFusionError:
         raise CodeFusionError(f"--split-brackets takes languages from {', '.join(LANGS)} (comma-separated) or none; "
                               f"got {spec!r}") from None
-
-
-def repeat_rows(rows: list[Example], times: dict[str, int]) -> list[Example]:
-    """Each language's rows, in their order, as ``times[lang]`` consecutive copies of the whole block: the
-    same list as a data folder whose train file holds that many copies of itself."""
-    blocks: dict[str, list[Example]] = {}
-    for r in rows:
-        blocks.setdefault(r.lang, []).append(r)
-    return [r for lang, block in blocks.items() for _ in range(times.get(lang, 1)) for r in block]
 
 
 def _balanced(rows: list[Example], n: int) -> list[Example]:
@@ -139,10 +116,11 @@ def _balanced(rows: list[Example], n: int) -> list[Example]:
     return picked[:n]
 
 
-def _build_model(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
+def _build_model(cfg: TrainConfig, train: list[Example],
+                 split_brackets: tuple[str, ...] | None) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
     model, tok, meta = _load_or_create(cfg, train)
-    if cfg.split_brackets is not None:
-        tok.split_brackets = parse_split_brackets(cfg.split_brackets)
+    if split_brackets is not None:  # None: the checkpoint's spelling stays
+        tok.split_brackets = split_brackets
     if cfg.pooled_condition and not model.cfg.pooled_condition:
         model = with_pooled_condition(model)
     if cfg.encoder_from and not cfg.resume:
@@ -224,11 +202,10 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps is not None):
         raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
     repeat = parse_repeat(cfg.repeat)
-    if cfg.split_brackets is not None:
-        parse_split_brackets(cfg.split_brackets)
-        if cfg.task == "length":
-            raise CodeFusionError("--split-brackets does not go with --task length: the head counts tokens in the "
-                                  "--init checkpoint's own spelling; drop the flag")
+    split_brackets = None if cfg.split_brackets is None else parse_split_brackets(cfg.split_brackets)
+    if split_brackets is not None and cfg.task == "length":
+        raise CodeFusionError("--split-brackets does not go with --task length: the head counts tokens in the "
+                              "--init checkpoint's own spelling; drop the flag")
     if repeat and cfg.task not in ("finetune", "encoder"):
         raise CodeFusionError(f"--repeat weights the supervised pairs of --task finetune or encoder; drop it "
                               f"for --task {cfg.task}")
@@ -247,7 +224,7 @@ def train(cfg: TrainConfig) -> Path:
         tqdm.write(f"note: pre-training on {len(examples)} distinct programs ({repeats} repeated lines left out)")
     examples = repeat_rows(examples, repeat)
     dev = _balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
-    model, tok, meta = _build_model(cfg, examples)
+    model, tok, meta = _build_model(cfg, examples, split_brackets)
     device = torch.device(cfg.device)
     model.to(device).train()
     if cfg.freeze_encoder:
