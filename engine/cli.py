@@ -286,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "from where its own 1200-step loop drifts")
     r.add_argument("--rollout-steps", type=int, default=None,
                    help="respaced DDPM steps of that sampling (default 8; each costs one forward of the rows)")
+    r.add_argument("--request-dropout", type=float, default=None,
+                   help="finetune: delete each request token with this probability (default 0; the language tag "
+                        "and </s> stay), so the denoiser learns to write the program from the words that remain, "
+                        "as it must on requests unlike the training ones")
     r.add_argument("--split-brackets", default=None,
                    help="these languages' programs (e.g. cf or cf,python) spell every ( and ) as its own token, so a "
                         "program has one spelling (no '()' or '%%)' merges); none clears it; default: the --init "

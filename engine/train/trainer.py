@@ -29,6 +29,7 @@ from ..tokenizer import CodeTokenizer, check_split_brackets
 from .batches import TaskBatches
 from .data import Example, load_split, parse_repeat, repeat_rows, tokenizer_texts, unique_programs
 from .devcheck import dev_check
+from .request_dropout import drop_request_tokens
 from .rollout import own_rows
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .state import load_trainer_state, save_trainer_state
@@ -62,6 +63,7 @@ class TrainConfig:
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
     rollout_share: float = 0.0  # share of each batch whose x_t the model's own sampler draws (see rollout.py)
     rollout_steps: int = 8  # respaced DDPM steps of that sampling, from T−1 down to the rows' t
+    request_dropout: float = 0.0  # finetune: each request token deleted with this probability (request_dropout.py)
     # "cf,python": those languages' targets spell every bracket as its own token (tokenizer.py); None keeps the
     # --init/--resume checkpoint's spelling, "none" clears it
     split_brackets: str | None = None
@@ -189,6 +191,11 @@ def train(cfg: TrainConfig) -> Path:
         raise CodeFusionError(f"--rollout-share is a share of the batch in [0, 1], got {cfg.rollout_share}")
     if not 1 <= cfg.rollout_steps <= 1200:
         raise CodeFusionError(f"--rollout-steps counts sampler steps: an integer in 1..1200, got {cfg.rollout_steps}")
+    if not 0.0 <= cfg.request_dropout < 1.0:
+        raise CodeFusionError(f"--request-dropout is a probability in [0, 1), got {cfg.request_dropout}")
+    if cfg.request_dropout and cfg.task != "finetune":
+        raise CodeFusionError(f"--request-dropout deletes words of the requests of --task finetune; drop it for "
+                              f"--task {cfg.task}")
     if not 0.0 <= cfg.upsize <= 1.0:
         raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
     if cfg.encoder_from and not cfg.init:
@@ -274,10 +281,12 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
             task.load(Path(cfg.init))
     if cfg.task != "encoder":
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
-        step = lambda batch, opt, autocast: _train_step(cfg, model, batch, opt, autocast, device, task)  # noqa: E731
+
+        def diffusion_step(batch, opt, autocast):
+            return _train_step(cfg, model, tok, batch, opt, autocast, device, task)
         if task is None:
-            return Hooks(model, step, check)
-        return Hooks(_Joint(model, task), step, check, task.save)
+            return Hooks(model, diffusion_step, check)
+        return Hooks(_Joint(model, task), diffusion_step, check, task.save)
 
     def step(batch, optimizer, autocast) -> dict[str, float]:
         with autocast:
@@ -329,7 +338,8 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
     return out
 
 
-def _train_step(cfg, model, batch, optimizer, autocast, device, aux: Seq2SeqTask | None = None) -> dict[str, float]:
+def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
+                aux: Seq2SeqTask | None = None) -> dict[str, float]:
     tgt = batch.tgt.to(device)
     B, n = tgt.shape
     with autocast:
@@ -337,11 +347,12 @@ def _train_step(cfg, model, batch, optimizer, autocast, device, aux: Seq2SeqTask
             mem = torch.randn(B, model.cfg.max_source_len, model.cfg.enc_d_model, device=device)
             mem_mask = None
         else:
-            mem_mask = batch.src_mask.to(device)
+            src_ids, mem_mask = drop_request_tokens(batch.src_ids.to(device), batch.src_mask.to(device),
+                                                    cfg.request_dropout, tok.pad_id)
             if cfg.freeze_encoder:  # a frozen E gives N the E_s it will see at inference: no dropout
                 model.encoder.eval()
             with torch.set_grad_enabled(not cfg.freeze_encoder):
-                mem = model.encode(batch.src_ids.to(device), mem_mask)
+                mem = model.encode(src_ids, mem_mask)
         t = sample_t(cfg.t_sampling, B, model.cfg.diffusion_steps, device, cfg.t_min, cfg.t_min_share)
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
@@ -371,6 +382,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
     if cfg.rollout_share:
         run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
+    if cfg.request_dropout:
+        run["request_dropout"] = cfg.request_dropout
     if tok.split_brackets:
         run["split_brackets"] = list(tok.split_brackets)
     if dev_result:
