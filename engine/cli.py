@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "from where its own 1200-step loop drifts")
     r.add_argument("--rollout-steps", type=int, default=None,
                    help="respaced DDPM steps of that sampling (default 8; each costs one forward of the rows)")
+    r.add_argument("--rollout-t-max", type=float, default=None,
+                   help="those rows end at a t drawn from [0, F·T) (default 1: the batch's own t), the end of the "
+                        "loop where it settles tokens")
     r.add_argument("--request-dropout", type=float, default=None,
                    help="finetune: delete each request token with this probability (default 0; the language tag "
                         "and </s> stay), so the denoiser learns to write the program from the words that remain, "

@@ -95,8 +95,38 @@ def test_a_run_with_rollout_trains_and_records_it(tmp_path):
     assert run["rollout_share"] == 0.5 and run["rollout_steps"] == 2 and run["steps"] == 3
 
 
+def test_rollout_t_max_ends_the_walk_near_the_loops_end_for_those_rows_only(tiny_model):
+    from codefusion.train.rollout import own_rows
+    model = tiny_model
+    mem = torch.randn(8, 5, model.cfg.enc_d_model)
+    torch.manual_seed(0)
+    ends = []
+    for _ in range(40):
+        t = torch.full((8,), 1000)
+        rows, _ = own_rows(model, mem, None, t, (8, 16, model.cfg.d_embed), 0.5, 1, t_max=0.25)
+        assert rows.tolist() == [True] * 4 + [False] * 4
+        assert t[1:4].eq(t[0]).all() and t[4:].eq(1000).all()  # one walk for the rollout rows, the rest untouched
+        ends.append(int(t[0]))
+    assert max(ends) < 300 and len(set(ends)) > 20  # drawn afresh from [0, 0.25·T)
+    t = torch.full((8,), 1000)
+    own_rows(model, mem, None, t, (8, 16, model.cfg.d_embed), 0.5, 1)
+    assert t.eq(1000).all()  # default: the batch's own t
+
+
+def test_a_run_records_rollout_t_max(tmp_path):
+    data = write_data(tmp_path / "data", {"nl2bash": PAIRS["nl2bash"]})
+    out = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run"), max_steps=2, batch_size=4,
+                            dev_rows=0, dtype="float32", warmup=1, rollout_share=0.5, rollout_steps=2,
+                            rollout_t_max=0.3))
+    run = json.loads((out / "config.json").read_text())["meta"]["history"][-1]
+    assert run["rollout_t_max"] == 0.3
+
+
 @pytest.mark.parametrize("kw, message", [({"rollout_share": 1.5}, "--rollout-share is a share"),
-                                         ({"rollout_steps": 0}, "--rollout-steps counts sampler steps")])
+                                         ({"rollout_steps": 0}, "--rollout-steps counts sampler steps"),
+                                         ({"rollout_share": 0.5, "rollout_t_max": 0.0},
+                                          "--rollout-t-max is a fraction"),
+                                         ({"rollout_t_max": 0.5}, "give --rollout-share too")])
 def test_bad_rollout_settings_are_refused(tmp_path, kw, message):
     with pytest.raises(CodeFusionError, match=message):
         train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, **kw))

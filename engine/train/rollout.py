@@ -55,13 +55,17 @@ def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int,
 
 
 def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor, shape: tuple, share: float,
-             steps: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+             steps: int, t_max: float = 1.0) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``loss_terms``'s ``own`` for a batch: the first round(share · B) rows (batches are shuffled) take x_t from
-    the model's own sampler, all at the first row's t (one respaced walk for the lot); ``t`` is updated in place
-    to match. None when the share rounds to no row."""
+    the model's own sampler, all at one t (one respaced walk for the lot): the first row's, or with ``t_max`` < 1
+    a fresh draw from [0, t_max · T), the end of the loop where it settles tokens. ``t`` is updated in place to
+    match. None when the share rounds to no row."""
     k = round(share * shape[0])
     if k == 0:
         return None
+    if t_max < 1.0:
+        T = model.cfg.diffusion_steps
+        t[0] = torch.randint(0, max(1, round(t_max * T)), (), device=t.device)
     t[:k] = t[0]
     x = torch.zeros(shape, device=mem.device)
     x[:k] = own_x_t(model, mem[:k], None if mem_mask is None else mem_mask[:k], int(t[0]), steps, (k, *shape[1:]))

@@ -63,6 +63,7 @@ class TrainConfig:
     encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
     rollout_share: float = 0.0  # share of each batch whose x_t the model's own sampler draws (see rollout.py)
     rollout_steps: int = 8  # respaced DDPM steps of that sampling, from T−1 down to the rows' t
+    rollout_t_max: float = 1.0  # < 1: those rows' t is drawn from [0, rollout_t_max · T), the loop's end
     request_dropout: float = 0.0  # finetune: each request token deleted with this probability (request_dropout.py)
     # "cf,python": those languages' targets spell every bracket as its own token (tokenizer.py); None keeps the
     # --init/--resume checkpoint's spelling, "none" clears it
@@ -191,6 +192,10 @@ def train(cfg: TrainConfig) -> Path:
         raise CodeFusionError(f"--rollout-share is a share of the batch in [0, 1], got {cfg.rollout_share}")
     if not 1 <= cfg.rollout_steps <= 1200:
         raise CodeFusionError(f"--rollout-steps counts sampler steps: an integer in 1..1200, got {cfg.rollout_steps}")
+    if not 0.0 < cfg.rollout_t_max <= 1.0:
+        raise CodeFusionError(f"--rollout-t-max is a fraction of T in (0, 1], got {cfg.rollout_t_max}")
+    if cfg.rollout_t_max < 1.0 and not cfg.rollout_share:
+        raise CodeFusionError("--rollout-t-max sets where the --rollout-share rows end: give --rollout-share too")
     if not 0.0 <= cfg.request_dropout < 1.0:
         raise CodeFusionError(f"--request-dropout is a probability in [0, 1), got {cfg.request_dropout}")
     if cfg.request_dropout and cfg.task != "finetune":
@@ -357,7 +362,7 @@ def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
-        own = own_rows(model, mem, mem_mask, t, eps.shape, cfg.rollout_share, cfg.rollout_steps)
+        own = own_rows(model, mem, mem_mask, t, eps.shape, cfg.rollout_share, cfg.rollout_steps, cfg.rollout_t_max)
         terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, own)
         if aux is not None and mem_mask is not None:  # E_s must still let a left-to-right decoder write the code
             terms["seq2seq_ce"] = aux.loss_on(mem, mem_mask, tgt)
@@ -382,6 +387,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
     if cfg.rollout_share:
         run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
+        if cfg.rollout_t_max < 1.0:
+            run["rollout_t_max"] = cfg.rollout_t_max
     if cfg.request_dropout:
         run["request_dropout"] = cfg.request_dropout
     if tok.split_brackets:
