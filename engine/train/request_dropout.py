@@ -9,6 +9,9 @@ denoiser must write the program from the cues that remain, as it must on a new r
 A dropped token is deleted, not masked in place: the kept tokens close up (order kept), so E reads a shorter
 request with the relative positions a real one would have. ``<lang>`` (first) and ``</s>`` (last) are never
 dropped, so every row keeps its language and its end.
+
+Measured on the default model (models/README.md, session 17: 0.2 on a 40-minute CPU continuation, paired against the
+same run without it): CF parsed less (−10.6 points, not significant), Bash and Python the same.
 """
 from __future__ import annotations
 
