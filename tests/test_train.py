@@ -151,9 +151,9 @@ def test_encoder_starts_from_a_local_codet5_directory(tmp_path, data_dir):
 
 
 def test_dev_check_rows_cover_every_language(data_dir):
-    from codefusion.train.trainer import _balanced
+    from codefusion.train.data import balanced
 
-    rows = _balanced(load_split(data_dir, None, "dev"), 6)
+    rows = balanced(load_split(data_dir, None, "dev"), 6)
     assert [r.lang for r in rows] == ["bash", "python", "cf"] * 2
 
 

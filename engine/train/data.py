@@ -11,7 +11,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import LANGS
 from ..errors import CodeFusionError, DataError
+from ..tokenizer import check_split_brackets
 
 DATASET_LANG = {"nl2bash": "bash", "conala": "python", "cf": "cf"}
 
@@ -129,3 +131,26 @@ def repeat_rows(rows: list[Example], times: dict[str, int]) -> list[Example]:
     for r in rows:
         blocks.setdefault(r.lang, []).append(r)
     return [r for lang, block in blocks.items() for _ in range(times.get(lang, 1)) for r in block]
+
+
+def parse_split_brackets(spec: str) -> tuple[str, ...]:
+    """--split-brackets "cf,python" → ("cf", "python"); "none" → ()."""
+    langs = [] if spec.strip() == "none" else [part.strip() for part in spec.split(",")]
+    try:
+        return check_split_brackets(langs)
+    except CodeFusionError:
+        raise CodeFusionError(f"--split-brackets takes languages from {', '.join(LANGS)} (comma-separated) or none; "
+                              f"got {spec!r}") from None
+
+
+def balanced(rows: list[Example], n: int) -> list[Example]:
+    """Up to n rows, taken in turn from each language, so the dev check covers all of them."""
+    by_lang: dict[str, list[Example]] = {}
+    for r in rows:
+        by_lang.setdefault(r.lang, []).append(r)
+    picked: list[Example] = []
+    for i in range(max((len(q) for q in by_lang.values()), default=0)):
+        picked += [q[i] for q in by_lang.values() if i < len(q)]
+        if len(picked) >= n:
+            break
+    return picked[:n]

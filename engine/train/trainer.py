@@ -20,14 +20,15 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import CONFIG, load_checkpoint, save_checkpoint
-from ..config import LANGS, get_preset
+from ..config import get_preset
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
 from ..model import CodeFusionModel
 from ..model.encoder import Encoder
-from ..tokenizer import CodeTokenizer, check_split_brackets
+from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
-from .data import Example, load_split, parse_repeat, repeat_rows, tokenizer_texts, unique_programs
+from .data import (Example, balanced, load_split, parse_repeat, parse_split_brackets, repeat_rows, tokenizer_texts,
+                   unique_programs)
 from .devcheck import dev_check
 from .request_dropout import drop_request_tokens
 from .rollout import own_rows
@@ -94,29 +95,6 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 
 def _examples(cfg: TrainConfig, split: str) -> list[Example]:
     return load_split(cfg.data, cfg.datasets, split, cfg.on_bad_line)
-
-
-def parse_split_brackets(spec: str) -> tuple[str, ...]:
-    """--split-brackets "cf,python" → ("cf", "python"); "none" → ()."""
-    langs = [] if spec.strip() == "none" else [part.strip() for part in spec.split(",")]
-    try:
-        return check_split_brackets(langs)
-    except CodeFusionError:
-        raise CodeFusionError(f"--split-brackets takes languages from {', '.join(LANGS)} (comma-separated) or none; "
-                              f"got {spec!r}") from None
-
-
-def _balanced(rows: list[Example], n: int) -> list[Example]:
-    """Up to n rows, taken in turn from each language, so the dev check covers all of them."""
-    by_lang: dict[str, list[Example]] = {}
-    for r in rows:
-        by_lang.setdefault(r.lang, []).append(r)
-    picked: list[Example] = []
-    for i in range(max((len(q) for q in by_lang.values()), default=0)):
-        picked += [q[i] for q in by_lang.values() if i < len(q)]
-        if len(picked) >= n:
-            break
-    return picked[:n]
 
 
 def _build_model(cfg: TrainConfig, train: list[Example],
@@ -235,7 +213,7 @@ def train(cfg: TrainConfig) -> Path:
         examples, repeats = unique_programs(examples)
         tqdm.write(f"note: pre-training on {len(examples)} distinct programs ({repeats} repeated lines left out)")
     examples = repeat_rows(examples, repeat)
-    dev = _balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
+    dev = balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
     model, tok, meta = _build_model(cfg, examples, split_brackets)
     device = torch.device(cfg.device)
     model.to(device).train()
