@@ -37,25 +37,29 @@ def _smooth(y: np.ndarray, w: int = 20) -> np.ndarray:
     return np.convolve(y, np.ones(w) / w, mode="valid")
 
 
-def plot(runs: list[Path], out: Path) -> Path:
+def draw(runs: list[Path]):
+    """The figure (matplotlib, Agg) of the runs in order. Each loss term is labelled in the legend from the first
+    run that logs it: a seq2seq teacher logs only CE, the denoiser's runs after it add the MSE terms."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=(3, 2))
     offset = 0
-    for i, run in enumerate(runs):
+    labelled: set[str] = set()
+    for run in runs:
         losses, devs = read_log(run)
         if not losses:
             raise CodeFusionError(f"{run / 'train_log.jsonl'} has no logged step")
         steps = np.array([r["step"] for r in losses]) + offset
-        for j, (term, color) in enumerate((("ce", "C0"), ("mse", "C1"), ("dec_mse", "C2"))):
+        for term, color in (("ce", "C0"), ("mse", "C1"), ("dec_mse", "C2")):
             if any(term not in r for r in losses):
                 continue
             raw = np.array([r[term] for r in losses])
             y = _smooth(raw)
             top.plot(steps, raw, color=color, alpha=0.2, lw=0.6)
-            top.plot(steps[len(steps) - len(y):], y, color=color, label=term if i == 0 else None)
+            top.plot(steps[len(steps) - len(y):], y, color=color, label=None if term in labelled else term)
+            labelled.add(term)
         if devs:
             ds = [d["step"] + offset for d in devs]
             first = not bottom.get_legend_handles_labels()[0]
@@ -75,6 +79,13 @@ def plot(runs: list[Path], out: Path) -> Path:
     if bottom.get_legend_handles_labels()[0]:
         bottom.legend(loc="upper left")
     fig.tight_layout()
+    return fig
+
+
+def plot(runs: list[Path], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = draw(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
