@@ -1,4 +1,4 @@
-"""``codefusion bench latency | parity | quality | trajectory | serve``: common flags, model loading, JSON /
+"""``codefusion bench latency | parity | quality | trajectory | serve | compare``: common flags, model loading, JSON /
 Markdown / PNG output."""
 from __future__ import annotations
 
@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the built-in prompts of one language, or of all three in turn (mix)")
     v.add_argument("--out", default="bench/results")
     v.add_argument("--json", action="store_true")
+    c = sub.add_parser("compare", help="two `codefusion eval --predictions` files of the same rows: paired "
+                                       "differences with 95%% bootstrap intervals")
+    c.add_argument("base", help="predictions of the baseline run")
+    c.add_argument("other", help="predictions of the run compared with it (differences are OTHER - BASE)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    c.add_argument("--out", default=None, help="also write compare.json / compare.md into this folder")
+    c.add_argument("--json", action="store_true")
     return p
 
 
@@ -265,8 +272,20 @@ def _check(args, model) -> None:
         raise CodeFusionError("--batch and --repeats must be at least 1")
 
 
+def _compare(args) -> int:
+    from .compare import COLUMNS, compare, read_predictions
+
+    table = compare(read_predictions(args.base), read_predictions(args.other), args.seed, (args.base, args.other))
+    meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed,
+            "rows": table[0]["n"] if table else 0}
+    files = report.write(args.out, "compare", table, COLUMNS, meta) if args.out else []
+    return _emit(args, meta, table, COLUMNS, files)
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.suite == "compare":  # scores two files: no model to load
+        return _compare(args)
     model, tok = load_model(args)
     if args.suite == "quality":
         return _quality(args, model, tok)
@@ -300,5 +319,6 @@ def _emit(args, meta: dict, rows: list[dict], columns: list[str], files: list) -
         print(json.dumps({"environment": report.environment(), **meta, "rows": rows}))
     else:
         print(report.markdown(rows, columns))
-        print("wrote " + ", ".join(str(f) for f in files if f), file=sys.stderr)
+        if files:
+            print("wrote " + ", ".join(str(f) for f in files if f), file=sys.stderr)
     return 0

@@ -234,3 +234,86 @@ def test_bench_trajectory_bad_input_is_one_line(data_dir, capsys):
     assert "--limit and --batch must be at least 1" in capsys.readouterr().err
     assert main(["bench", "trajectory", "--preset", "tiny", "--data", dev, "--at", "1,x"]) == 2
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+# --- compare: two eval predictions files, paired --------------------------------------------------
+
+def _predictions(path, rows):
+    import json
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _row(id_, syntax, generation="find . -type f -name x", reference="find . -type f -name x"):
+    return {"id": id_, "nl": "list", "reference": reference, "generations": [generation],
+            "metrics": {"syntax_valid@1": syntax, "exact_match@1": float(generation == reference), "bleu@1": 0.0}}
+
+
+def test_bench_compare_pairs_rows_by_id_and_counts_flips(tmp_path, capsys):
+    """Hand-worked: a 1 -> 1, b 0 -> 1 (gained), c 1 -> 0 (lost), d 1 -> 1; OTHER's file in another order."""
+    import json
+
+    from codefusion.cli import main
+    base = _predictions(tmp_path / "a.jsonl", [_row("a", 1.0), _row("b", 0.0), _row("c", 1.0), _row("d", 1.0)])
+    other = _predictions(tmp_path / "b.jsonl", [_row("d", 1.0), _row("c", 0.0, "ls -l"), _row("b", 1.0),
+                                                _row("a", 1.0)])
+    assert main(["bench", "compare", str(base), str(other), "--json", "--out", str(tmp_path / "out")]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    syntax = rows["syntax_valid@1"]
+    assert (syntax["n"], syntax["base"], syntax["other"], syntax["diff"]) == (4, 0.75, 0.75, 0.0)
+    assert (syntax["gained"], syntax["lost"]) == (1, 1) and syntax["diff_ci95"][0] < 0 < syntax["diff_ci95"][1]
+    exact = rows["exact_match@1"]
+    assert (exact["base"], exact["other"], exact["diff"], exact["gained"], exact["lost"]) == (1.0, 0.75, -0.25, 0, 1)
+    # corpus BLEU recomputed from the generations (the stored sentence BLEU of 0 is not what is pooled)
+    assert rows["bleu@1"]["base"] == pytest.approx(100.0) and rows["bleu@1"]["diff"] < 0
+    assert "gained" not in rows["bleu@1"]
+    assert (tmp_path / "out" / "compare.md").read_text().count("| syntax_valid@1 | 4 |") == 1
+
+
+def test_bench_compare_columns_equal_each_runs_own_eval(overfit_dir, tmp_path, capsys):
+    """BASE and OTHER reproduce the figures `codefusion eval --json` printed for each run, BLEU included."""
+    import json
+
+    from codefusion.cli import main
+    from conftest import PAIRS
+    data = _predictions(tmp_path / "dev.jsonl", [{"id": f"b{i}", "nl": nl, "code": code}
+                                                 for i, (nl, code) in enumerate(PAIRS["nl2bash"])])
+    runs = {}
+    for name, flags in (("full", []), ("short", ["--max-length", "4"])):  # 4 tokens cut most programs short
+        preds = tmp_path / f"pred_{name}.jsonl"
+        assert main(["eval", "--model", str(overfit_dir), "--data", str(data), "--lang", "bash", "--steps", "20",
+                     *flags, "--predictions", str(preds), "--json"]) == 0
+        runs[name] = (preds, json.loads(capsys.readouterr().out)["metrics"])
+    assert main(["bench", "compare", str(runs["full"][0]), str(runs["short"][0]), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)["rows"]
+    assert {r["metric"] for r in table} == set(runs["full"][1])
+    assert {r["metric"]: r["diff"] < 0 for r in table}["exact_match@1"]
+    for r in table:
+        assert r["base"] == pytest.approx(runs["full"][1][r["metric"]], abs=1e-6)
+        assert r["other"] == pytest.approx(runs["short"][1][r["metric"]], abs=1e-6)
+        assert r["diff"] == pytest.approx(r["other"] - r["base"], abs=1e-5)
+
+
+@pytest.mark.parametrize("other_rows,message", [
+    ([_row("a", 1.0), _row("z", 1.0)], "different rows: 1 only in .*a.jsonl \\(first: 'b'\\); 1 only in .*"
+                                       "\\(first: 'z'\\)"),
+    ([_row("a", 1.0), _row("a", 1.0)], "repeats id 'a'"),
+    ([_row("a", 1.0), _row("b", 1.0, reference="pwd")], "row 'b' has another reference"),
+    ("not json\n", "b.jsonl:1 is not JSON"),
+    ([{"id": "a"}], "b.jsonl:1 lacks reference, generations, metrics"),
+    ("", "holds no rows"),
+    (None, "does not exist"),
+])
+def test_bench_compare_bad_input_is_one_line(tmp_path, capsys, other_rows, message):
+    import re
+
+    from codefusion.cli import main
+    base = _predictions(tmp_path / "a.jsonl", [_row("a", 1.0), _row("b", 0.0)])
+    other = tmp_path / "b.jsonl"
+    if isinstance(other_rows, list):
+        _predictions(other, other_rows)
+    elif other_rows is not None:
+        other.write_text(other_rows)
+    assert main(["bench", "compare", str(base), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err

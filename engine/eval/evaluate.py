@@ -82,19 +82,26 @@ def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int
     return tops, samples
 
 
+def bleu_by_k(ref: str, top: list[str], ks: list[int], bleu) -> dict:
+    """bleu@k (sentence BLEU of the best of the first k candidates) and that candidate's statistics
+    (``_bleu_stats@k``), which corpus BLEU and its paired bootstrap pool over rows."""
+    stats = [M.bleu_stats(t, ref, bleu) for t in top]
+    sent = [M.sentence_bleu(s) for s in stats]
+    out: dict = {}
+    for k in ks:
+        best = int(np.argmax(sent[:k]))
+        out[f"_bleu_stats@{k}"], out[f"bleu@{k}"] = stats[best], sent[best]
+    return out
+
+
 def score_row(row: dict, top: list[str], samples: list[str], lang: str, ks: list[int], bleu) -> dict:
     """Per-row metric values (booleans as 0/1) and the BLEU statistics of each k's best candidate."""
     ref = row["code"]
-    out: dict = {"syntax_valid@1": float(M.syntax_valid(top[0], lang))}
-    stats = [M.bleu_stats(t, ref, bleu) for t in top]
-    sent = [M.sentence_bleu(s) for s in stats]
+    out: dict = {"syntax_valid@1": float(M.syntax_valid(top[0], lang)), **bleu_by_k(ref, top, ks, bleu)}
     exec_ok = exec_flags(row, top) if lang == "cf" else None
     template = _template_flags(ref, top) if lang == "bash" else None
     for k in ks:
         out[f"exact_match@{k}"] = float(any(M.exact_match(t, ref) for t in top[:k]))
-        best = int(np.argmax(sent[:k]))
-        out[f"_bleu_stats@{k}"] = stats[best]
-        out[f"bleu@{k}"] = sent[best]
         if template is not None:
             out[f"template_match@{k}"] = float(any(template[:k]))
         if exec_ok is not None:
