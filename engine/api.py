@@ -42,6 +42,16 @@ class GenerationOutput:
                 "timings": self.timings, "trace": self.trace, "samples": self.samples}
 
 
+def destructive_warnings(texts: list[list[str]]) -> list[str]:
+    """One warning per generated Bash program that deletes or overwrites data or stops processes
+    (``eval.bash.destructive``): the model writes what its training data held, ``-exec rm`` included, whether or
+    not the request asked for it."""
+    from .eval.bash import destructive
+
+    return [f"prompt {j}, program {i}: {', '.join(hits)}; read the command before you run it"
+            for j, programs in enumerate(texts) for i, text in enumerate(programs) if (hits := destructive(text))]
+
+
 EARLY_EXIT_CHECKS = 20  # early exit: decode x̂0 this many times over a run …
 EARLY_EXIT_PATIENCE = 3  # … and freeze a sample whose tokens held for this many checks
 
@@ -214,7 +224,7 @@ class CodeFusion:
                         for n, members in groups.items()]
         for members, outs in zip(groups.values(), finished):
             for r, out in zip(members, outs):
-                out.warnings = warnings[r]
+                out.warnings = warnings[r] + (destructive_warnings(out.texts) if reqs[r][1].lang == "bash" else [])
                 outputs[r] = out
         total = round((time.perf_counter() - t_start) * 1e3, 3)
         for out in outputs:

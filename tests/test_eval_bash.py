@@ -138,3 +138,32 @@ def test_template_exact(cmd, expected):
 def test_time_keyword_and_arithmetic_are_bridged():
     assert template("time ls -l") == ("cmd", "time", (), (("cmd", "ls", ("-l",), (), ()),), ())
     assert template("head -n $((1+2)) f") == ("cmd", "head", ("-n",), ("_", "_"), ())
+
+
+# --- destructive(): what a generated command would destroy -------------------------------------------------
+
+DESTRUCTIVE = [
+    ("find . -mtime -1 -exec rm {} \\;", ["rm deletes files"]),  # the default model's answer to the README demo
+    ("rm -rf /tmp/x", ["rm deletes files"]),
+    ("ls | xargs rm", ["rm deletes files"]),
+    ("find . -name '*.log' -delete", ["find -delete deletes files"]),
+    ("sudo dd if=/dev/zero of=/dev/sda", ["dd writes raw blocks"]),
+    ("mkfs.ext4 /dev/sdb1", ["mkfs formats a file system"]),
+    ("ps aux | grep x | awk '{print $2}' | xargs kill -9", ["kill stops processes"]),
+    ("echo $(rm a) && rmdir b; rm c", ["rm deletes files", "rmdir deletes directories"]),  # each once, in order
+    ("rm \"unclosed", ["rm deletes files"]),  # bashlex cannot parse it: scanned word by word
+]
+HARMLESS = ["ls -l", "grep rm file.txt", "echo rm", "find . -name '*.rm' | wc -l", "git rm --cached x",
+            "cat form.txt", "echo hi > f.txt", "find . -mtime -1 -print", "sort -u a | uniq -c"]
+
+
+@pytest.mark.parametrize("cmd,expected", DESTRUCTIVE)
+def test_destructive(cmd, expected):
+    from codefusion.eval.bash import destructive
+    assert destructive(cmd) == expected
+
+
+@pytest.mark.parametrize("cmd", HARMLESS)
+def test_not_destructive(cmd):
+    from codefusion.eval.bash import destructive
+    assert destructive(cmd) == []

@@ -241,3 +241,18 @@ def test_progress_reports_every_step_and_changes_nothing(cf, config, max_lengths
     assert len(set(steps[:-1])) <= 1 or config.trace_steps  # equal chunks (the last may be shorter)
     for a, b in zip(with_bar, plain):
         assert a.samples == b.samples and a.scores == b.scores and a.trace == b.trace
+
+
+def test_destructive_bash_programs_are_flagged(cf, monkeypatch):
+    """A Bash program that deletes files gets a warning naming the prompt and program; other languages are not
+    checked (the flag comes from `eval.bash.destructive`, tested on its own in test_eval_bash.py)."""
+    import codefusion.api as api
+    assert api.destructive_warnings([["ls -l", "find . -mtime -1 -exec rm {} \\;"], ["sudo dd if=a of=b"]]) == [
+        "prompt 0, program 1: rm deletes files; read the command before you run it",
+        "prompt 1, program 0: dd writes raw blocks; read the command before you run it"]
+    seen = []
+    monkeypatch.setattr(api, "destructive_warnings", lambda texts: seen.append(texts) or ["flagged"])
+    bash = cf.generate(["files " * 200], GenerationConfig(steps=2))
+    python = cf.generate(["sum a list"], GenerationConfig(steps=2, lang="python"))
+    assert bash.warnings == [f"prompt 0 truncated to {cf.cfg.max_source_len} tokens", "flagged"]
+    assert python.warnings == [] and seen == [bash.texts]

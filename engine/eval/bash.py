@@ -327,3 +327,49 @@ def template_match(pred: str, ref: str) -> bool:
     """True iff both commands parse and have equal templates."""
     a, b = template(pred), template(ref)
     return a is not None and b is not None and a == b
+
+
+# --- what a generated command would destroy ---------------------------------------------------------------
+
+_DESTRUCTIVE = {"rm": "deletes files", "rmdir": "deletes directories", "unlink": "deletes files",
+                "shred": "overwrites and deletes files", "truncate": "cuts files short", "dd": "writes raw blocks",
+                "mkfs": "formats a file system", "wipefs": "erases file-system signatures",
+                "kill": "stops processes", "pkill": "stops processes", "killall": "stops processes",
+                "shutdown": "stops the machine", "reboot": "restarts the machine", "halt": "stops the machine",
+                "poweroff": "stops the machine"}
+_DESTRUCTIVE_WORD = re.compile(r"(?<![\w.-])(" + "|".join(_DESTRUCTIVE) + r")(?![\w-])|(?<!\w)-delete\b")
+
+
+def _utility(name: str) -> str:
+    return "mkfs" if name.startswith("mkfs.") else name
+
+
+def _hits(node, out: list[str]) -> None:
+    if not isinstance(node, tuple):
+        return
+    if len(node) == 5 and node[0] == "cmd" and isinstance(node[1], str):
+        name = _utility(node[1])
+        if name in _DESTRUCTIVE:
+            out.append(f"{name} {_DESTRUCTIVE[name]}")
+        if name == "find" and "-delete" in node[2]:
+            out.append("find -delete deletes files")
+    for child in node:
+        _hits(child, out)
+
+
+def destructive(cmd: str) -> list[str]:
+    """What in a Bash command deletes or overwrites data, or stops processes or the machine, each once, in order:
+    ``find . -mtime -1 -exec rm {} \\;`` gives ``["rm deletes files"]``. Utilities are found wherever the
+    template (above) puts a command: pipelines, lists, ``$( )``, ``find -exec``, and behind wrappers (``xargs rm``,
+    ``sudo dd``). A command bashlex cannot parse is scanned word by word instead. A text with none of the words
+    (most commands) is passed over without parsing, so the check costs next to nothing."""
+    if not _DESTRUCTIVE_WORD.search(cmd):
+        return []
+    tree, hits = template(cmd), []
+    if tree is not None:
+        _hits(tree, hits)
+    else:
+        for m in _DESTRUCTIVE_WORD.finditer(cmd):
+            hits.append("find -delete deletes files" if m.group(1) is None else f"{m.group(1)} "
+                        f"{_DESTRUCTIVE[m.group(1)]}")
+    return list(dict.fromkeys(hits))
