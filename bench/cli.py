@@ -275,9 +275,9 @@ def _check(args, model) -> None:
 def _compare(args) -> int:
     from .compare import COLUMNS, compare, read_predictions
 
-    table = compare(read_predictions(args.base), read_predictions(args.other), args.seed, (args.base, args.other))
-    meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed,
-            "rows": table[0]["n"] if table else 0}
+    base = read_predictions(args.base)
+    table = compare(base, read_predictions(args.other), args.seed, (args.base, args.other))
+    meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed, "rows": len(base)}
     files = report.write(args.out, "compare", table, COLUMNS, meta) if args.out else []
     return _emit(args, meta, table, COLUMNS, files)
 
