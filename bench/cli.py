@@ -215,7 +215,7 @@ def _quality(args, model, tok) -> int:
                     args.full_length, progress=not args.json, clamps=clamps, quantiles=quantiles,
                     baseline_cf=baseline_cf)
     meta = {"suite": "quality", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
-            "lang": args.lang, "data": args.data, "rows": len(rows), "backend": args.backend, "dtype": args.dtype,
+            "lang": args.lang, "data": args.data, "examples": len(rows), "backend": args.backend, "dtype": args.dtype,
             "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"
             + ("" if args.baseline_model is None else f", model {args.baseline_model}")}
     columns = ["solver", "steps", "clamp", "variant", "n", "ms_per_row"]
@@ -249,7 +249,7 @@ def _trajectory(args, model, tok) -> int:
                                                                           args.device, args.dtype)))
     table = trajectory(models, rows, args.lang, args.steps, at, args.seed, args.batch, progress=not args.json)
     meta = {"suite": "trajectory", "model": label, "baseline_model": args.baseline_model, "lang": args.lang,
-            "data": args.data, "rows": len(rows), "steps": args.steps, "backend": args.backend, "dtype": args.dtype,
+            "data": args.data, "examples": len(rows), "steps": args.steps, "backend": args.backend, "dtype": args.dtype,
             "seed": args.seed}
     columns = ["model", "step", "timestep", "n"]
     for name in headline(args.lang):
@@ -277,7 +277,7 @@ def _compare(args) -> int:
 
     base = read_predictions(args.base)
     table = compare(base, read_predictions(args.other), args.seed, (args.base, args.other))
-    meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed, "rows": len(base)}
+    meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed, "examples": len(base)}
     files = report.write(args.out, "compare", table, COLUMNS, meta) if args.out else []
     return _emit(args, meta, table, COLUMNS, files)
 

@@ -8,6 +8,9 @@ real change. For a 0/1 metric the table also counts the rows each run alone gets
 with the statistics ``codefusion eval`` pools, so the BASE and OTHER columns equal the two runs' own figures.
 
 Rows are matched by ``id`` and taken in BASE's order; the resamples depend only on that order and ``--seed``.
+Each metric is compared on the rows where both runs have a value (``n``): CF execution only on the rows the
+interpreter runs, the diversity metrics only where the samples are long enough. Where ``n`` is under the number of
+rows, the two figures can differ from each run's own report, which averages over its own rows.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from codefusion.eval.evaluate import bleu_by_k
 from .quality import paired
 
 COLUMNS = ["metric", "n", "base", "other", "diff", "diff_ci95", "gained", "lost"]
+PASS_FAIL = ("syntax_valid@", "exact_match@", "template_match@", "exec_match@")  # the 0/1 metrics
 FIELDS = ("id", "reference", "generations", "metrics")
 
 
@@ -81,10 +85,7 @@ def scored(rows: list[dict], names: list[str]) -> list[dict]:
     out = []
     for r in rows:
         s = {n: r["metrics"].get(n) for n in names if not n.startswith("bleu@")}
-        if ks:
-            if len(r["generations"]) < max(ks):
-                raise CodeFusionError(f"row {r['id']!r} has {len(r['generations'])} generations, fewer than "
-                                      f"bleu@{max(ks)} needs")
+        if ks:  # generations holds the distinct programs, so often fewer than k: eval scores the best of those
             s.update(bleu_by_k(r["reference"], r["generations"], ks, bleu))
         out.append(s)
     return out
@@ -112,7 +113,7 @@ def compare(base: list[dict], other: list[dict], seed: int = 0, names: tuple[str
         diff, ci = paired(a, b, name, seed)
         row = {"metric": name, "n": len(idx), "base": round(_value(a, name, idx), 6),
                "other": round(_value(b, name, idx), 6), "diff": diff, "diff_ci95": ci}
-        if all(a[i][name] in (0.0, 1.0) and b[i][name] in (0.0, 1.0) for i in idx):
+        if name.startswith(PASS_FAIL):
             row["gained"] = sum(1 for i in idx if b[i][name] > a[i][name])
             row["lost"] = sum(1 for i in idx if b[i][name] < a[i][name])
         table.append(row)

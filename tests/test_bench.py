@@ -268,6 +268,20 @@ def test_bench_compare_pairs_rows_by_id_and_counts_flips(tmp_path, capsys):
     assert rows["bleu@1"]["base"] == pytest.approx(100.0) and rows["bleu@1"]["diff"] < 0
     assert "gained" not in rows["bleu@1"]
     assert (tmp_path / "out" / "compare.md").read_text().count("| syntax_valid@1 | 4 |") == 1
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["examples"] == 4
+
+
+def test_bench_compare_top_k_rows_with_fewer_distinct_programs_than_k(tmp_path):
+    """generations holds the distinct programs, often fewer than k; gained/lost only for the 0/1 metrics."""
+    from codefusion.bench.compare import compare
+    base, other = _row("a", 1.0), _row("a", 1.0, "ls -l")
+    for row, edit in ((base, 0.0), (other, 1.0)):
+        row["metrics"].update({"bleu@3": 0.0, "exact_match@3": row["metrics"]["exact_match@1"],
+                               "edit_distance@3": edit})
+    table = {r["metric"]: r for r in compare([base], [other])}
+    assert table["bleu@3"]["base"] == pytest.approx(100.0) and table["bleu@3"]["other"] == 0.0
+    assert (table["exact_match@3"]["gained"], table["exact_match@3"]["lost"]) == (0, 1)
+    assert table["edit_distance@3"]["diff"] == 1.0 and "gained" not in table["edit_distance@3"]
 
 
 def test_bench_compare_columns_equal_each_runs_own_eval(overfit_dir, tmp_path, capsys):

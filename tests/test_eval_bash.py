@@ -152,6 +152,10 @@ DESTRUCTIVE = [
     ("ps aux | grep x | awk '{print $2}' | xargs kill -9", ["kill stops processes"]),
     ("echo $(rm a) && rmdir b; rm c", ["rm deletes files", "rmdir deletes directories"]),  # each once, in order
     ("rm \"unclosed", ["rm deletes files"]),  # bashlex cannot parse it: scanned word by word
+    ("sh -c 'rm -rf x'", ["rm deletes files"]),  # a shell string is one word to the template: scanned too
+    ("find . -exec sh -c 'rm \"$1\"' _ {} \\;", ["rm deletes files"]),
+    ("sudo --user root rm x", ["rm deletes files"]),  # a long option with a value the template does not unwrap
+    ("parallel kill ::: 1 2", ["kill stops processes"]),
 ]
 HARMLESS = ["ls -l", "grep rm file.txt", "echo rm", "find . -name '*.rm' | wc -l", "git rm --cached x",
             "cat form.txt", "echo hi > f.txt", "find . -mtime -1 -print", "sort -u a | uniq -c"]

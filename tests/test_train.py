@@ -191,7 +191,6 @@ def test_training_curve_png(overfit_dir, tmp_path):
 
 def test_training_curve_labels_terms_that_start_in_a_later_run(tmp_path):
     """A teacher logs CE only; the student after it adds the MSE terms, which the legend must still name once."""
-    import matplotlib.pyplot as plt
     from codefusion.train.curve import draw
 
     for name, terms in (("teacher", ("ce",)), ("student", ("ce", "mse", "dec_mse"))):
@@ -203,7 +202,6 @@ def test_training_curve_labels_terms_that_start_in_a_later_run(tmp_path):
     assert [t.get_text() for t in top.get_legend().get_texts()] == ["ce", "mse", "dec_mse"]
     mse = next(line for line in top.lines if line.get_label() == "mse")
     assert mse.get_xdata()[-1] == 60  # the second run's steps follow the first's
-    plt.close(fig)
 
 
 def test_high_noise_timestep_sampling():

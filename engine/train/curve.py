@@ -38,13 +38,13 @@ def _smooth(y: np.ndarray, w: int = 20) -> np.ndarray:
 
 
 def draw(runs: list[Path]):
-    """The figure (matplotlib, Agg) of the runs in order. Each loss term is labelled in the legend from the first
-    run that logs it: a seq2seq teacher logs only CE, the denoiser's runs after it add the MSE terms."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The figure of the runs in order (a ``matplotlib.figure.Figure``, outside pyplot: the caller's backend and
+    open figures are left alone). Each loss term is labelled in the legend from the first run that logs it: a
+    seq2seq teacher logs only CE, the denoiser's runs after it add the MSE terms."""
+    from matplotlib.figure import Figure
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=(3, 2))
+    fig = Figure(figsize=(8, 6.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     offset = 0
     labelled: set[str] = set()
     for run in runs:
@@ -83,12 +83,9 @@ def draw(runs: list[Path]):
 
 
 def plot(runs: list[Path], out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
     fig = draw(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
