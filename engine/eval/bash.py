@@ -363,7 +363,7 @@ def _walk(node, hits: list[str], names: set[str]) -> None:
 
 
 def _scan(cmd: str) -> list[str]:
-    return ["find -delete deletes files" if m.group(1) is None else f"{m.group(1)} {_DESTRUCTIVE[m.group(1)]}"
+    return ["-delete deletes files" if m.group(1) is None else f"{m.group(1)} {_DESTRUCTIVE[m.group(1)]}"
             for m in _DESTRUCTIVE_WORD.finditer(cmd)]
 
 
