@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rollout-t-max", type=float, default=None,
                    help="those rows end at a t drawn from [0, F·T) (default 1: the batch's own t), the end of the "
                         "loop where it settles tokens")
+    r.add_argument("--rollout-snap", default=None,
+                   help="these languages' rollout rows (e.g. cf or cf,bash) learn the training program nearest to "
+                        "where the model's own sampler heads, not the row's own, so an undecided state is taught to "
+                        "finish one whole program rather than a blend (default: none)")
+    r.add_argument("--rollout-snap-t-max", type=float, default=None,
+                   help="snap only rollout rows whose t is at most F·T (default 0.5), where the state has chosen")
     r.add_argument("--request-dropout", type=float, default=None,
                    help="finetune: delete each request token with this probability (default 0; the language tag "
                         "and </s> stay), so the denoiser learns to write the program from the words that remain, "

@@ -103,7 +103,7 @@ def test_rollout_t_max_ends_the_walk_near_the_loops_end_for_those_rows_only(tiny
     ends = []
     for _ in range(40):
         t = torch.full((8,), 1000)
-        rows, _ = own_rows(model, mem, None, t, (8, 16, model.cfg.d_embed), 0.5, 1, t_max=0.25)
+        rows, _, _ = own_rows(model, mem, None, t, (8, 16, model.cfg.d_embed), 0.5, 1, t_max=0.25)
         assert rows.tolist() == [True] * 4 + [False] * 4
         assert t[1:4].eq(t[0]).all() and t[4:].eq(1000).all()  # one walk for the rollout rows, the rest untouched
         ends.append(int(t[0]))

@@ -33,6 +33,7 @@ class Batch:
     tgt: torch.Tensor  # (B, n) int64
     src_ids: torch.Tensor | None  # (B, S) int64; None for "generate"
     src_mask: torch.Tensor | None  # (B, S) bool
+    langs: tuple[str, ...] = ()  # each row's language
 
 
 class BucketSampler:
@@ -83,12 +84,12 @@ class TaskBatches:
         if longer and self.rng.random() < self.upsize:
             n = self.rng.choice(longer)
         tgt = self.tok.encode_target([self.code_ids[i] for i in idx], n)
+        langs = tuple(self.examples[i].lang for i in idx)
         if task == "generate":
-            return Batch(task, tgt, None, None)
-        langs = [self.examples[i].lang for i in idx]
+            return Batch(task, tgt, None, None, langs)
         if task == "finetune":
-            src = self.tok.encode_source([], langs, self.cfg.max_source_len, [self.nl_ids[i] for i in idx])
+            src = self.tok.encode_source([], list(langs), self.cfg.max_source_len, [self.nl_ids[i] for i in idx])
         else:
             masked = [cpd_mask(self.examples[i].code, self.examples[i].lang, self.rng) for i in idx]
-            src = self.tok.encode_source(masked, langs, self.cfg.max_source_len)
-        return Batch(task, tgt, src.ids, src.mask)
+            src = self.tok.encode_source(masked, list(langs), self.cfg.max_source_len)
+        return Batch(task, tgt, src.ids, src.mask, langs)

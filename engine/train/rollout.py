@@ -34,14 +34,16 @@ def rollout_table(T: int, t_end: int, steps: int, device: str = "cpu") -> StepTa
 
 @torch.no_grad()
 def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int, steps: int, shape: tuple,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, with_x0: bool = False):
     """x_{t_end} (B, n, d_embed) fp32 from the model's own ancestral sampler: x_{T−1} ~ N(0, I), then up to
     ``steps`` respaced DDPM steps, each x̂0 self-conditioned on the previous one as the engine's loop does
-    (zeros at the first step), with dropout off as at inference. ``mem``: E_s of the B rows."""
+    (zeros at the first step), with dropout off as at inference. ``mem``: E_s of the B rows. ``with_x0``:
+    also the walk's last x̂0, the program the model heads for there (None when t_end = T−1 and no step ran)."""
     device = mem.device
     table = rollout_table(model.cfg.diffusion_steps, int(t_end), steps, str(device))
     x = torch.randn(shape, device=device, generator=generator)
     x0_prev = torch.zeros_like(x)
+    x0 = None
     training = model.denoiser.training
     model.denoiser.eval()
     for i in range(len(table) - 1):
@@ -51,15 +53,16 @@ def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int,
         x = update(x, x0, x0_prev, table, i, z)
         x0_prev = x0
     model.denoiser.train(training)
-    return x
+    return (x, x0) if with_x0 else x
 
 
 def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor, shape: tuple, share: float,
-             steps: int, t_max: float = 1.0) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``loss_terms``'s ``own`` for a batch: the first round(share · B) rows (batches are shuffled) take x_t from
-    the model's own sampler, all at one t (one respaced walk for the lot): the first row's, or with ``t_max`` < 1
-    a fresh draw from [0, t_max · T), the end of the loop where it settles tokens. ``t`` is updated in place to
-    match. None when the share rounds to no row."""
+             steps: int, t_max: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """(rows, x_t, x̂0) for a batch; ``loss_terms``'s ``own`` is (rows, x_t). The first round(share · B) rows
+    (batches are shuffled) take x_t from the model's own sampler, all at one t (one respaced walk for the lot):
+    the first row's, or with ``t_max`` < 1 a fresh draw from [0, t_max · T), the end of the loop where it
+    settles tokens. ``t`` is updated in place to match. x̂0: the walk's last estimate for those rows (zeros
+    elsewhere; None when no step ran), what snap.py measures. None when the share rounds to no row."""
     k = round(share * shape[0])
     if k == 0:
         return None
@@ -68,5 +71,10 @@ def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.T
         t[0] = torch.randint(0, max(1, round(t_max * T)), (), device=t.device)
     t[:k] = t[0]
     x = torch.zeros(shape, device=mem.device)
-    x[:k] = own_x_t(model, mem[:k], None if mem_mask is None else mem_mask[:k], int(t[0]), steps, (k, *shape[1:]))
-    return torch.arange(shape[0], device=mem.device) < k, x
+    x[:k], x0_k = own_x_t(model, mem[:k], None if mem_mask is None else mem_mask[:k], int(t[0]), steps,
+                          (k, *shape[1:]), with_x0=True)
+    x0 = None
+    if x0_k is not None:
+        x0 = torch.zeros(shape, device=mem.device)
+        x0[:k] = x0_k
+    return torch.arange(shape[0], device=mem.device) < k, x, x0

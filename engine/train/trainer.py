@@ -19,7 +19,7 @@ from typing import Callable, Literal
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG, load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import get_preset
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
@@ -27,12 +27,13 @@ from ..model import CodeFusionModel
 from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
-from .data import (Example, balanced, load_split, parse_repeat, parse_split_brackets, repeat_rows, tokenizer_texts,
-                   unique_programs)
+from .data import Example, balanced, load_split, repeat_rows, tokenizer_texts, unique_programs
 from .devcheck import dev_check
+from .options import check_options, parse_snap
 from .request_dropout import drop_request_tokens
 from .rollout import own_rows
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
+from .snap import ProgramBank, snap_targets
 from .state import load_trainer_state, save_trainer_state
 from .timesteps import sample_t
 
@@ -65,6 +66,8 @@ class TrainConfig:
     rollout_share: float = 0.0  # share of each batch whose x_t the model's own sampler draws (see rollout.py)
     rollout_steps: int = 8  # respaced DDPM steps of that sampling, from T−1 down to the rows' t
     rollout_t_max: float = 1.0  # < 1: those rows' t is drawn from [0, rollout_t_max · T), the loop's end
+    rollout_snap: str | None = None  # "cf,bash": those languages' rollout rows learn the nearest program (snap.py)
+    rollout_snap_t_max: float = 0.5  # ... where their t is at most this fraction of T
     request_dropout: float = 0.0  # finetune: each request token deleted with this probability (request_dropout.py)
     # "cf,python": those languages' targets spell every bracket as its own token (tokenizer.py); None keeps the
     # --init/--resume checkpoint's spelling, "none" clears it
@@ -157,52 +160,7 @@ def _load_or_create(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionM
 
 
 def train(cfg: TrainConfig) -> Path:
-    if cfg.task not in (*TASKS, "length"):
-        raise CodeFusionError(f"--task must be pretrain, finetune, encoder or length, got {cfg.task!r}")
-    get_preset(cfg.preset)  # an unknown name fails before any data is read
-    if cfg.t_sampling not in ("uniform", "high"):
-        raise CodeFusionError(f"--t-sampling must be uniform or high, got {cfg.t_sampling!r}")
-    if not 0.0 <= cfg.t_min < 1.0:
-        raise CodeFusionError(f"--t-min is a fraction of T in [0, 1), got {cfg.t_min}")
-    if not 0.0 <= cfg.t_min_share <= 1.0:
-        raise CodeFusionError(f"--t-min-share is a probability in [0, 1], got {cfg.t_min_share}")
-    if not 0.0 <= cfg.rollout_share <= 1.0:
-        raise CodeFusionError(f"--rollout-share is a share of the batch in [0, 1], got {cfg.rollout_share}")
-    if not 1 <= cfg.rollout_steps <= 1200:
-        raise CodeFusionError(f"--rollout-steps counts sampler steps: an integer in 1..1200, got {cfg.rollout_steps}")
-    if not 0.0 < cfg.rollout_t_max <= 1.0:
-        raise CodeFusionError(f"--rollout-t-max is a fraction of T in (0, 1], got {cfg.rollout_t_max}")
-    if cfg.rollout_t_max < 1.0 and not cfg.rollout_share:
-        raise CodeFusionError("--rollout-t-max sets where the --rollout-share rows end: give --rollout-share too")
-    if not 0.0 <= cfg.request_dropout < 1.0:
-        raise CodeFusionError(f"--request-dropout is a probability in [0, 1), got {cfg.request_dropout}")
-    if cfg.request_dropout and cfg.task != "finetune":
-        raise CodeFusionError(f"--request-dropout deletes words of the requests of --task finetune; drop it for "
-                              f"--task {cfg.task}")
-    if not 0.0 <= cfg.upsize <= 1.0:
-        raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
-    if cfg.encoder_from and not cfg.init:
-        raise CodeFusionError("--encoder-from replaces E in an --init model: give --init too")
-    if cfg.aux_seq2seq and (cfg.task != "finetune" or cfg.freeze_encoder):
-        raise CodeFusionError("--aux-seq2seq trains E beside the denoiser: it goes with --task finetune and "
-                              "without --freeze-encoder")
-    if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
-        raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
-                              "or only the length head (length); drop the flag")
-    if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps is not None):
-        raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
-    repeat = parse_repeat(cfg.repeat)
-    split_brackets = None if cfg.split_brackets is None else parse_split_brackets(cfg.split_brackets)
-    if split_brackets is not None and cfg.task == "length":
-        raise CodeFusionError("--split-brackets does not go with --task length: the head counts tokens in the "
-                              "--init checkpoint's own spelling; drop the flag")
-    if repeat and cfg.task not in ("finetune", "encoder"):
-        raise CodeFusionError(f"--repeat weights the supervised pairs of --task finetune or encoder; drop it "
-                              f"for --task {cfg.task}")
-    if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
-        raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
-    if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
-        raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose another --out")
+    repeat, split_brackets, snap = check_options(cfg)  # every bad option fails here, before any data is read
     if cfg.task == "length":
         from .length import train_length_head
         return train_length_head(cfg)
@@ -222,7 +180,8 @@ def train(cfg: TrainConfig) -> Path:
     # the encoder task pads nothing on purpose: its loss ignores pads, so a longer bucket is only cost
     upsize = 0.0 if cfg.task == "encoder" else cfg.upsize
     batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed, upsize)
-    hooks = _hooks(cfg, model, tok, dev, device)
+    bank = ProgramBank(batches.code_ids, [e.lang for e in examples], snap, tok) if snap else None
+    hooks = _hooks(cfg, model, tok, dev, device, bank)
     trained = [p for p in hooks.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
     counters = {"step": 0, "elapsed_s": 0.0}
@@ -254,7 +213,8 @@ class _Joint(torch.nn.Module):
         self.model, self.seq2seq = model, task.seq2seq
 
 
-def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: list[Example], device) -> Hooks:
+def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: list[Example], device,
+           bank: ProgramBank | None = None) -> Hooks:
     task = None
     if cfg.task == "encoder" or cfg.aux_seq2seq:
         task = Seq2SeqTask(model).to(device).train()
@@ -266,7 +226,7 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
 
         def diffusion_step(batch, opt, autocast):
-            return _train_step(cfg, model, tok, batch, opt, autocast, device, task)
+            return _train_step(cfg, model, tok, batch, opt, autocast, device, task, bank)
         if task is None:
             return Hooks(model, diffusion_step, check)
         return Hooks(_Joint(model, task), diffusion_step, check, task.save)
@@ -322,7 +282,7 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
 
 
 def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
-                aux: Seq2SeqTask | None = None) -> dict[str, float]:
+                aux: Seq2SeqTask | None = None, bank: ProgramBank | None = None) -> dict[str, float]:
     tgt = batch.tgt.to(device)
     B, n = tgt.shape
     with autocast:
@@ -341,7 +301,14 @@ def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
         own = own_rows(model, mem, mem_mask, t, eps.shape, cfg.rollout_share, cfg.rollout_steps, cfg.rollout_t_max)
-        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, own)
+        snapped = None
+        if own is not None and bank is not None:
+            snapped = 0
+            if own[2] is not None and int(t[0]) <= cfg.rollout_snap_t_max * model.cfg.diffusion_steps:
+                tgt, snapped = snap_targets(model.embed, tgt, own[2], own[0], list(batch.langs), bank)
+        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, None if own is None else own[:2])
+        if snapped is not None:  # rows of this batch whose target snap.py replaced
+            terms["snapped"] = torch.tensor(float(snapped))
         if aux is not None and mem_mask is not None:  # E_s must still let a left-to-right decoder write the code
             terms["seq2seq_ce"] = aux.loss_on(mem, mem_mask, tgt)
             terms["loss"] = terms["loss"] + cfg.aux_seq2seq * terms["seq2seq_ce"]
@@ -367,6 +334,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
         run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
         if cfg.rollout_t_max < 1.0:
             run["rollout_t_max"] = cfg.rollout_t_max
+        if cfg.rollout_snap:
+            run.update(rollout_snap=",".join(parse_snap(cfg.rollout_snap)), rollout_snap_t_max=cfg.rollout_snap_t_max)
     if cfg.request_dropout:
         run["request_dropout"] = cfg.request_dropout
     if tok.split_brackets:

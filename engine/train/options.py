@@ -1,0 +1,80 @@
+"""The options of ``codefusion train`` checked together, before any data is read: each bad value or combination
+fails with one line that names the option and what to do."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import CONFIG
+from ..config import get_preset
+from ..errors import CodeFusionError
+from .data import parse_repeat, parse_split_brackets
+
+TASK_NAMES = ("pretrain", "finetune", "encoder", "length")
+
+
+def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[str, ...]]:
+    """The parsed --repeat, --split-brackets (None: the checkpoint's spelling) and --rollout-snap of a TrainConfig."""
+    if cfg.task not in TASK_NAMES:
+        raise CodeFusionError(f"--task must be pretrain, finetune, encoder or length, got {cfg.task!r}")
+    get_preset(cfg.preset)  # an unknown name fails before any data is read
+    if cfg.t_sampling not in ("uniform", "high"):
+        raise CodeFusionError(f"--t-sampling must be uniform or high, got {cfg.t_sampling!r}")
+    if not 0.0 <= cfg.t_min < 1.0:
+        raise CodeFusionError(f"--t-min is a fraction of T in [0, 1), got {cfg.t_min}")
+    if not 0.0 <= cfg.t_min_share <= 1.0:
+        raise CodeFusionError(f"--t-min-share is a probability in [0, 1], got {cfg.t_min_share}")
+    if not 0.0 <= cfg.rollout_share <= 1.0:
+        raise CodeFusionError(f"--rollout-share is a share of the batch in [0, 1], got {cfg.rollout_share}")
+    if not 1 <= cfg.rollout_steps <= 1200:
+        raise CodeFusionError(f"--rollout-steps counts sampler steps: an integer in 1..1200, got {cfg.rollout_steps}")
+    if not 0.0 < cfg.rollout_t_max <= 1.0:
+        raise CodeFusionError(f"--rollout-t-max is a fraction of T in (0, 1], got {cfg.rollout_t_max}")
+    if cfg.rollout_t_max < 1.0 and not cfg.rollout_share:
+        raise CodeFusionError("--rollout-t-max sets where the --rollout-share rows end: give --rollout-share too")
+    snap = parse_snap(cfg.rollout_snap)
+    if snap and not cfg.rollout_share:
+        raise CodeFusionError("--rollout-snap changes the targets of the --rollout-share rows: give --rollout-share "
+                              "too")
+    if not 0.0 < cfg.rollout_snap_t_max <= 1.0:
+        raise CodeFusionError(f"--rollout-snap-t-max is a fraction of T in (0, 1], got {cfg.rollout_snap_t_max}")
+    if not 0.0 <= cfg.request_dropout < 1.0:
+        raise CodeFusionError(f"--request-dropout is a probability in [0, 1), got {cfg.request_dropout}")
+    if cfg.request_dropout and cfg.task != "finetune":
+        raise CodeFusionError(f"--request-dropout deletes words of the requests of --task finetune; drop it for "
+                              f"--task {cfg.task}")
+    if not 0.0 <= cfg.upsize <= 1.0:
+        raise CodeFusionError(f"--upsize is a probability in [0, 1], got {cfg.upsize}")
+    if cfg.encoder_from and not cfg.init:
+        raise CodeFusionError("--encoder-from replaces E in an --init model: give --init too")
+    if cfg.aux_seq2seq and (cfg.task != "finetune" or cfg.freeze_encoder):
+        raise CodeFusionError("--aux-seq2seq trains E beside the denoiser: it goes with --task finetune and "
+                              "without --freeze-encoder")
+    if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
+        raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
+                              "or only the length head (length); drop the flag")
+    if cfg.task != "length" and (cfg.length_targets != "reference" or cfg.length_steps is not None):
+        raise CodeFusionError("--length-targets and --length-steps go with --task length: drop them")
+    repeat = parse_repeat(cfg.repeat)
+    split_brackets = None if cfg.split_brackets is None else parse_split_brackets(cfg.split_brackets)
+    if split_brackets is not None and cfg.task == "length":
+        raise CodeFusionError("--split-brackets does not go with --task length: the head counts tokens in the "
+                              "--init checkpoint's own spelling; drop the flag")
+    if repeat and cfg.task not in ("finetune", "encoder"):
+        raise CodeFusionError(f"--repeat weights the supervised pairs of --task finetune or encoder; drop it "
+                              f"for --task {cfg.task}")
+    if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
+        raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
+    if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
+        raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose another --out")
+    return repeat, split_brackets, snap
+
+
+def parse_snap(spec: str | None) -> tuple[str, ...]:
+    """--rollout-snap "cf,bash" → ("cf", "bash"); the names are languages, as Examples are keyed."""
+    if not spec:
+        return ()
+    langs = tuple(part.strip() for part in spec.split(",") if part.strip())
+    unknown = [lang for lang in langs if lang not in ("bash", "python", "cf")]
+    if unknown or not langs:
+        raise CodeFusionError(f"--rollout-snap takes languages, e.g. cf or cf,bash (bash, python, cf), got {spec!r}")
+    return langs
