@@ -17,6 +17,10 @@ is the imitation-learning view of scheduled sampling: from the learner's own sta
 good continuation of that state is, not the reference from the start (Ross et al. 2011, DAgger; Wei et al.
 2019 for non-autoregressive translation). It trades some fidelity to the request for programs that are
 whole, and applies only late in the loop, where the state has already chosen.
+
+Measured (models/README.md, session 19): on a 37-minute CPU continuation of the default model, CF parsed on every
+dev request at 20 to 300 respaced DDPM steps and on 31.9% at 1200. The walk it learns from takes 8 steps; the pull it
+teaches compounds over the hundreds of evaluations a 1200-step loop makes. Use it for few-step sampling.
 """
 from __future__ import annotations
 
