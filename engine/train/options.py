@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import CONFIG
-from ..config import get_preset
+from ..config import LANGS, get_preset
 from ..errors import CodeFusionError
 from .data import parse_repeat, parse_split_brackets
 
-TASK_NAMES = ("pretrain", "finetune", "encoder", "length")
+TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}  # → batch tasks
 
 
 def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[str, ...]]:
     """The parsed --repeat, --split-brackets (None: the checkpoint's spelling) and --rollout-snap of a TrainConfig."""
-    if cfg.task not in TASK_NAMES:
+    if cfg.task not in (*TASKS, "length"):
         raise CodeFusionError(f"--task must be pretrain, finetune, encoder or length, got {cfg.task!r}")
     get_preset(cfg.preset)  # an unknown name fails before any data is read
     if cfg.t_sampling not in ("uniform", "high"):
@@ -74,7 +74,6 @@ def parse_snap(spec: str | None) -> tuple[str, ...]:
     if not spec:
         return ()
     langs = tuple(part.strip() for part in spec.split(",") if part.strip())
-    unknown = [lang for lang in langs if lang not in ("bash", "python", "cf")]
-    if unknown or not langs:
-        raise CodeFusionError(f"--rollout-snap takes languages, e.g. cf or cf,bash (bash, python, cf), got {spec!r}")
+    if not langs or any(lang not in LANGS for lang in langs):
+        raise CodeFusionError(f"--rollout-snap takes languages, e.g. cf or cf,bash ({', '.join(LANGS)}), got {spec!r}")
     return langs

@@ -29,7 +29,7 @@ from ..tokenizer import CodeTokenizer
 from .batches import TaskBatches
 from .data import Example, balanced, load_split, repeat_rows, tokenizer_texts, unique_programs
 from .devcheck import dev_check
-from .options import check_options, parse_snap
+from .options import TASKS, check_options, parse_snap
 from .request_dropout import drop_request_tokens
 from .rollout import own_rows
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
@@ -38,7 +38,6 @@ from .state import load_trainer_state, save_trainer_state
 from .timesteps import sample_t
 
 LengthTargets = Literal["reference", "self"]  # --task length: the references' lengths, or the model's own programs'
-TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}
 
 
 @dataclass(frozen=True)
