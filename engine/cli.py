@@ -98,16 +98,23 @@ def _eval(args) -> int:
 def _pack(args) -> int:
     from pathlib import Path
 
+    from .blend import blend, parse_blend
     from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
     from .validate import parse_dtype
 
     if (Path(args.out) / CONFIG).exists() and not args.force:
         raise CodeFusionError(f"{args.out} already holds a checkpoint: choose another --out or pass --force")
+    others = parse_blend(args.blend or [])
     model, tok, config = load_checkpoint(args.model)
+    meta = config.get("meta") or {}
+    if others:
+        meta = {**meta, "history": [*meta.get("history", []), blend(model, tok, others)]}
     generation = {**config.get("generation", {}), **({"clamp": args.default_clamp} if args.default_clamp else {})}
-    out = save_checkpoint(args.out, model, tok, config.get("meta"), dtype=parse_dtype(args.dtype), generation=generation)
+    out = save_checkpoint(args.out, model, tok, meta, dtype=parse_dtype(args.dtype), generation=generation)
     size = (out / "model.safetensors").stat().st_size / 2**20
-    print(f"wrote {out}: weights {size:.1f} MiB in {args.dtype}", file=sys.stderr)
+    mix = "".join(f" + {w:g}·{p}" for p, w in others)
+    print(f"wrote {out}: weights {size:.1f} MiB in {args.dtype}"
+          + (f" ({1 - sum(w for _, w in others):g}·{args.model}{mix})" if others else ""), file=sys.stderr)
     return 0
 
 
@@ -236,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_eval)
 
-    k = sub.add_parser("pack", help="copy a checkpoint for shipping: weights only, in bf16 or fp32")
+    k = sub.add_parser("pack", help="copy a checkpoint for shipping: weights only, in bf16 or fp32, optionally blended")
     k.add_argument("--model", required=True, help="checkpoint directory")
     k.add_argument("--out", required=True)
     k.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) | float32")
@@ -244,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--default-clamp", default=None, choices=CLAMPS,
                    help="the sampler's rounding for requests that name none (config.json generation.clamp; "
                         "kept from --model when not given)")
+    k.add_argument("--blend", action="append", metavar="DIR=WEIGHT",
+                   help="blend another checkpoint of the same architecture and tokenizer into --model's weights "
+                        "with this share (repeatable; --model keeps 1 - the sum): a weighted mean of the weights")
     k.set_defaults(func=_pack)
 
     t = sub.add_parser("tokenizer", help="train the byte-level BPE tokenizer on a data folder")
