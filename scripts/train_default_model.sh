@@ -28,15 +28,21 @@
 #                      does not parse or (CF) computes other labels
 #  18 student_r        phase 14 continued on them, E (and so the length head's input) frozen, clipped t, Python
 #                      rows twice and CF rows four times as often, batch 256, half of each batch's x_t drawn by the
-#                      model's own 8-step sampler (--rollout-share 0.5, session 15: 5 minutes on one H200); then
-#                      the shipping copy, bf16, in OUT_DIR/default, whose requests round x̂0 to the decoder's tokens
-#                      at every step unless they name another clamp (config.json generation.clamp)
+#                      model's own 8-step sampler (--rollout-share 0.5, session 15: 5 minutes on one H200); its
+#                      bf16 copy, student_r_bf16, is session 15's shipped model
+#  19 snap             phase 18 continued at batch 64, t uniform, with the rollout rows of CF and Bash taught the
+#                      training program nearest to the model's own x̂0 where t ≤ 0.5 T (--rollout-snap, session 19)
+#  20 snap_cf          the same with CF alone snapped, where t ≤ 0.25 T
+#  21 default          the shipping copy, bf16: 0.5 · phase 18 + 0.3 · phase 19 + 0.2 · phase 20, a weighted mean
+#                      of the weights (pack --blend, session 20), whose requests round x̂0 to the decoder's tokens at
+#                      every step unless they name another clamp (config.json generation.clamp)
 # Phases 1–3 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
 # machine); phases 5–13 have the step counts the shipped lineage recorded (--max-steps), so their
 # learning-rate schedules span exactly those steps. Every phase: bf16 autocast, AdamW, warm-up then
 # cosine to zero, half of the batches padded to a longer length bucket.
-# On this 2-core CPU phases 1–12 take about 7 hours and phases 13 and 18 several more; on a GPU, about 40 minutes.
-# Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 1–12 and 15–16, default 64; 13 and 18 use 256),
+# On this 2-core CPU phases 1–12 take about 7 hours, phases 13 and 18 several more and phases 19–20 about 40 minutes
+# each; on a GPU, about 40 minutes in all.
+# Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 1–12 and 15–16, default 64; 13 and 18 use 256, 19–20 64),
 # TOKENIZER (an existing tokenizer.json to reuse, e.g. models/tokenizer.json).
 set -euo pipefail
 usage="usage: train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]"
@@ -100,5 +106,12 @@ train teacher2b "${common[@]}" --task encoder --init "$out/teacher2" --max-steps
 train student_r --data "$out/distilled2" --batch-size 256 --task finetune --init "$out/length_final" \
     --freeze-encoder --repeat conala=2,cf=4 --max-steps 1852 --lr 4e-4 --warmup 100 "${clip[@]}" \
     --rollout-share 0.5 --rollout-steps 8 --seed 12
-done_ default || codefusion pack --model "$out/student_r" --out "$out/default" --dtype bfloat16 --default-clamp decode
+done_ student_r_bf16 || codefusion pack --model "$out/student_r" --out "$out/student_r_bf16" --dtype bfloat16
+snap=(--data "$out/distilled2" --batch-size 64 --task finetune --init "$out/student_r_bf16" --freeze-encoder
+      --repeat conala=2,cf=4 --max-steps 1370 --lr 2e-4 --warmup 50 --t-sampling uniform --rollout-share 0.5
+      --rollout-steps 8 --seed 31)
+train snap "${snap[@]}" --rollout-snap cf,bash
+train snap_cf "${snap[@]}" --rollout-snap cf --rollout-snap-t-max 0.25
+done_ default || codefusion pack --model "$out/student_r_bf16" --blend "$out/snap=0.3" --blend "$out/snap_cf=0.2" \
+    --out "$out/default" --dtype bfloat16 --default-clamp decode
 echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"
