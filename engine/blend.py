@@ -3,8 +3,8 @@
 θ = (1 − Σ w_i)·θ_base + Σ w_i·θ_i, tensor by tensor, in fp32: the "model soup" / WiSE-FT interpolation
 (Wortsman et al., 2022), which works between fine-tunings of one starting point because they stay in one
 basin of the loss. Measured here (session 20, CF dev, 1200-step reference sampler, seeds 0/1/2): session 15's
-weights parse 78.7/87.2/83.0%, the rollout-snap continuation alone 31.9% at seed 0, and 0.6·C + 0.2·Cn + 0.2·Cn2
-97.9/97.9/100% (models/README.md, "Session 20").
+weights (C) parse 78.7/87.2/83.0%, its rollout-snap continuation Cn alone 31.9% at seed 0, and the shipped
+0.5·C + 0.3·Cn + 0.2·Cn2 93.6/100/100%, at a cost in exactness (models/README.md, "Session 20").
 
 Blending only means something between checkpoints of one architecture and one tokenizer: both are checked, and
 each mismatch is a one-line error naming the field.
@@ -54,7 +54,8 @@ def blend(model: CodeFusionModel, tokenizer, others: list[tuple[str, float]]) ->
                 mixed[k] += w * state[k].float()
             elif not torch.equal(base[k], state[k]):
                 raise CodeFusionError(f"cannot blend {path}: its integer tensor {k!r} differs from --model's")
-        parts.append({"model": str(path), "weight": w, "last": (other_config.get("meta", {}).get("history") or [None])[-1]})
+        last = (other_config.get("meta", {}).get("history") or [None])[-1]
+        parts.append({"model": str(path), "weight": w, "last": last})
     # a tensor equal in every checkpoint comes out as it went in, not within an ulp of it (a frozen encoder,
     # which the length head reads); aliases stay tied; integer tensors are left as they are
     model.load_state_dict({k: v if k in differ else base[k] for k, v in mixed.items()}, strict=False)

@@ -55,7 +55,8 @@ def test_blend_records_the_modules_every_checkpoint_shares(tmp_path, tiny_model,
     other.encoder.load_state_dict(tiny_model.encoder.state_dict())
     pa = save_checkpoint(tmp_path / "a", tiny_model, tokenizer)
     pb = save_checkpoint(tmp_path / "b", other, tokenizer)
-    assert main(["pack", "--model", str(pa), "--blend", f"{pb}=0.3", "--dtype", "float32", "--out", str(tmp_path / "m")]) == 0
+    assert main(["pack", "--model", str(pa), "--blend", f"{pb}=0.3", "--dtype", "float32",
+                 "--out", str(tmp_path / "m")]) == 0
     mixed, _, config = load_checkpoint(tmp_path / "m")
     assert config["meta"]["history"][-1]["unchanged"] == ["encoder"]
     for name, t in tiny_model.encoder.state_dict().items():
