@@ -40,28 +40,26 @@ def parse_blend(specs: list[str]) -> list[tuple[str, float]]:
 
 def blend(model: CodeFusionModel, tokenizer, others: list[tuple[str, float]]) -> dict:
     """Blend ``others`` into ``model`` in place (fp32); → the history entry that records it."""
+    share = 1 - sum(w for _, w in others)
+    # every checkpoint tensor is floating point (checkpoint.py stores and accepts only fp32 and bf16)
     base = {k: v.detach().float().clone() for k, v in unique_state(model).items()}
-    mixed = {k: v * (1 - sum(w for _, w in others)) for k, v in base.items() if v.is_floating_point()}
+    mixed = {k: share * v for k, v in base.items()}
     parts, differ = [], set()  # names of the tensors that differ somewhere
     for path, w in others:
         other, other_tok, other_config = load_checkpoint(path)
         _check_same_lineage(path, model, tokenizer, other, other_tok)
         state = unique_state(other)
         for k in base:
-            if not torch.equal(base[k], state[k].float()):
+            if not torch.equal(base[k], state[k]):
                 differ.add(k)
-            if k in mixed:
-                mixed[k] += w * state[k].float()
-            elif not torch.equal(base[k], state[k]):
-                raise CodeFusionError(f"cannot blend {path}: its integer tensor {k!r} differs from --model's")
+            mixed[k] += w * state[k]
         last = (other_config.get("meta", {}).get("history") or [None])[-1]
         parts.append({"model": str(path), "weight": w, "last": last})
     # a tensor equal in every checkpoint comes out as it went in, not within an ulp of it (a frozen encoder,
-    # which the length head reads); aliases stay tied; integer tensors are left as they are
+    # which the length head reads); aliases stay tied
     model.load_state_dict({k: v if k in differ else base[k] for k, v in mixed.items()}, strict=False)
     unchanged = sorted({k.split(".")[0] for k in base} - {k.split(".")[0] for k in differ})
-    return {"task": "blend", "base_weight": round(1 - sum(w for _, w in others), 6), "blended": parts,
-            "unchanged": unchanged}
+    return {"task": "blend", "base_weight": round(share, 6), "blended": parts, "unchanged": unchanged}
 
 
 def _check_same_lineage(path, model, tokenizer, other, other_tok) -> None:

@@ -96,25 +96,9 @@ def _eval(args) -> int:
 
 
 def _pack(args) -> int:
-    from pathlib import Path
+    from .pack import pack
 
-    from .blend import blend, parse_blend
-    from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
-    from .validate import parse_dtype
-
-    if (Path(args.out) / CONFIG).exists() and not args.force:
-        raise CodeFusionError(f"{args.out} already holds a checkpoint: choose another --out or pass --force")
-    others = parse_blend(args.blend or [])
-    model, tok, config = load_checkpoint(args.model)
-    meta = config.get("meta") or {}
-    if others:
-        meta = {**meta, "history": [*meta.get("history", []), blend(model, tok, others)]}
-    generation = {**config.get("generation", {}), **({"clamp": args.default_clamp} if args.default_clamp else {})}
-    out = save_checkpoint(args.out, model, tok, meta, dtype=parse_dtype(args.dtype), generation=generation)
-    size = (out / "model.safetensors").stat().st_size / 2**20
-    mix = "".join(f" + {w:g}·{p}" for p, w in others)
-    print(f"wrote {out}: weights {size:.1f} MiB in {args.dtype}"
-          + (f" ({1 - sum(w for _, w in others):g}·{args.model}{mix})" if others else ""), file=sys.stderr)
+    print(pack(args.model, args.out, args.dtype, args.default_clamp, args.blend or [], args.force), file=sys.stderr)
     return 0
 
 

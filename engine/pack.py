@@ -1,0 +1,28 @@
+"""``codefusion pack``: a shipping copy of a checkpoint (DESIGN §6): its weights in bf16 or fp32, the sampler default
+its requests run with (config.json ``generation``), and optionally a blend with checkpoints of its lineage (blend.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .blend import blend, parse_blend
+from .checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from .errors import CodeFusionError
+from .validate import parse_dtype
+
+
+def pack(model_dir: str, out: str, dtype: str = "bfloat16", default_clamp: str | None = None,
+         blend_specs: list[str] = (), force: bool = False) -> str:
+    """Write the copy to ``out``; → the one-line report. ``blend_specs``: ``DIR=WEIGHT`` strings (parse_blend)."""
+    if (Path(out) / CONFIG).exists() and not force:
+        raise CodeFusionError(f"{out} already holds a checkpoint: choose another --out or pass --force")
+    others = parse_blend(list(blend_specs))
+    model, tok, config = load_checkpoint(model_dir)
+    meta, mix = config.get("meta") or {}, ""
+    if others:
+        entry = blend(model, tok, others)
+        meta = {**meta, "history": [*meta.get("history", []), entry]}
+        mix = f" ({entry['base_weight']:g}·{model_dir}" + "".join(f" + {w:g}·{p}" for p, w in others) + ")"
+    generation = {**config.get("generation", {}), **({"clamp": default_clamp} if default_clamp else {})}
+    path = save_checkpoint(out, model, tok, meta, dtype=parse_dtype(dtype), generation=generation)
+    size = (path / WEIGHTS).stat().st_size / 2**20
+    return f"wrote {path}: weights {size:.1f} MiB in {dtype}{mix}"
