@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from codefusion.errors import CodeFusionError
+from codefusion.validate import resolve_dtype, slow_dtype_note
 
 from . import report
 from .prompts import PROMPTS
@@ -68,7 +69,8 @@ def _dev_run_args(p: argparse.ArgumentParser) -> None:
     """How those suites run and where they write."""
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="torch")
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="auto", help="auto (default: bfloat16 where the hardware has it, else float32) "
+                                                   "| bfloat16 | float32")
     p.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="bench/results")
@@ -126,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", default=None, help="random weights of a preset")
     g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     v.add_argument("--backend", default="torch")
-    v.add_argument("--dtype", default="bfloat16")
+    v.add_argument("--dtype", default="auto", help="auto (default: bfloat16 where the hardware has it, else float32) "
+                                                   "| bfloat16 | float32")
     v.add_argument("--device", default="cpu")
     v.add_argument("--steps", type=int, default=20)
     v.add_argument("--concurrency", default="1,4,16,64")
@@ -286,6 +289,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.suite == "compare":  # scores two files: no model to load
         return _compare(args)
+    args.dtype = ",".join(resolve_dtype(d, args.device) for d in args.dtype.split(","))
+    for note in {slow_dtype_note(d, args.device) for d in args.dtype.split(",")} - {None}:
+        print(f"note: {note}", file=sys.stderr)
     model, tok = load_model(args)
     if args.suite == "quality":
         return _quality(args, model, tok)

@@ -21,7 +21,7 @@ from .diffusion.loop import initial_state, run
 from .diffusion.schedule import NoiseSchedule
 from .diffusion.solvers import step_table
 from .errors import CheckpointError, CodeFusionError
-from .validate import check_config, check_prompts, parse_device, parse_dtype
+from .validate import check_config, check_prompts, parse_device, parse_dtype, resolve_dtype
 
 
 @dataclass
@@ -126,7 +126,9 @@ class CodeFusion:
         self.config = config or {}
         # what a request with clamp=None gets: the checkpoint's "generation" defaults (checked on load)
         self.default_clamp = generation_defaults(self.config).get("clamp", "none")
-        self.backend = backends.get_backend(backend)(model, parse_device(device), parse_dtype(dtype))
+        device = parse_device(device)
+        dtype = resolve_dtype(dtype, device) if isinstance(dtype, str) else dtype
+        self.backend = backends.get_backend(backend)(model, device, parse_dtype(dtype))
         # requests without max_length run at the bucket holding this share of the length head's distribution:
         # lower runs shorter (faster) and truncates more often (see the README's length-bucket table)
         self.length_quantile = LENGTH_QUANTILE
@@ -136,7 +138,8 @@ class CodeFusion:
                         dtype: str = "float32") -> "CodeFusion":
         """Load a checkpoint directory; ``None`` loads the embedded default model. The default backend,
         ``torch`` in fp32, gives the ``reference`` oracle's numbers (bit for bit on the default model here,
-        README "Parity") at a fraction of its cost; ``dtype="bfloat16"`` is the fast one."""
+        README "Parity") at a fraction of its cost; ``dtype="bfloat16"`` is the fast one where the hardware has
+        bf16 (a GPU, or a CPU with AMX / AVX512-BF16), and ``"auto"`` picks it there and fp32 elsewhere."""
         if path is not None and (Path(path) / "manifest.json").is_file():  # `codefusion export` output: no torch weights
             backend_cls = backends.get_backend(backend)
             if not hasattr(backend_cls, "load_export"):

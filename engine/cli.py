@@ -12,6 +12,8 @@ import sys
 from .config import CLAMPS
 from .errors import CodeFusionError
 
+DTYPE_HELP = ("float32 (default; the reference's numbers) | bfloat16 (fast on a GPU or a CPU with AMX / AVX512-BF16, "
+              "slow elsewhere) | auto (bfloat16 where it is fast, else float32)")
 CLAMP_HELP = ("round x̂0 every step: to the nearest code embedding (bare --clamp), or 'decode': to the embeddings of "
               "the tokens the decoder reads from it; none is the reference sampler (default: the model's own, "
               "its config.json's generation.clamp; the embedded model's is decode)")
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="torch", help="torch (default; in fp32 the reference's own numbers, faster) | "
                    "reference | torch-compile | triton | onnxruntime | tensorrt")
     g.add_argument("--device", default="cpu")
-    g.add_argument("--dtype", default="float32")
+    g.add_argument("--dtype", default="float32", help=DTYPE_HELP)
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=_generate)
 
@@ -219,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _length_quantile_arg(e)
     e.add_argument("--backend", default="torch", help="as for generate")
     e.add_argument("--device", default="cpu")
-    e.add_argument("--dtype", default="float32")
+    e.add_argument("--dtype", default="float32", help=DTYPE_HELP)
     e.add_argument("--codebert", default=None, help="local CodeBERT directory: also report CodeBERTScore F1")
     e.add_argument("--predictions", default=None, help="write one JSONL row per example here")
     e.add_argument("--force", action="store_true", help="overwrite an existing --predictions file")
@@ -283,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rollout-t-max", type=float, default=None,
                    help="those rows end at a t drawn from [0, F·T) (default 1: the batch's own t), the end of the "
                         "loop where it settles tokens")
+    r.add_argument("--rollout-loop", type=int, default=None,
+                   help="R: take those rows from whole T-step loops of the model instead (each row at its own t "
+                        "below --rollout-t-max), one loop run and stored per R batches of a length bucket; a loop "
+                        "costs T forwards of a batch (default 0: the short walk)")
     r.add_argument("--rollout-snap", default=None,
                    help="these languages' rollout rows (e.g. cf or cf,bash) learn the training program nearest to "
                         "where the model's own sampler heads, not the row's own, so an undecided state is taught to "
@@ -314,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--upsize", type=float, default=None,
                    help="share of batches padded to a random longer length bucket (default 0.5)")
     r.add_argument("--warmup", type=int, default=None)
-    r.add_argument("--dtype", default=None, help="bfloat16 (autocast, default) | float32; with --length-targets "
-                                                 "self also the dtype of that sampling")
+    r.add_argument("--dtype", default=None, help="auto (default: bf16 autocast where the hardware has bf16, else fp32) "
+                                                 "| bfloat16 | float32; with --length-targets self also the dtype "
+                                                 "of that sampling")
     r.add_argument("--device", default=None)
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--save-minutes", type=float, default=None)
@@ -333,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--backend", default="torch")
     v.add_argument("--device", default="cpu")
-    v.add_argument("--dtype", default="bfloat16")
+    v.add_argument("--dtype", default="auto", help="auto (default: bfloat16 where the hardware has it, else "
+                                                   "float32) | bfloat16 | float32")
     v.add_argument("--max-batch", type=int, default=64, help="rows (prompts × samples) per denoising batch")
     v.add_argument("--max-wait-ms", type=float, default=50.0, help="how long the oldest request waits for company")
     v.add_argument("--quiet-ms", type=float, default=10.0,
@@ -359,6 +367,17 @@ def _triton_on_cpu(argv: list[str]) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def _resolve_dtype(args) -> None:
+    """--dtype auto made concrete for the device of a command that computes (generate, eval, serve), with one line
+    on stderr when it asks for bf16 on a CPU that emulates it. train resolves its own (trainer.py)."""
+    if args.func not in (_generate, _eval, _serve):
+        return
+    from .validate import resolve_dtype, slow_dtype_note
+    args.dtype = resolve_dtype(args.dtype, args.device)
+    if note := slow_dtype_note(args.dtype, args.device):
+        print(f"note: {note}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _triton_on_cpu(argv)
@@ -373,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         return _export(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        _resolve_dtype(args)
         return args.func(args)
     except CodeFusionError as e:
         print(f"error: {e}", file=sys.stderr)

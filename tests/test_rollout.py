@@ -7,7 +7,7 @@ import torch
 
 from codefusion.diffusion.losses import loss_terms
 from codefusion.errors import CodeFusionError
-from codefusion.train.rollout import own_x_t, rollout_table
+from codefusion.train.rollout import OwnRows, own_x_t, rollout_table
 from codefusion.train.trainer import TrainConfig, train
 
 from conftest import PAIRS, write_data
@@ -77,11 +77,11 @@ def test_loss_uses_the_own_x_t_for_those_rows_only(tiny_model):
         q = model.denoiser.seen
         x_own = torch.full_like(q, 5.0)
         rows = torch.tensor([True, False, False])
-        mixed = loss_terms(model, y, mem, None, t, eps, eps0, own=(rows, x_own))
+        mixed = loss_terms(model, y, mem, None, t, eps, eps0, own=OwnRows(rows, x_own, None))
         assert torch.equal(model.denoiser.seen[0], x_own[0]) and torch.equal(model.denoiser.seen[1:], q[1:])
         # the x0-prediction target is the program either way: a zero x̂0 costs the same
         assert torch.equal(mixed["mse"], plain["mse"])
-        none = loss_terms(model, y, mem, None, t, eps, eps0, own=(torch.zeros(3, dtype=torch.bool), x_own))
+        none = loss_terms(model, y, mem, None, t, eps, eps0, own=OwnRows(torch.zeros(3, dtype=torch.bool), x_own, None))
         assert all(torch.equal(none[k], plain[k]) for k in plain)
     finally:
         model.denoiser = real
@@ -103,7 +103,7 @@ def test_rollout_t_max_ends_the_walk_near_the_loops_end_for_those_rows_only(tiny
     ends = []
     for _ in range(40):
         t = torch.full((8,), 1000)
-        rows, _, _ = own_rows(model, mem, None, t, (8, 16, model.cfg.d_embed), 0.5, 1, t_max=0.25)
+        rows = own_rows(model, mem, None, t, (8, 16, model.cfg.d_embed), 0.5, 1, t_max=0.25).rows
         assert rows.tolist() == [True] * 4 + [False] * 4
         assert t[1:4].eq(t[0]).all() and t[4:].eq(1000).all()  # one walk for the rollout rows, the rest untouched
         ends.append(int(t[0]))

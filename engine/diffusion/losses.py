@@ -15,8 +15,13 @@ Squared norms are means over (n, d) ("mean_flat"), as in Diffusion-LM and GENIE.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from ..train.rollout import OwnRows
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -25,25 +30,27 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 
 def loss_terms(model, y: torch.Tensor, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor,
                eps: torch.Tensor, eps0: torch.Tensor, self_condition: bool = False,
-               own: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+               own: OwnRows | None = None) -> dict[str, torch.Tensor]:
     """y: (B, n) token ids; mem: (B, S, d_enc); t: (B,) int64; eps, eps0: (B, n, d_embed).
     ``self_condition``: first estimate x̂0 without gradient and feed it back (Analog Bits).
-    ``own``: (rows (B,) bool, x_t (B, n, d_embed)): these rows' x_t comes from the model's own sampler
-    (train/rollout.py) instead of q(x_t | x0); their targets are unchanged."""
+    ``own``: train/rollout.py's OwnRows: its rows' x_t comes from the model's own sampler instead of
+    q(x_t | x0), and where it gives ``x0_prev`` (a whole loop, train/loopwalk.py) their self-condition is the
+    loop's own, whatever ``self_condition`` says for the rest; their targets are ``y``'s."""
     abar = model.alphas_cumprod
     x0_mean = model.embed(y)  # L(y)
     x0 = x0_mean + (1 - abar[0]).sqrt() * eps0
     a_t = abar[t].view(-1, 1, 1)
     x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    rows = None if own is None else own.rows.view(-1, 1, 1)
     if own is not None:
-        rows, x_own = own
-        rows = rows.view(-1, 1, 1)
-        x_t = torch.where(rows, x_own.to(x_t.dtype), x_t)
+        x_t = torch.where(rows, own.x_t.to(x_t.dtype), x_t)
         eps = torch.where(rows, (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt(), eps)  # what makes x0 this x_t
     x0_prev = None
     if self_condition:
         with torch.no_grad():
             x0_prev = model.predict_x0(x_t, t, mem, mem_mask, None).detach()
+    if own is not None and own.x0_prev is not None:
+        x0_prev = torch.where(rows, own.x0_prev, torch.zeros_like(x_t) if x0_prev is None else x0_prev)
     out = model.denoiser(x_t, t, mem, mem_mask, x0_prev)
     if model.cfg.prediction == "x0":
         x0_hat = out

@@ -17,6 +17,8 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if cfg.task not in (*TASKS, "length"):
         raise CodeFusionError(f"--task must be pretrain, finetune, encoder or length, got {cfg.task!r}")
     get_preset(cfg.preset)  # an unknown name fails before any data is read
+    if cfg.dtype not in ("auto", "bfloat16", "bf16", "float32", "fp32"):
+        raise CodeFusionError(f"--dtype of train is auto, bfloat16 (autocast) or float32, got {cfg.dtype!r}")
     if cfg.t_sampling not in ("uniform", "high"):
         raise CodeFusionError(f"--t-sampling must be uniform or high, got {cfg.t_sampling!r}")
     if not 0.0 <= cfg.t_min < 1.0:
@@ -35,6 +37,14 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if snap and not cfg.rollout_share:
         raise CodeFusionError("--rollout-snap changes the targets of the --rollout-share rows: give --rollout-share "
                               "too")
+    if cfg.rollout_loop < 0:
+        raise CodeFusionError(f"--rollout-loop counts the batches one stored loop serves: an integer ≥ 1 (0: off), "
+                              f"got {cfg.rollout_loop}")
+    if cfg.rollout_loop and (not cfg.rollout_share or cfg.task != "finetune"):
+        raise CodeFusionError("--rollout-loop draws the --rollout-share rows of --task finetune from whole loops: "
+                              "give --rollout-share and --task finetune")
+    if cfg.rollout_loop and cfg.rollout_steps != type(cfg).__dataclass_fields__["rollout_steps"].default:
+        raise CodeFusionError("--rollout-steps sets the short walk and --rollout-loop walks all T steps: drop one")
     if not 0.0 < cfg.rollout_snap_t_max <= 1.0:
         raise CodeFusionError(f"--rollout-snap-t-max is a fraction of T in (0, 1], got {cfg.rollout_snap_t_max}")
     if not 0.0 <= cfg.request_dropout < 1.0:

@@ -16,11 +16,23 @@ the model is shown where its own loop goes and learns the way back.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
 from ..diffusion.schedule import NoiseSchedule, sqrt_alphas_cumprod_table
 from ..diffusion.solvers import StepTable, step_table, update
+
+
+@dataclass
+class OwnRows:
+    """The rollout rows of a batch. ``rows`` (B,) bool; ``x_t`` (B, n, d): their states (zeros elsewhere);
+    ``heads``: the x̂0 the walk last produced for them, the program it heads for (None when no step ran);
+    ``x0_prev``: the self-condition to feed them as the loop did (None: the batch's own choice)."""
+    rows: torch.Tensor
+    x_t: torch.Tensor
+    heads: torch.Tensor | None
+    x0_prev: torch.Tensor | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -57,11 +69,11 @@ def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int,
 
 
 def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor, shape: tuple, share: float,
-             steps: int, t_max: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """(rows, x_t, x̂0) for a batch; ``loss_terms``'s ``own`` is (rows, x_t). The first round(share · B) rows
+             steps: int, t_max: float = 1.0) -> OwnRows | None:
+    """The OwnRows of a batch. The first round(share · B) rows
     (batches are shuffled) take x_t from the model's own sampler, all at one t (one respaced walk for the lot):
     the first row's, or with ``t_max`` < 1 a fresh draw from [0, t_max · T), the end of the loop where it
-    settles tokens. ``t`` is updated in place to match. x̂0: the walk's last estimate for those rows (zeros
+    settles tokens. ``t`` is updated in place to match. ``heads``: the walk's last x̂0 for those rows (zeros
     elsewhere; None when no step ran), what snap.py measures. None when the share rounds to no row."""
     k = round(share * shape[0])
     if k == 0:
@@ -77,4 +89,4 @@ def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.T
     if x0_k is not None:
         x0 = torch.zeros(shape, device=mem.device)
         x0[:k] = x0_k
-    return torch.arange(shape[0], device=mem.device) < k, x, x0
+    return OwnRows(torch.arange(shape[0], device=mem.device) < k, x, x0)

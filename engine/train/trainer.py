@@ -26,11 +26,13 @@ from ..errors import CodeFusionError
 from ..model import CodeFusionModel
 from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
+from ..validate import resolve_dtype, slow_dtype_note
 from .batches import TaskBatches
 from .data import Example, balanced, load_split, repeat_rows, tokenizer_texts, unique_programs
 from .devcheck import dev_check
 from .options import TASKS, check_options, parse_snap
 from .request_dropout import drop_request_tokens
+from .loopwalk import LoopWalks
 from .rollout import own_rows
 from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
 from .snap import ProgramBank, snap_targets
@@ -67,6 +69,7 @@ class TrainConfig:
     rollout_t_max: float = 1.0  # < 1: those rows' t is drawn from [0, rollout_t_max · T), the loop's end
     rollout_snap: str | None = None  # "cf,bash": those languages' rollout rows learn the nearest program (snap.py)
     rollout_snap_t_max: float = 0.5  # ... where their t is at most this fraction of T
+    rollout_loop: int = 0  # > 0: rollout rows from whole stored loops, each serving this many batches (loopwalk.py)
     request_dropout: float = 0.0  # finetune: each request token deleted with this probability (request_dropout.py)
     # "cf,python": those languages' targets spell every bracket as its own token (tokenizer.py); None keeps the
     # --init/--resume checkpoint's spelling, "none" clears it
@@ -77,7 +80,7 @@ class TrainConfig:
     lr: float = 5e-4
     warmup: int = 500
     clip: float = 1.0
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bf16 autocast where the hardware has bf16, fp32 elsewhere (validate.resolve_dtype)
     device: str = "cpu"
     seed: int = 0
     on_bad_line: str = "stop"
@@ -160,6 +163,9 @@ def _load_or_create(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionM
 
 def train(cfg: TrainConfig) -> Path:
     repeat, split_brackets, snap = check_options(cfg)  # every bad option fails here, before any data is read
+    cfg = dataclasses.replace(cfg, dtype=resolve_dtype(cfg.dtype, cfg.device))  # recorded as run
+    if note := slow_dtype_note(cfg.dtype, cfg.device):
+        tqdm.write(f"note: {note}")
     if cfg.task == "length":
         from .length import train_length_head
         return train_length_head(cfg)
@@ -180,7 +186,8 @@ def train(cfg: TrainConfig) -> Path:
     upsize = 0.0 if cfg.task == "encoder" else cfg.upsize
     batches = TaskBatches(examples, tok, model.cfg, TASKS[cfg.task], cfg.batch_size, cfg.seed, upsize)
     bank = ProgramBank(batches.code_ids, [e.lang for e in examples], snap, tok) if snap else None
-    hooks = _hooks(cfg, model, tok, dev, device, bank)
+    walks = LoopWalks(cfg.rollout_loop, cfg.rollout_t_max, model.cfg.diffusion_steps) if cfg.rollout_loop else None
+    hooks = _hooks(cfg, model, tok, dev, device, bank, walks)
     trained = [p for p in hooks.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0)
     counters = {"step": 0, "elapsed_s": 0.0}
@@ -213,7 +220,7 @@ class _Joint(torch.nn.Module):
 
 
 def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: list[Example], device,
-           bank: ProgramBank | None = None) -> Hooks:
+           bank: ProgramBank | None = None, walks: LoopWalks | None = None) -> Hooks:
     task = None
     if cfg.task == "encoder" or cfg.aux_seq2seq:
         task = Seq2SeqTask(model).to(device).train()
@@ -225,7 +232,7 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
 
         def diffusion_step(batch, opt, autocast):
-            return _train_step(cfg, model, tok, batch, opt, autocast, device, task, bank)
+            return _train_step(cfg, model, tok, batch, opt, autocast, device, task, bank, walks)
         if task is None:
             return Hooks(model, diffusion_step, check)
         return Hooks(_Joint(model, task), diffusion_step, check, task.save)
@@ -281,10 +288,14 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
 
 
 def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
-                aux: Seq2SeqTask | None = None, bank: ProgramBank | None = None) -> dict[str, float]:
-    tgt = batch.tgt.to(device)
-    B, n = tgt.shape
+                aux: Seq2SeqTask | None = None, bank: ProgramBank | None = None,
+                walks: LoopWalks | None = None) -> dict[str, float]:
+    B, n = batch.tgt.shape
     with autocast:
+        loop = None
+        if walks is not None and round(cfg.rollout_share * B):  # the first rows: states of a stored loop
+            batch, loop_t, loop = walks.draw(model, batch, round(cfg.rollout_share * B), device)
+        tgt = batch.tgt.to(device)
         if batch.src_ids is None:  # unsupervised generation: E_s is fresh Gaussian noise
             mem = torch.randn(B, model.cfg.max_source_len, model.cfg.enc_d_model, device=device)
             mem_mask = None
@@ -299,13 +310,19 @@ def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
         eps = torch.randn(B, n, model.cfg.d_embed, device=device)
         eps0 = torch.randn_like(eps)
         self_cond = model.cfg.self_condition and bool(torch.rand(()) < 0.5)
-        own = own_rows(model, mem, mem_mask, t, eps.shape, cfg.rollout_share, cfg.rollout_steps, cfg.rollout_t_max)
+        if loop is not None:
+            t[:len(loop_t)] = loop_t
+            own = loop
+        else:
+            own = own_rows(model, mem, mem_mask, t, eps.shape, cfg.rollout_share, cfg.rollout_steps,
+                           cfg.rollout_t_max)
         snapped = None
         if own is not None and bank is not None:
             snapped = 0
-            if own[2] is not None and int(t[0]) <= cfg.rollout_snap_t_max * model.cfg.diffusion_steps:
-                tgt, snapped = snap_targets(model.embed, tgt, own[2], own[0], list(batch.langs), bank)
-        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, None if own is None else own[:2])
+            late = own.rows & (t <= cfg.rollout_snap_t_max * model.cfg.diffusion_steps)
+            if own.heads is not None and bool(late.any()):
+                tgt, snapped = snap_targets(model.embed, tgt, own.heads, late, list(batch.langs), bank)
+        terms = loss_terms(model, tgt, mem, mem_mask, t, eps, eps0, self_cond, own)
         if snapped is not None:  # rows of this batch whose target snap.py replaced
             terms["snapped"] = torch.tensor(float(snapped))
         if aux is not None and mem_mask is not None:  # E_s must still let a left-to-right decoder write the code
@@ -333,6 +350,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
         run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
         if cfg.rollout_t_max < 1.0:
             run["rollout_t_max"] = cfg.rollout_t_max
+        if cfg.rollout_loop:
+            run.update(rollout_loop=cfg.rollout_loop, rollout_steps=model.cfg.diffusion_steps)
         if cfg.rollout_snap:
             run.update(rollout_snap=",".join(parse_snap(cfg.rollout_snap)), rollout_snap_t_max=cfg.rollout_snap_t_max)
     if cfg.request_dropout:

@@ -1,0 +1,74 @@
+"""--dtype auto: bf16 where the hardware has it (a GPU, a CPU with AMX or AVX512-BF16), fp32 where a CPU emulates it
+(measured on an AVX2-only AMD EPYC: a 512² matmul 48× slower in bf16), with one line for a user who asks for
+bf16 there anyway."""
+import json
+
+import pytest
+import torch
+
+from codefusion import validate
+from codefusion.cli import _resolve_dtype, build_parser
+from codefusion.errors import CodeFusionError
+from codefusion.train.trainer import TrainConfig, train
+
+from conftest import PAIRS, write_data
+
+
+@pytest.fixture(params=[False, True], ids=["emulated", "native"])
+def cpu_bf16(request, monkeypatch):
+    """This CPU as one without (False) or with (True) AMX / AVX512-BF16."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: request.param)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    return request.param
+
+
+def test_auto_is_bf16_only_where_the_cpu_has_it(cpu_bf16):
+    assert validate.native_bf16("cpu") is cpu_bf16
+    assert validate.resolve_dtype("auto", "cpu") == ("bfloat16" if cpu_bf16 else "float32")
+    assert validate.resolve_dtype("float32", "cpu") == "float32" and validate.resolve_dtype("bf16", "cpu") == "bf16"
+    note = validate.slow_dtype_note("bfloat16", "cpu")
+    assert (note is None) is cpu_bf16
+    assert validate.slow_dtype_note("float32", "cpu") is None
+
+
+def test_either_probe_is_enough(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert validate.native_bf16("cpu")
+
+
+def test_a_torch_that_cannot_tell_keeps_bf16(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert validate.resolve_dtype("auto", "cpu") == "bfloat16"
+
+
+def test_cli_resolves_auto_and_says_when_bf16_is_emulated(cpu_bf16, capsys):
+    args = build_parser().parse_args(["serve"])
+    assert args.dtype == "auto"
+    _resolve_dtype(args)
+    assert args.dtype == ("bfloat16" if cpu_bf16 else "float32")
+    assert capsys.readouterr().err == ""
+    args = build_parser().parse_args(["generate", "list files", "--dtype", "bfloat16"])
+    _resolve_dtype(args)
+    err = capsys.readouterr().err
+    assert args.dtype == "bfloat16" and (err == "" if cpu_bf16 else err.startswith("note: this CPU has no native bf16"))
+    assert err.count("\n") == (0 if cpu_bf16 else 1)
+
+
+def test_a_bad_device_is_one_line_not_a_torch_error():
+    with pytest.raises(CodeFusionError, match="unknown device"):
+        validate.resolve_dtype("auto", "gpu")
+
+
+def test_train_records_the_dtype_auto_chose(cpu_bf16, tmp_path):
+    data = write_data(tmp_path / "data", {"nl2bash": PAIRS["nl2bash"]})
+    out = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run"), max_steps=1, batch_size=4,
+                            dev_rows=0, warmup=1))
+    run = json.loads((out / "config.json").read_text())["meta"]["history"][-1]
+    assert run["dtype"] == ("bfloat16" if cpu_bf16 else "float32")
+
+
+def test_train_refuses_a_dtype_it_cannot_run(tmp_path):
+    with pytest.raises(CodeFusionError, match="--dtype of train is auto, bfloat16"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, dtype="fp64"))
