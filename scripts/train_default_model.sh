@@ -38,9 +38,10 @@
 #                      every step unless they name another clamp (config.json generation.clamp)
 # Phases 1–3 have wall-clock budgets (the arguments, in minutes: their step counts depend on the
 # machine); phases 5–13 have the step counts the shipped lineage recorded (--max-steps), so their
-# learning-rate schedules span exactly those steps. Every phase: bf16 autocast, AdamW, warm-up then
+# learning-rate schedules span exactly those steps. Every phase: bf16 autocast (train's --dtype auto: fp32 on a
+# CPU without AMX or AVX512-BF16, where bf16 is emulated and tens of times slower), AdamW, warm-up then
 # cosine to zero, half of the batches padded to a longer length bucket.
-# On this 2-core CPU phases 1–12 take about 7 hours, phases 13 and 18 several more and phases 19–20 about 40 minutes
+# On the 2-core Xeon (AMX) that trained it, phases 1–12 take about 7 hours, phases 13 and 18 several more and phases 19–20 about 40 minutes
 # each; on a GPU, about 40 minutes in all.
 # Environment: DEVICE (cpu | cuda, default cpu), BATCH (phases 1–12 and 15–16, default 64; 13 and 18 use 256, 19–20 64),
 # TOKENIZER (an existing tokenizer.json to reuse, e.g. models/tokenizer.json).

@@ -11,10 +11,10 @@ A whole loop costs T forwards of its rows, too many for every training step on a
 batch and kept: its state x_t at every timestep below ``t_max`` · T is stored with the x̂0 the loop feeds back
 there as the self-condition (the estimate of the step before). The next R batches of that length bucket draw
 their rollout rows from it, each row at its own t, and then the rollout rows of the bucket's next batch are
-walked afresh with the weights as they are by then. This is DAgger's data aggregation (Ross et al. 2011): roll the learner's own
-policy out, keep the states it visits, train on them with the right targets, roll out again. A row keeps its
-request and program; with ``--rollout-snap`` its target may become the training program nearest to where the
-loop headed at that state (snap.py), as for the short walk.
+walked afresh with the weights as they are by then. This is DAgger's data aggregation (Ross et al. 2011): roll
+the learner's own policy out, keep the states it visits, train on them with the right targets, roll out again.
+A row keeps its request and program; with ``--rollout-snap`` its target may become the training program nearest
+to where the loop headed at that state (snap.py), as for the short walk.
 """
 from __future__ import annotations
 

@@ -70,8 +70,8 @@ def own_x_t(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t_end: int,
 
 def own_rows(model, mem: torch.Tensor, mem_mask: torch.Tensor | None, t: torch.Tensor, shape: tuple, share: float,
              steps: int, t_max: float = 1.0) -> OwnRows | None:
-    """The OwnRows of a batch. The first round(share · B) rows
-    (batches are shuffled) take x_t from the model's own sampler, all at one t (one respaced walk for the lot):
+    """The OwnRows of a batch. The first round(share · B) rows (batches are shuffled) take x_t from the model's
+    own sampler, all at one t (one respaced walk for the lot):
     the first row's, or with ``t_max`` < 1 a fresh draw from [0, t_max · T), the end of the loop where it
     settles tokens. ``t`` is updated in place to match. ``heads``: the walk's last x̂0 for those rows (zeros
     elsewhere; None when no step ran), what snap.py measures. None when the share rounds to no row."""
