@@ -367,15 +367,15 @@ def _triton_on_cpu(argv: list[str]) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _resolve_dtype(args) -> None:
-    """--dtype auto made concrete for the device of a command that computes (generate, eval, serve), with one line
-    on stderr when it asks for bf16 on a CPU that emulates it. train resolves its own (trainer.py)."""
+def _resolve_dtype(args) -> str | None:
+    """--dtype auto made concrete for the device of a command that computes (generate, eval, serve). Returns the
+    note for a run in bf16 on a CPU that emulates it, printed once the command has succeeded (an error stays one
+    line). train resolves its own (trainer.py)."""
     if args.func not in (_generate, _eval, _serve):
-        return
+        return None
     from .validate import resolve_dtype, slow_dtype_note
     args.dtype = resolve_dtype(args.dtype, args.device)
-    if note := slow_dtype_note(args.dtype, args.device):
-        print(f"note: {note}", file=sys.stderr)
+    return slow_dtype_note(args.dtype, args.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,8 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         return _export(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        _resolve_dtype(args)
-        return args.func(args)
+        note = _resolve_dtype(args)
+        status = args.func(args)
+        if note and status == 0:
+            print(f"note: {note}", file=sys.stderr)
+        return status
     except CodeFusionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

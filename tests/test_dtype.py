@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codefusion import validate
-from codefusion.cli import _resolve_dtype, build_parser
+from codefusion.cli import _resolve_dtype, build_parser, main
 from codefusion.errors import CodeFusionError
 from codefusion.train.trainer import TrainConfig, train
 
@@ -46,14 +46,15 @@ def test_a_torch_that_cannot_tell_keeps_bf16(monkeypatch):
 def test_cli_resolves_auto_and_says_when_bf16_is_emulated(cpu_bf16, capsys):
     args = build_parser().parse_args(["serve"])
     assert args.dtype == "auto"
-    _resolve_dtype(args)
-    assert args.dtype == ("bfloat16" if cpu_bf16 else "float32")
-    assert capsys.readouterr().err == ""
-    args = build_parser().parse_args(["generate", "list files", "--dtype", "bfloat16"])
-    _resolve_dtype(args)
+    assert _resolve_dtype(args) is None and args.dtype == ("bfloat16" if cpu_bf16 else "float32")
+    assert main(["generate", "list files", "--steps", "1", "--dtype", "bfloat16", "--json"]) == 0
     err = capsys.readouterr().err
-    assert args.dtype == "bfloat16" and (err == "" if cpu_bf16 else err.startswith("note: this CPU has no native bf16"))
-    assert err.count("\n") == (0 if cpu_bf16 else 1)
+    assert err == "" if cpu_bf16 else err.startswith("note: this CPU has no native bf16") and err.count("\n") == 1
+
+
+def test_a_bad_flag_stays_one_line_without_the_note(capsys):
+    assert main(["generate", "list files", "--dtype", "bfloat16", "--lang", "cobol"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_a_bad_device_is_one_line_not_a_torch_error():
