@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from codefusion.errors import CodeFusionError
-from codefusion.validate import resolve_dtype, slow_dtype_note
+from codefusion.validate import resolve_dtypes
 
 from . import report
 from .prompts import PROMPTS
@@ -289,8 +289,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.suite == "compare":  # scores two files: no model to load
         return _compare(args)
-    args.dtype = ",".join(resolve_dtype(d, args.device) for d in args.dtype.split(","))
-    for note in {slow_dtype_note(d, args.device) for d in args.dtype.split(",")} - {None}:
+    args.dtype, note = resolve_dtypes(args.dtype, args.device)
+    if note:
         print(f"note: {note}", file=sys.stderr)
     model, tok = load_model(args)
     if args.suite == "quality":

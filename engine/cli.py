@@ -373,9 +373,9 @@ def _resolve_dtype(args) -> str | None:
     line). train resolves its own (trainer.py)."""
     if args.func not in (_generate, _eval, _serve):
         return None
-    from .validate import resolve_dtype, slow_dtype_note
-    args.dtype = resolve_dtype(args.dtype, args.device)
-    return slow_dtype_note(args.dtype, args.device)
+    from .validate import resolve_dtypes
+    args.dtype, note = resolve_dtypes(args.dtype, args.device)
+    return note
 
 
 def main(argv: list[str] | None = None) -> int:

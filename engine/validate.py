@@ -83,6 +83,14 @@ def slow_dtype_note(dtype: str, device) -> str | None:
             "here; pass --dtype float32 (or auto)")
 
 
+def resolve_dtypes(spec: str, device) -> tuple[str, str | None]:
+    """A --dtype value, one name or comma-separated (bench), with each ``auto`` resolved; and the note when any
+    of them is bf16 on a CPU that emulates it (None otherwise)."""
+    names = [resolve_dtype(d, device) for d in spec.split(",")]
+    notes = [n for n in (slow_dtype_note(d, device) for d in names) if n]
+    return ",".join(names), (notes[0] if notes else None)
+
+
 def parse_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype

@@ -109,3 +109,13 @@ def meta_fast_backend(name: str, cfg, batch: int, source_len: int = 9):
     mask = torch.ones(batch, source_len, dtype=torch.bool, device=meta)
     states = torch.empty(batch, source_len, cfg.enc_d_model, device=meta)
     return backend, FastMemory(states, mask, kv, mask[:, None, None, :]), meta
+
+
+class Recorder(torch.nn.Module):
+    """A denoiser that returns zeros and keeps what it was given: ``seen`` the x_t, ``seen_prev`` the
+    self-condition (None when none was passed)."""
+
+    def forward(self, x_t, t, mem, mask, x0_prev=None):
+        self.seen = x_t.clone()
+        self.seen_prev = None if x0_prev is None else x0_prev.clone()
+        return torch.zeros_like(x_t)

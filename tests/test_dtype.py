@@ -73,3 +73,10 @@ def test_train_records_the_dtype_auto_chose(cpu_bf16, tmp_path):
 def test_train_refuses_a_dtype_it_cannot_run(tmp_path):
     with pytest.raises(CodeFusionError, match="--dtype of train is auto, bfloat16"):
         train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, dtype="fp64"))
+
+
+def test_a_bench_list_resolves_each_name_and_notes_once(cpu_bf16):
+    auto = "bfloat16" if cpu_bf16 else "float32"
+    assert validate.resolve_dtypes("float32,auto", "cpu") == (f"float32,{auto}", None)
+    spec, note = validate.resolve_dtypes("bfloat16,float32,bf16", "cpu")
+    assert spec == "bfloat16,float32,bf16" and (note is None) is cpu_bf16

@@ -15,7 +15,7 @@ from codefusion.train.loopwalk import LoopWalks, loop_states
 from codefusion.train.rollout import OwnRows, own_x_t
 from codefusion.train.trainer import TrainConfig, train
 
-from conftest import PAIRS, write_data
+from conftest import PAIRS, Recorder, write_data
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +77,6 @@ def test_each_bucket_keeps_a_loop_for_r_batches_and_then_walks_afresh(short_mode
     assert walks.walked == 3 and set(walks.walks) == {16, 32}  # a bucket of its own
 
 
-class Recorder(torch.nn.Module):
-    """A denoiser that returns zeros and keeps its x_t and self-condition."""
-
-    def forward(self, x_t, t, mem, mask, x0_prev=None):
-        self.seen = (x_t.clone(), None if x0_prev is None else x0_prev.clone())
-        return torch.zeros_like(x_t)
-
-
 def test_loop_rows_are_self_conditioned_on_the_loops_own_estimate(tiny_model):
     model = tiny_model
     real = model.denoiser
@@ -96,11 +88,11 @@ def test_loop_rows_are_self_conditioned_on_the_loops_own_estimate(tiny_model):
         rows = torch.tensor([True, True, False])
         x_own, prev = torch.full((3, 16, model.cfg.d_embed), 5.0), torch.full((3, 16, model.cfg.d_embed), -2.0)
         loss_terms(model, y, mem, None, t, eps, eps0, False, OwnRows(rows, x_own, prev, prev))
-        seen_x, seen_prev = model.denoiser.seen
+        seen_x, seen_prev = model.denoiser.seen, model.denoiser.seen_prev
         assert torch.equal(seen_x[:2], x_own[:2]) and not torch.equal(seen_x[2], x_own[2])
         assert torch.equal(seen_prev[:2], prev[:2]) and not seen_prev[2].any()  # the rest: no self-condition
         loss_terms(model, y, mem, None, t, eps, eps0, True, OwnRows(rows, x_own, prev, prev))
-        _, seen_prev = model.denoiser.seen
+        seen_prev = model.denoiser.seen_prev
         assert torch.equal(seen_prev[:2], prev[:2]) and not seen_prev[2].eq(-2.0).all()  # the rest: its own pass
     finally:
         model.denoiser = real

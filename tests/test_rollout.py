@@ -10,7 +10,7 @@ from codefusion.errors import CodeFusionError
 from codefusion.train.rollout import OwnRows, own_x_t, rollout_table
 from codefusion.train.trainer import TrainConfig, train
 
-from conftest import PAIRS, write_data
+from conftest import PAIRS, Recorder, write_data
 
 
 def test_rollout_table_walks_from_pure_noise_to_the_rows_t():
@@ -55,14 +55,6 @@ def test_own_x_t_turns_dropout_off_for_the_walk_and_back_on(tiny_model):
         assert torch.equal(a, b) and model.denoiser.training  # no dropout in the walk: the same noise, the same x_t
     finally:
         model.eval()
-
-
-class Recorder(torch.nn.Module):
-    """A denoiser that returns zeros and keeps the x_t it was given."""
-
-    def forward(self, x_t, t, mem, mask, x0_prev=None):
-        self.seen = x_t.clone()
-        return torch.zeros_like(x_t)
 
 
 def test_loss_uses_the_own_x_t_for_those_rows_only(tiny_model):

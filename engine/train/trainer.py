@@ -293,8 +293,9 @@ def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
     B, n = batch.tgt.shape
     with autocast:
         loop = None
-        if walks is not None and round(cfg.rollout_share * B):  # the first rows: states of a stored loop
-            batch, loop_t, loop = walks.draw(model, batch, round(cfg.rollout_share * B), device)
+        k = round(cfg.rollout_share * B)
+        if walks is not None and k:  # the first k rows: states of a stored loop
+            batch, loop_t, loop = walks.draw(model, batch, k, device)
         tgt = batch.tgt.to(device)
         if batch.src_ids is None:  # unsupervised generation: E_s is fresh Gaussian noise
             mem = torch.randn(B, model.cfg.max_source_len, model.cfg.enc_d_model, device=device)
