@@ -312,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--aux-seq2seq", type=float, default=None,
                    help="finetune: add this weight x the CE of a seq2seq decoder on the same E_s, so E keeps "
                         "carrying the program (the decoder continues an --init encoder run's)")
+    r.add_argument("--embed-lr-scale", type=float, default=None,
+                   help="the T5 token embeddings (E's, and the seq2seq decoder's, tied to its output head) learn at "
+                        "this multiple of --lr (default 10 for --task encoder, 1 otherwise): T5 starts them at RMS 1, "
+                        "made for Adafactor, and under AdamW they would learn about 1/16 as fast as the rest")
     r.add_argument("--length-targets", default=None, choices=["reference", "self"],
                    help="--task length: fit the reference programs' lengths (default) or the lengths of the "
                         "programs the --init model writes itself (sampled at the longest bucket)")

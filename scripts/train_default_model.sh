@@ -86,11 +86,16 @@ train pool "${common[@]}" --task finetune --init "$out/clip" --pooled-condition 
     --warmup 50 "${clip[@]}" --seed 3
 train pool_long "${common[@]}" --task finetune --init "$out/pool" --max-steps 1643 --lr 5e-4 --warmup 50 \
     "${clip[@]}" --seed 5
+# the shipped lineage's seq2seq phases (encoder, teacher, teacher2, teacher2b) stepped the T5 token embeddings at the
+# same lr as the rest; --task encoder now steps them at 10 × lr by default (models/README.md, "Session 22"), so
+# reproducing the lineage keeps --embed-lr-scale 1
+s2s_lr=(--embed-lr-scale 1)
 train encoder "${common[@]}" --task encoder --init "$out/pool_long" --max-steps 2463 --lr 1e-3 --warmup 200 \
-    --seed 6
+    "${s2s_lr[@]}" --seed 6
 train frozen_e "${common[@]}" --task finetune --init "$out/encoder" --freeze-encoder --max-steps 2562 --lr 7e-4 \
     --warmup 100 "${clip[@]}" --seed 7
-train teacher "${common[@]}" --task encoder --init "$out/encoder" --max-steps 2015 --lr 1e-3 --warmup 100 --seed 10
+train teacher "${common[@]}" --task encoder --init "$out/encoder" --max-steps 2015 --lr 1e-3 --warmup 100 \
+    "${s2s_lr[@]}" --seed 10
 [[ -e "$out/distilled/cf/train.jsonl" ]] ||
     python -m codefusion.train.seq2seq "$out/teacher" --data "$data" --distill "$out/distilled" --keep-wrong
 train student --data "$out/distilled" --batch-size "$batch" --task finetune --init "$out/frozen_e" \
@@ -100,8 +105,9 @@ train student_b256 --data "$out/distilled" --batch-size 256 --task finetune --in
 train length_final --task length --init "$out/student_b256" --data "$data" --length-targets self --length-steps 20 \
     --lr 1e-3 --seed 0
 train teacher2 "${common[@]}" --task encoder --init "$out/length_final" --max-steps 1776 --lr 1e-3 --warmup 100 \
-    --seed 20
-train teacher2b "${common[@]}" --task encoder --init "$out/teacher2" --max-steps 1296 --lr 5e-4 --warmup 50 --seed 21
+    "${s2s_lr[@]}" --seed 20
+train teacher2b "${common[@]}" --task encoder --init "$out/teacher2" --max-steps 1296 --lr 5e-4 --warmup 50 \
+    "${s2s_lr[@]}" --seed 21
 [[ -e "$out/distilled2/cf/train.jsonl" ]] ||
     python -m codefusion.train.seq2seq "$out/teacher2b" --data "$data" --distill "$out/distilled2"
 train student_r --data "$out/distilled2" --batch-size 256 --task finetune --init "$out/length_final" \

@@ -1,6 +1,7 @@
 """Training end to end on tiny data: the overfit check with the 1200-step reference sampler,
 pre-training → fine-tuning, resume, the tokenizer command, and bad data."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,6 +276,58 @@ def test_seq2seq_trains_the_decoder_embedding_and_head(overfit_dir):
     tgt = tok.encode_target(tok.encode_text([code for _, code in PAIRS["nl2bash"]]), model.cfg.max_target_len)
     task.loss(src.ids, src.mask, tgt).backward()
     assert task.seq2seq.shared.weight.grad.abs().sum() > 0
+
+
+def test_t5_embeddings_take_their_own_multiple_of_the_lr(tmp_path, overfit_dir):
+    """--task encoder: E's and the seq2seq decoder's T5 token embeddings step at 10 × lr by default (T5 starts them at
+    RMS 1; under AdamW they would learn ~16× slower than the rest, models/README.md "Session 22"). Adam's first step
+    moves every parameter with a gradient by exactly its group's lr, so the run's weights show the two rates."""
+    from codefusion.checkpoint import load_checkpoint
+    data = _bash_only(tmp_path)
+    lr = 1e-3
+    out = train(_cfg(tmp_path, data, task="encoder", init=str(overfit_dir), max_steps=1, lr=lr, warmup=0,
+                     dev_rows=0))
+    before, after = load_checkpoint(overfit_dir)[0].encoder, load_checkpoint(out)[0].encoder
+    step = {name: (after.state_dict()[name] - w).abs().max().item() for name, w in before.state_dict().items()}
+    assert step["t5.shared.weight"] == pytest.approx(10 * lr, rel=1e-3)
+    assert step["t5.encoder.block.0.layer.0.SelfAttention.q.weight"] == pytest.approx(lr, rel=1e-3)
+    history = json.loads((out / "config.json").read_text())["meta"]["history"][-1]
+    assert history["embed_lr_scale"] == 10.0
+    log = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert log["lr"] == lr  # the log keeps the schedule's lr
+
+
+def test_embed_lr_groups_and_clipping_over_every_group(overfit_dir):
+    """build_optimizer: the T5 embeddings in a group of their own only where their multiple is not 1 (finetune
+    keeps one group); the gradient is clipped over every group's parameters, not the first group's alone."""
+    from codefusion.checkpoint import load_checkpoint
+    from codefusion.train.seq2seq import Seq2SeqTask
+    from codefusion.train.trainer import _Joint, _optimize, build_optimizer
+    model, tok, _ = load_checkpoint(overfit_dir)
+    task = Seq2SeqTask(model)
+    cfg = _cfg(Path("."), Path("."), task="encoder")
+    opt = build_optimizer(cfg, task)
+    assert [g["lr_scale"] for g in opt.param_groups] == [1.0, 10.0]
+    assert {id(p) for p in opt.param_groups[1]["params"]} == {id(model.encoder.t5.shared.weight),
+                                                              id(task.seq2seq.shared.weight)}
+    trained = [p for p in task.parameters() if p.requires_grad]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(trained)
+    scaled = build_optimizer(TrainConfig(**{**cfg.__dict__, "embed_lr_scale": 3.0}), task)
+    assert [g["lr_scale"] for g in scaled.param_groups] == [1.0, 3.0]
+    joint = build_optimizer(_cfg(Path("."), Path("."), aux_seq2seq=0.5), _Joint(model, task))
+    assert [g["lr_scale"] for g in joint.param_groups] == [1.0]  # finetune: one lr for all
+    loss = 1e4 * task.seq2seq.shared.weight.sum() + model.encoder.t5.encoder.block[0].layer[0].SelfAttention.q.weight.sum()
+    _optimize(cfg, loss, torch.optim.SGD([{"params": g["params"]} for g in opt.param_groups], lr=0.0), {})
+    norm = torch.cat([p.grad.flatten() for g in opt.param_groups for p in g["params"] if p.grad is not None]).norm()
+    assert norm.item() == pytest.approx(cfg.clip, rel=1e-4)
+
+
+def test_bad_embed_lr_scale_is_refused(tmp_path, data_dir, overfit_dir):
+    with pytest.raises(CodeFusionError, match="--embed-lr-scale multiplies --lr .* a number > 0, got 0"):
+        train(_cfg(tmp_path, data_dir, task="encoder", embed_lr_scale=0.0))
+    for bad in (dict(task="length", init=str(overfit_dir)), dict(freeze_encoder=True, init=str(overfit_dir))):
+        with pytest.raises(CodeFusionError, match="--embed-lr-scale sets how fast .* drop it"):
+            train(_cfg(tmp_path, data_dir, embed_lr_scale=10.0, **bad))
 
 
 def test_encoder_task_resume_needs_its_decoder(tmp_path, data_dir):

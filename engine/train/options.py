@@ -59,6 +59,12 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if cfg.aux_seq2seq and (cfg.task != "finetune" or cfg.freeze_encoder):
         raise CodeFusionError("--aux-seq2seq trains E beside the denoiser: it goes with --task finetune and "
                               "without --freeze-encoder")
+    if cfg.embed_lr_scale is not None and not cfg.embed_lr_scale > 0:
+        raise CodeFusionError(f"--embed-lr-scale multiplies --lr for the T5 token embeddings: a number > 0, got "
+                              f"{cfg.embed_lr_scale}")
+    if cfg.embed_lr_scale is not None and (cfg.task == "length" or cfg.freeze_encoder and not cfg.aux_seq2seq):
+        raise CodeFusionError("--embed-lr-scale sets how fast the T5 token embeddings learn, and this run trains "
+                              "none (--task length or --freeze-encoder): drop it")
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
         raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
                               "or only the length head (length); drop the flag")
