@@ -62,7 +62,7 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if cfg.embed_lr_scale is not None and not cfg.embed_lr_scale > 0:
         raise CodeFusionError(f"--embed-lr-scale multiplies --lr for the T5 token embeddings: a number > 0, got "
                               f"{cfg.embed_lr_scale}")
-    if cfg.embed_lr_scale is not None and (cfg.task == "length" or cfg.freeze_encoder and not cfg.aux_seq2seq):
+    if cfg.embed_lr_scale is not None and (cfg.task == "length" or cfg.freeze_encoder):
         raise CodeFusionError("--embed-lr-scale sets how fast the T5 token embeddings learn, and this run trains "
                               "none (--task length or --freeze-encoder): drop it")
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
