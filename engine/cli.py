@@ -150,10 +150,12 @@ def _serve(args) -> int:
     limits = Limits(timeout_s=args.timeout)
     if args.ray:
         from .server.ray_app import serve_ray
+        _say_note(args)
         return serve_ray(args.model, args.backend, args.device, args.dtype, args.replicas, args.max_batch,
                          args.max_wait_ms, args.host, args.port, args.length_quantile)
     from .server.app import create_app, serve_on_main_thread
     cf = _load(args)
+    _say_note(args)  # a server runs until stopped: say it as it starts, once its model has loaded
     app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False,
                      quiet_ms=args.quiet_ms)
     serve_on_main_thread(app, args.host, args.port, int(args.timeout))
@@ -371,6 +373,13 @@ def _triton_on_cpu(argv: list[str]) -> None:
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def _say_note(args) -> None:
+    """Print the dtype note of ``_resolve_dtype`` now rather than when the command ends, once."""
+    if getattr(args, "note", None):
+        print(f"note: {args.note}", file=sys.stderr)
+        args.note = None
+
+
 def _resolve_dtype(args) -> str | None:
     """--dtype auto made concrete for the device of a command that computes (generate, eval, serve). Returns the
     note for a run in bf16 on a CPU that emulates it, printed once the command has succeeded (an error stays one
@@ -396,10 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         return _export(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        note = _resolve_dtype(args)
+        args.note = _resolve_dtype(args)  # serve says it as it starts (_say_note), the rest once they succeed
         status = args.func(args)
-        if note and status == 0:
-            print(f"note: {note}", file=sys.stderr)
+        if status == 0:
+            _say_note(args)
         return status
     except CodeFusionError as e:
         print(f"error: {e}", file=sys.stderr)

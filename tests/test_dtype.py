@@ -52,6 +52,18 @@ def test_cli_resolves_auto_and_says_when_bf16_is_emulated(cpu_bf16, capsys):
     assert err == "" if cpu_bf16 else err.startswith("note: this CPU has no native bf16") and err.count("\n") == 1
 
 
+def test_serve_says_the_note_as_it_starts_not_when_it_stops(monkeypatch, capsys):
+    """A server runs until it is stopped: the note must be on stderr before it serves, and said once."""
+    import codefusion.server.app as app
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    seen = []
+    monkeypatch.setattr(app, "serve_on_main_thread", lambda *a, **k: seen.append(capsys.readouterr().err))
+    assert main(["serve", "--dtype", "bfloat16", "--port", "0"]) == 0
+    assert len(seen) == 1 and seen[0].startswith("note: this CPU has no native bf16") and seen[0].count("\n") == 1
+    assert capsys.readouterr().err == ""
+
+
 def test_a_bad_flag_stays_one_line_without_the_note(capsys):
     assert main(["generate", "list files", "--dtype", "bfloat16", "--lang", "cobol"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
