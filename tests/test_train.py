@@ -316,7 +316,8 @@ def test_embed_lr_groups_and_clipping_over_every_group(overfit_dir):
     assert [g["lr_scale"] for g in scaled.param_groups] == [1.0, 3.0]
     joint = build_optimizer(_cfg(Path("."), Path("."), aux_seq2seq=0.5), _Joint(model, task))
     assert [g["lr_scale"] for g in joint.param_groups] == [1.0]  # finetune: one lr for all
-    loss = 1e4 * task.seq2seq.shared.weight.sum() + model.encoder.t5.encoder.block[0].layer[0].SelfAttention.q.weight.sum()
+    q = model.encoder.t5.encoder.block[0].layer[0].SelfAttention.q.weight
+    loss = 1e4 * task.seq2seq.shared.weight.sum() + q.sum()
     _optimize(cfg, loss, torch.optim.SGD([{"params": g["params"]} for g in opt.param_groups], lr=0.0), {})
     norm = torch.cat([p.grad.flatten() for g in opt.param_groups for p in g["params"] if p.grad is not None]).norm()
     assert norm.item() == pytest.approx(cfg.clip, rel=1e-4)
