@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..validate import resolve_dtype, slow_dtype_note
 from .batches import TaskBatches
 from .data import Example, balanced, load_split, repeat_rows, tokenizer_texts, unique_programs
 from .devcheck import dev_check
+from .optim import build_optimizer, lr_at, t5_embedding_scale
 from .options import TASKS, check_options, parse_snap
 from .request_dropout import drop_request_tokens
 from .loopwalk import LoopWalks
@@ -76,7 +76,7 @@ class TrainConfig:
     split_brackets: str | None = None
     aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
     # the T5 token embeddings (E's, and the seq2seq decoder's, tied to its output head) learn at this multiple of lr;
-    # None: EMBED_LR_SCALE for --task encoder, 1 otherwise (see t5_embedding_scale)
+    # None: 10 for --task encoder, 1 otherwise (optim.t5_embedding_scale)
     embed_lr_scale: float | None = None
     length_targets: LengthTargets = "reference"  # length task: what the head is fitted to (see LengthTargets)
     length_steps: int | None = None  # length task, self targets: DDPM steps of the sampling (None: 20)
@@ -92,45 +92,6 @@ class TrainConfig:
     dev_rows: int = 100
     dev_steps: int = 20
     log_every: int = 10
-
-
-# T5 initialises its token embeddings at RMS 1 and every projection near 1/√d: it was made for Adafactor, whose steps
-# scale with each tensor's RMS. AdamW's steps are the same size for every tensor, so under it the embeddings (the
-# decoder's is also its output head) move about 1/√d as fast as the rest, relative to their size. Measured here
-# (models/README.md, "Session 22"): the seq2seq task's CE after 150 steps on 256 pairs, 3.36 with one lr, 2.09 with
-# the embeddings at 10 × lr, 1.81 for a standard pre-LN decoder on the same E.
-EMBED_LR_SCALE = 10.0
-
-
-def t5_embedding_scale(cfg: TrainConfig) -> float:
-    """The multiple of lr at which the T5 token embeddings learn: --embed-lr-scale, else 10 for --task encoder
-    (a T5 decoder learns through its tied embedding) and 1 otherwise (the shipped lineage's diffusion runs)."""
-    if cfg.embed_lr_scale is not None:
-        return cfg.embed_lr_scale
-    return EMBED_LR_SCALE if cfg.task == "encoder" else 1.0
-
-
-def build_optimizer(cfg: TrainConfig, module: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of ``module``; the T5 token embeddings in a group of their own whose
-    ``lr_scale`` multiplies the schedule's lr (``_loop``)."""
-    from transformers import T5PreTrainedModel
-
-    trained = [p for p in module.parameters() if p.requires_grad]
-    scale = t5_embedding_scale(cfg)
-    embeds = {id(m.shared.weight) for m in module.modules()
-              if isinstance(m, T5PreTrainedModel) and isinstance(getattr(m, "shared", None), torch.nn.Embedding)}
-    scaled = [p for p in trained if id(p) in embeds] if scale != 1 else []
-    groups = [{"params": [p for p in trained if not any(p is q for q in scaled)], "lr_scale": 1.0}]
-    if scaled:
-        groups.append({"params": scaled, "lr_scale": scale})
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
-
-
-def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    warm = min(cfg.warmup, max(1, cfg.max_steps // 10)) if cfg.max_steps else cfg.warmup
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def _examples(cfg: TrainConfig, split: str) -> list[Example]:
