@@ -382,8 +382,8 @@ def _say_note(args) -> None:
 
 def _resolve_dtype(args) -> str | None:
     """--dtype auto made concrete for the device of a command that computes (generate, eval, serve). Returns the
-    note for a run in bf16 on a CPU that emulates it, printed once the command has succeeded (an error stays one
-    line). train resolves its own (trainer.py)."""
+    note for a run in bf16 on a CPU that emulates it: ``main`` prints it once generate or eval has succeeded (an
+    error stays one line), serve as it starts (``_say_note``). train resolves its own (trainer.py)."""
     if args.func not in (_generate, _eval, _serve):
         return None
     from .validate import resolve_dtypes
