@@ -58,6 +58,20 @@ def write_data(root: Path, pairs: dict = PAIRS) -> Path:
     return root
 
 
+def bash_data(tmp_path: Path) -> Path:
+    """A data folder of the 8 Bash pairs alone."""
+    return write_data(tmp_path / "bash", {"nl2bash": PAIRS["nl2bash"]})
+
+
+def train_config(tmp_path: Path, data_dir: Path, **kw):
+    """A tiny, fast TrainConfig (6 fp32 steps of batch 4, a dev check every 3) with ``kw`` on top."""
+    from codefusion.train.trainer import TrainConfig
+
+    base = dict(preset="tiny", data=str(data_dir), out=str(tmp_path / "run"), max_steps=6, batch_size=4,
+                dev_rows=4, dev_every=3, dev_steps=2, dtype="float32", warmup=2)
+    return TrainConfig(**{**base, **kw})
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return write_data(tmp_path_factory.mktemp("data"))
