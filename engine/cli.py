@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_tokenizer)
 
     r = sub.add_parser("train", help="pre-train or fine-tune a CodeFusion model")
-    from .train.options import add_train_arguments
+    from .train.arguments import add_train_arguments
     add_train_arguments(r)
     r.set_defaults(func=_train)
 

@@ -1,6 +1,8 @@
 """Training end to end on tiny data: the overfit check with the 1200-step reference sampler, pre-training →
 fine-tuning, resume, --freeze-encoder and --encoder-from, --repeat, the tokenizer command, and bad data."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -101,6 +103,14 @@ def test_data_selection_errors(tmp_path, data_dir):
     with pytest.raises(DataError, match="unknown dataset 'spider'"):
         load_split(data_dir, "nl2bash,spider", "train")
     assert {e.lang for e in load_split(data_dir, None, "train")} == {"bash", "python", "cf"}
+
+
+def test_the_cli_parser_with_its_train_options_imports_no_torch():
+    """`codefusion --help` and the commands that never train stay quick to start: the train options are declared
+    without importing torch or transformers (train/arguments.py), their checks (train/options.py) run in train."""
+    code = ("import sys, codefusion.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 
 def test_cli_tokenizer_and_train(tmp_path, data_dir, capsys):
