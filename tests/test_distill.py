@@ -14,7 +14,8 @@ from conftest import PAIRS, write_data
 def test_distill_keeps_the_reference_where_the_teacher_did_not_finish(tmp_path, overfit_dir):
     """An untrained teacher writes loops that hit the target length: those rows keep their own program."""
     from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.seq2seq import Seq2SeqTask, distill
+    from codefusion.train.distill import distill
+    from codefusion.train.seq2seq import Seq2SeqTask
     model, tok, _ = load_checkpoint(overfit_dir)
     task = Seq2SeqTask(model).eval()
     loop = tok.encode_text(["ls"])[0][0]  # a teacher that repeats one token up to the target length
@@ -32,7 +33,8 @@ def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfi
     reference, is no target: the row keeps its own. A parsing one replaces it, right or not, where
     nothing can check it (Bash; CF without a table)."""
     from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.seq2seq import Seq2SeqTask, distill
+    from codefusion.train.distill import distill
+    from codefusion.train.seq2seq import Seq2SeqTask
     model, tok, _ = load_checkpoint(overfit_dir)
     task = Seq2SeqTask(model).eval()
     table = [["Index", "Value"], [0, ""], [1, "5"], [2, "20"]]

@@ -17,7 +17,8 @@ def test_encoder_task_trains_e_through_a_seq2seq_decoder(tmp_path, overfit_dir):
     """--task encoder: a T5 decoder on E_s learns the 8 pairs greedily; only E changes in the CodeFusion
     checkpoint, the decoder is saved beside it, and --resume reloads it."""
     from codefusion.checkpoint import load_checkpoint
-    from codefusion.train.seq2seq import SEQ2SEQ, Seq2SeqTask, distill, score, seq2seq_dev_check
+    from codefusion.train.distill import distill
+    from codefusion.train.seq2seq import SEQ2SEQ, Seq2SeqTask, score, seq2seq_dev_check
     data = bash_data(tmp_path)
     before = load_checkpoint(overfit_dir)[0]
     cfg = train_config(tmp_path, data, task="encoder", init=str(overfit_dir), max_steps=120, batch_size=8, lr=3e-3,

@@ -73,6 +73,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "at this multiple of --lr (default 10 for --task encoder, 1 otherwise): T5 starts them at "
                              "RMS 1, made for Adafactor, and under AdamW they would learn about 1/16 as fast as the "
                              "rest")
+    parser.add_argument("--seq2seq-decoder", default=None, choices=["t5", "plain"],
+                        help="the decoder E writes through in --task encoder (and --aux-seq2seq): t5 (the lineage's "
+                             "teachers) or plain (a standard pre-LN decoder, which learned faster in a controlled "
+                             "comparison); default: the kind --resume's or --init's run saved, else t5")
     parser.add_argument("--length-targets", default=None, choices=["reference", "self"],
                         help="--task length: fit the reference programs' lengths (default) or the lengths of the "
                              "programs the --init model writes itself (sampled at the longest bucket)")

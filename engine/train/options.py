@@ -65,6 +65,9 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if cfg.embed_lr_scale is not None and (cfg.task == "length" or cfg.freeze_encoder):
         raise CodeFusionError("--embed-lr-scale sets how fast the T5 token embeddings learn, and this run trains "
                               "none (--task length or --freeze-encoder): drop it")
+    if cfg.seq2seq_decoder is not None and cfg.task != "encoder" and not cfg.aux_seq2seq:
+        raise CodeFusionError("--seq2seq-decoder picks the decoder of --task encoder or --aux-seq2seq: drop it for "
+                              f"--task {cfg.task}")
     if cfg.freeze_encoder and cfg.task in ("encoder", "length"):
         raise CodeFusionError(f"--freeze-encoder does not go with --task {cfg.task}: that task trains E (encoder) "
                               "or only the length head (length); drop the flag")

@@ -2,8 +2,9 @@
 
 The paper starts E from CodeT5, whose encoder was pre-trained (among other tasks) on bimodal dual
 generation, utterance → code. No model hub is reachable here, so this task trains that stand-in on
-the fine-tuning pairs: a small T5 decoder (``transformers``) reads E_s and writes the program left to
-right with teacher forcing (cross-entropy on the code tokens + </s>). A left-to-right decoder reads
+the fine-tuning pairs: a small T5 decoder (``transformers``), or a standard pre-LN one (``plain_decoder.py``,
+``--seq2seq-decoder plain``), reads E_s and writes the program left to right with teacher forcing
+(cross-entropy on the code tokens + </s>). A left-to-right decoder reads
 its condition from the first token, so E must carry the program; the denoiser, trained from noise
 alone, had left E nearly the same for every request (session 3: pooled E_s of different Bash
 requests at cosine 0.74). The decoder is a training tool: only E is kept, in the CodeFusion
@@ -16,41 +17,61 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, CodeFusionError
 from ..model import CodeFusionModel
 from ..model.encoder import t5_config
-from .data import DATASET_LANG, read_jsonl
+from .data import read_jsonl
 from .devcheck import token_f1
+from .plain_decoder import PlainDecoder
 
 SEQ2SEQ = "seq2seq.safetensors"
+DecoderKind = Literal["t5", "plain"]
+DECODER_KINDS: tuple[str, ...] = get_args(DecoderKind)
 
 
 class Seq2SeqTask(nn.Module):
-    """E (shared with the CodeFusion model, so training it trains the model's E) + a T5 decoder.
+    """E (shared with the CodeFusion model, so training it trains the model's E) + a decoder: the T5 decoder of
+    ``transformers`` (``kind="t5"``, the lineage's teachers) or a standard pre-LN one (``"plain"``, plain_decoder.py).
 
     The T5 wrapper's own encoder is never run (E_s is passed in as ``encoder_outputs``): it is left
     out of the optimizer and of the saved state."""
 
-    def __init__(self, model: CodeFusionModel, decoder_layers: int | None = None):
+    def __init__(self, model: CodeFusionModel, decoder_layers: int | None = None, kind: DecoderKind = "t5"):
         super().__init__()
+        if kind not in DECODER_KINDS:
+            raise CodeFusionError(f"the seq2seq decoder is one of {', '.join(DECODER_KINDS)}, got {kind!r}")
         conf = t5_config(model.cfg)
         # generate()'s cache is sized by num_layers, so the unused encoder gets the decoder's depth
         conf.num_layers = conf.num_decoder_layers = decoder_layers or model.cfg.enc_layers
         conf.decoder_start_token_id, conf.use_cache = conf.pad_token_id, False
+        self.kind, self.pad_id, self.eos_id = kind, conf.pad_token_id, conf.eos_token_id
         self.encoder = model.encoder
         self.encoder_len, self.target_len = model.cfg.max_source_len, model.cfg.max_target_len
+        if kind == "plain":
+            self.seq2seq = PlainDecoder(conf.vocab_size, conf.d_model, conf.num_heads, conf.d_ff, conf.num_layers,
+                                        self.target_len, conf.dropout_rate, self.pad_id, self.eos_id)
+            return
         self.seq2seq = T5ForConditionalGeneration(conf)
         # only the unused encoder's own layers are frozen: its token embedding is the decoder's
         # (shared, and tied to the output head), which must train
         self.seq2seq.encoder.block.requires_grad_(False)
         self.seq2seq.encoder.final_layer_norm.requires_grad_(False)
+
+    @classmethod
+    def of_run(cls, model: CodeFusionModel, run: Path) -> "Seq2SeqTask":
+        """The task with the decoder an encoder run saved (its kind read from the file), weights loaded."""
+        task = cls(model, kind=saved_kind(run) or "t5")
+        task.load(run)
+        return task
 
     def loss(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced cross-entropy of tgt (B, n: code + </s> + pads) given E(src)."""
@@ -58,7 +79,9 @@ class Seq2SeqTask(nn.Module):
 
     def loss_on(self, mem: torch.Tensor, src_mask: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """The same cross-entropy from E_s already computed (by the denoiser's training step)."""
-        labels = tgt.masked_fill(tgt == self.seq2seq.config.pad_token_id, -100)
+        if self.kind == "plain":
+            return self.seq2seq.loss(mem, src_mask, tgt)
+        labels = tgt.masked_fill(tgt == self.pad_id, -100)
         out = self.seq2seq(encoder_outputs=BaseModelOutput(last_hidden_state=mem), attention_mask=src_mask,
                            labels=labels)
         return out.loss
@@ -67,11 +90,12 @@ class Seq2SeqTask(nn.Module):
     def greedy(self, src_ids: torch.Tensor, src_mask: torch.Tensor, max_len: int) -> torch.Tensor:
         """(B, ≤ max_len) token ids, greedy, stopping at </s>."""
         mem = self.encoder(src_ids, src_mask)
-        conf = self.seq2seq.config
+        if self.kind == "plain":
+            return self.seq2seq.greedy(mem, src_mask, max_len)
         return self.seq2seq.generate(encoder_outputs=BaseModelOutput(last_hidden_state=mem),
                                      attention_mask=src_mask, max_new_tokens=max_len, do_sample=False, num_beams=1,
-                                     decoder_start_token_id=conf.pad_token_id, eos_token_id=conf.eos_token_id,
-                                     pad_token_id=conf.pad_token_id, use_cache=True)[:, 1:]
+                                     decoder_start_token_id=self.pad_id, eos_token_id=self.eos_id,
+                                     pad_token_id=self.pad_id, use_cache=True)[:, 1:]
 
     def write(self, tok, utterances: list[str], langs: list[str], batch: int = 64) -> list[str]:
         """Greedy programs for utterances, ``batch`` at a time."""
@@ -81,7 +105,7 @@ class Seq2SeqTask(nn.Module):
                        batch: int = 64) -> list[tuple[str, bool]]:
         """(greedy program, whether it ended with </s> within the target length) per utterance: an
         unfinished one was cut off, typically a loop repeating a token."""
-        eos, out = self.seq2seq.config.eos_token_id, []
+        eos, out = self.eos_id, []
         for i in range(0, len(utterances), batch):
             src = tok.encode_source(utterances[i: i + batch], langs[i: i + batch], self.encoder_len)
             out += [(tok.decode(ids), eos in ids) for ids in self.greedy(src.ids, src.mask, self.target_len).tolist()]
@@ -97,19 +121,31 @@ class Seq2SeqTask(nn.Module):
         return out
 
     def save(self, out: Path) -> None:
-        save_file(self.decoder_state(), str(out / SEQ2SEQ))
+        save_file(self.decoder_state(), str(out / SEQ2SEQ), metadata={"decoder": self.kind})
 
     def load(self, out: Path) -> None:
         path = out / SEQ2SEQ
         if not path.is_file():
             raise CheckpointError(f"{out} holds no {SEQ2SEQ}: it was not written by --task encoder; "
                                   "drop --resume or pick the encoder run's --out")
+        if (kind := saved_kind(out)) != self.kind:
+            raise CheckpointError(f"{path} holds a {kind} decoder and this run asks for a {self.kind} one: pass "
+                                  f"--seq2seq-decoder {kind}, or start a fresh decoder without --resume")
         saved = self.decoder_state().keys()  # not the unused encoder, not the tied copies
         missing, unexpected = self.seq2seq.load_state_dict(load_file(str(path)), strict=False)
         missing = [k for k in missing if k in saved]
         if unexpected or missing:
             raise CheckpointError(f"{path} does not match this model's seq2seq decoder; "
                                   f"first mismatch: {(unexpected or missing)[0]}")
+
+
+def saved_kind(run: str | Path | None) -> DecoderKind | None:
+    """The kind of decoder an encoder run saved (files written before the plain decoder are T5), None if none."""
+    path = Path(run) / SEQ2SEQ if run else None
+    if path is None or not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("decoder", "t5")
 
 
 def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:
@@ -130,101 +166,46 @@ def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:
     return out
 
 
-def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str) -> dict:
+def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str, predictions: str | Path | None = None) -> dict:
     """Greedy top-1 of the seq2seq model on eval rows, scored by ``codefusion eval``'s metrics:
-    {"n", "metrics", "ci95"} (the figures of models/README.md, "Session 6")."""
+    {"n", "metrics", "ci95", "counts"} (the figures of models/README.md, "Session 6"). ``predictions`` writes one
+    JSONL row per example in ``codefusion eval --predictions``'s format, so ``codefusion bench compare`` pairs two
+    teachers, or a teacher and a diffusion model, on the same rows."""
+    import json
+
     from ..eval.evaluate import aggregate, score_rows
 
     tops = [[text] for text in task.write(tok, [r["nl"] for r in rows], [lang] * len(rows))]
-    metrics, ci, counts = aggregate(score_rows(rows, tops, tops, lang, [1]))
+    scored = score_rows(rows, tops, tops, lang, [1])
+    if predictions:
+        with open(predictions, "w", encoding="utf-8") as f:
+            for i, (r, top, s) in enumerate(zip(rows, tops, scored)):
+                f.write(json.dumps({"id": r.get("id", str(i)), "nl": r["nl"], "reference": r["code"],
+                                    "generations": top, "samples": top,
+                                    "metrics": {k: v for k, v in s.items() if not k.startswith("_")}},
+                                   ensure_ascii=False) + "\n")
+    metrics, ci, counts = aggregate(scored)
     return {"n": len(rows), "metrics": metrics, "ci95": ci, "counts": counts}
 
 
-def _kept_or_why(text: str, finished: bool, row: dict, lang: str, checked: bool = True) -> str:
-    """"teacher" when the teacher's program replaces the row's own, else why not: "unfinished" (empty,
-    or cut off at the target length: typically a loop repeating a token), "invalid" (does not parse),
-    "wrong" (CF: runs on the row's table but gives other labels than the reference, which gives them).
-    Unless ``checked``, only unfinished programs are refused (the distillation of the shipped lineage)."""
-    from ..eval.evaluate import exec_flags
-    from ..eval.metrics import syntax_valid
-
-    if not text or not finished:
-        return "unfinished"
-    if not checked:
-        return "teacher"
-    if not syntax_valid(text, lang):
-        return "invalid"
-    if lang == "cf" and exec_flags(row, [text]) == [False]:  # None: no table, or the reference cannot run on it
-        return "wrong"
-    return "teacher"
-
-
-def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
-            checked: bool = True, only: str | None = None, drop: bool = False) -> dict[str, dict[str, int]]:
-    """Sequence-level knowledge distillation (Kim & Rush 2016): a copy of ``data_dir`` whose train rows
-    carry the seq2seq model's greedy program as ``code`` (the original kept as ``code_ref``), for the
-    denoiser to learn one program per request instead of averaging several at high noise. Dev and
-    pre-training splits are copied unchanged. A row keeps its own program where the teacher's is no
-    better a target (``_kept_or_why``): unfinished, not parsing, or, on a CF row with a table, computing
-    other labels; the student would otherwise learn the teacher's mistakes (``checked=False`` refuses only
-    unfinished programs, as the shipped lineage's phase 11 did). ``only`` (comma-separated dataset names)
-    distils those datasets and copies the others' train rows unchanged (counted as "not_asked"): where the
-    teacher is no better than the data, e.g. CF, whose teacher writes a few programs for every request.
-    ``drop`` leaves the refused rows out instead of keeping their own programs, so every target is one the
-    teacher wrote: a mix of the teacher's programs and the data's own gives the denoiser two modes for
-    similar requests again, which is what distillation removes.
-    Returns, per dataset, the rows read and written and how many took the teacher's program or kept their
-    own (or were dropped), and why."""
-    import json
-    import shutil
-
-    from .data import select_datasets
-
-    data_dir, names = select_datasets(data_dir, None)
-    asked = set(select_datasets(data_dir, only)[1])  # an unknown name fails before any writing
-    if asked - set(names):
-        raise DataError(f"--only names {', '.join(sorted(asked - set(names)))}, which {data_dir} does not hold")
-    written = {}
-    for name in names:
-        src, dst, lang = data_dir / name, Path(out_dir) / name, DATASET_LANG[name]
-        rows = read_jsonl(src / "train.jsonl")
-        if name in asked:  # (why, the teacher's program) per row
-            written_by = task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows))
-            decided = [(_kept_or_why(text, done, r, lang, checked), text) for r, (text, done) in zip(rows, written_by)]
-        else:
-            decided = [("not_asked", "")] * len(rows)
-        counts = {"rows": len(rows), **dict.fromkeys(("teacher", "unfinished", "invalid", "wrong", "not_asked"), 0),
-                  "written": 0}
-        dst.mkdir(parents=True, exist_ok=True)
-        with open(dst / "train.jsonl", "w", encoding="utf-8") as f:
-            for r, (why, text) in zip(rows, decided):
-                counts[why] += 1
-                if drop and why not in ("teacher", "not_asked"):
-                    continue
-                counts["written"] += 1
-                f.write(json.dumps({**r, "code": text if why == "teacher" else r["code"], "code_ref": r["code"]})
-                        + "\n")
-        for split in ("dev", "pretrain"):
-            if (src / f"{split}.jsonl").is_file():
-                shutil.copyfile(src / f"{split}.jsonl", dst / f"{split}.jsonl")
-        written[name] = counts
-    return written
-
-
 def main(argv: list[str] | None = None) -> int:
-    """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N]: score an encoder run;
+    """python -m codefusion.train.seq2seq RUN --data FILE.jsonl --lang L [--limit N] [--predictions OUT.jsonl]: score
+    an encoder run;
     python -m codefusion.train.seq2seq RUN --data DATA_DIR --distill OUT_DIR [--keep-wrong] [--drop-rejected]:
     write its distilled train set."""
     import argparse
     import json
 
     from ..checkpoint import load_checkpoint
+    from .distill import distill
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("run")
     p.add_argument("--data", required=True)
     p.add_argument("--lang", choices=["bash", "python", "cf"])
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--predictions", default=None,
+                   help="with --lang: write one JSONL row per example, as `codefusion eval --predictions` does")
     p.add_argument("--distill", default=None, help="write a copy of the data folder --data with distilled train rows")
     p.add_argument("--keep-wrong", action="store_true",
                    help="with --distill: take the teacher's program even where it does not parse or (CF) computes "
@@ -241,14 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--lang is needed to score (or give --distill OUT_DIR)")
     if (a.keep_wrong or a.only or a.drop_rejected) and not a.distill:
         p.error("--keep-wrong, --drop-rejected and --only go with --distill OUT_DIR")
+    if a.predictions and a.distill:
+        p.error("--predictions goes with scoring (--lang), not with --distill")
+    if a.predictions and not Path(a.predictions).resolve().parent.is_dir():
+        p.error(f"--predictions {a.predictions}: its folder does not exist; create it first")
     model, tok, _ = load_checkpoint(a.run)
-    task = Seq2SeqTask(model).eval()
-    task.load(Path(a.run))
+    task = Seq2SeqTask.of_run(model, Path(a.run)).eval()
     if a.distill:
         print(json.dumps(distill(task, tok, a.data, a.distill, checked=not a.keep_wrong, only=a.only,
                                  drop=a.drop_rejected)))
     else:
-        print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang)))
+        print(json.dumps(score(task, tok, read_jsonl(Path(a.data))[: a.limit], a.lang, a.predictions)))
     return 0
 
 

@@ -34,7 +34,7 @@ from .options import TASKS, check_options, parse_snap
 from .request_dropout import drop_request_tokens
 from .loopwalk import LoopWalks
 from .rollout import own_rows
-from .seq2seq import SEQ2SEQ, Seq2SeqTask, seq2seq_dev_check
+from .seq2seq import Seq2SeqTask, saved_kind, seq2seq_dev_check
 from .snap import ProgramBank, snap_targets
 from .state import load_trainer_state, save_trainer_state
 from .timesteps import sample_t
@@ -78,6 +78,9 @@ class TrainConfig:
     # the T5 token embeddings (E's, and the seq2seq decoder's, tied to its output head) learn at this multiple of lr;
     # None: 10 for --task encoder, 1 otherwise (optim.t5_embedding_scale)
     embed_lr_scale: float | None = None
+    # the seq2seq decoder of --task encoder / --aux-seq2seq: "t5" or "plain" (seq2seq.DECODER_KINDS); None: the kind
+    # that --resume's or --init's run saved, else "t5"
+    seq2seq_decoder: str | None = None
     length_targets: LengthTargets = "reference"  # length task: what the head is fitted to (see LengthTargets)
     length_steps: int | None = None  # length task, self targets: DDPM steps of the sampling (None: 20)
     lr: float = 5e-4
@@ -92,6 +95,12 @@ class TrainConfig:
     dev_rows: int = 100
     dev_steps: int = 20
     log_every: int = 10
+
+
+def seq2seq_kind(cfg: TrainConfig) -> str:
+    """--seq2seq-decoder, else the kind --resume's or --init's run saved, else "t5" (the lineage's)."""
+    saved = saved_kind(cfg.out) if cfg.resume else None
+    return cfg.seq2seq_decoder or saved or saved_kind(cfg.init) or "t5"
 
 
 def _examples(cfg: TrainConfig, split: str) -> list[Example]:
@@ -218,11 +227,14 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
            bank: ProgramBank | None = None, walks: LoopWalks | None = None) -> Hooks:
     task = None
     if cfg.task == "encoder" or cfg.aux_seq2seq:
-        task = Seq2SeqTask(model).to(device).train()
+        task = Seq2SeqTask(model, kind=seq2seq_kind(cfg)).to(device).train()
         if cfg.resume:
             task.load(Path(cfg.out))
-        elif cfg.init and (Path(cfg.init) / SEQ2SEQ).is_file():  # continue an earlier encoder run's decoder
+        elif saved_kind(cfg.init) == task.kind:  # continue an earlier encoder run's decoder
             task.load(Path(cfg.init))
+        elif cfg.init and saved_kind(cfg.init):
+            tqdm.write(f"{cfg.init} holds a {saved_kind(cfg.init)} seq2seq decoder: a fresh {task.kind} decoder "
+                       "starts on its E")
     if cfg.task != "encoder":
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
 
@@ -345,6 +357,8 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
            "freeze_encoder": cfg.freeze_encoder, "encoder_from": cfg.encoder_from, "aux_seq2seq": cfg.aux_seq2seq}
     if (scale := t5_embedding_scale(cfg)) != 1:
         run["embed_lr_scale"] = scale
+    if cfg.task == "encoder" or cfg.aux_seq2seq:
+        run["seq2seq_decoder"] = seq2seq_kind(cfg)
     if cfg.rollout_share:
         run.update(rollout_share=cfg.rollout_share, rollout_steps=cfg.rollout_steps)
         if cfg.rollout_t_max < 1.0:
