@@ -48,15 +48,16 @@ def test_plain_decoder_loss_is_the_mean_token_cross_entropy_without_pads(decoder
 
 def test_plain_decoder_step_by_step_equals_the_whole_prefix(decoder):
     """The cached blocks of greedy decoding, fed one position at a time, give the logits of the full causal pass."""
-    from codefusion.train.plain_decoder import _block_step
+    from codefusion.train.plain_decoder import _block_step, _cross_kv
     mem, mask = torch.randn(2, 6, 32), torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6])
     prev = torch.randint(0, 40, (2, 9))
     past, steps = [None] * len(decoder.blocks.layers), []
     with torch.no_grad():
+        cross = [_cross_kv(layer.multihead_attn, mem) for layer in decoder.blocks.layers]
         for n in range(prev.shape[1]):
             h = decoder.embed(prev[:, n:n + 1]) + decoder.pos.weight[n]
             for i, layer in enumerate(decoder.blocks.layers):
-                h, past[i] = _block_step(layer, h, past[i], mem, mask == 0)
+                h, past[i] = _block_step(layer, h, past[i], cross[i], mask == 0)
             steps.append(decoder.head(decoder.blocks.norm(h)))
         torch.testing.assert_close(torch.cat(steps, dim=1), decoder.logits(mem, mask, prev), atol=1e-5, rtol=1e-5)
     with pytest.raises(RuntimeError, match="call .eval"):

@@ -57,10 +57,11 @@ class PlainDecoder(nn.Module):
         out = torch.full((b, 1), self.pad_id, dtype=torch.long, device=mem.device)
         done = torch.zeros(b, dtype=torch.bool, device=mem.device)
         past: list[torch.Tensor | None] = [None] * len(self.blocks.layers)  # per block: (B, n, d) normed inputs
+        cross = [_cross_kv(layer.multihead_attn, mem) for layer in self.blocks.layers]  # E_s projected once
         for n in range(min(max_len, self.max_len)):
             h = self.embed(out[:, -1:]) + self.pos.weight[n]  # (B, 1, d)
             for i, layer in enumerate(self.blocks.layers):
-                h, past[i] = _block_step(layer, h, past[i], mem, pad)
+                h, past[i] = _block_step(layer, h, past[i], cross[i], pad)
             nxt = self.head(self.blocks.norm(h))[:, -1].argmax(-1).masked_fill(done, self.pad_id)
             out = torch.cat([out, nxt[:, None]], dim=1)
             done |= nxt == self.eos_id
@@ -69,13 +70,27 @@ class PlainDecoder(nn.Module):
         return out[:, 1:]
 
 
-def _block_step(layer: nn.TransformerDecoderLayer, x: torch.Tensor, past: torch.Tensor | None, mem: torch.Tensor,
-                mem_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _cross_kv(attn: nn.MultiheadAttention, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cross-attention's keys and values of E_s (B, S, d), each (B, heads, S, d / heads): the same at every
+    step, so greedy decoding projects them once (re-projected each step they were most of its time)."""
+    d, h = attn.embed_dim, attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    k, v = F.linear(mem, w[d:2 * d], b[d:2 * d]), F.linear(mem, w[2 * d:], b[2 * d:])
+    return tuple(t.unflatten(-1, (h, d // h)).transpose(1, 2) for t in (k, v))
+
+
+def _block_step(layer: nn.TransformerDecoderLayer, x: torch.Tensor, past: torch.Tensor | None,
+                cross: tuple[torch.Tensor, torch.Tensor], mem_pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One pre-LN decoder block (``norm_first``, eval mode) on the newest position x (B, 1, d), its self-attention
-    reading ``past`` (B, n, d: the block's normed inputs at the earlier positions) and x; returns (output, past + x)."""
+    reading ``past`` (B, n, d: the block's normed inputs at the earlier positions) and x, its cross-attention the
+    keys and values of ``_cross_kv``; returns (output, past + x)."""
     q = layer.norm1(x)
     keys = q if past is None else torch.cat([past, q], dim=1)
     x = x + layer.self_attn(q, keys, keys, need_weights=False)[0]
-    x = x + layer.multihead_attn(layer.norm2(x), mem, mem, key_padding_mask=mem_pad, need_weights=False)[0]
+    attn, (k, v) = layer.multihead_attn, cross
+    d, h = attn.embed_dim, attn.num_heads
+    qc = F.linear(layer.norm2(x), attn.in_proj_weight[:d], attn.in_proj_bias[:d]).unflatten(-1, (h, d // h))
+    o = F.scaled_dot_product_attention(qc.transpose(1, 2), k, v, attn_mask=~mem_pad[:, None, None, :])
+    x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
     x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
     return x, keys
