@@ -62,7 +62,7 @@ def _eval(args) -> int:
     from pathlib import Path
 
     from .config import GenerationConfig
-    from .eval.evaluate import evaluate, format_report
+    from .eval.evaluate import evaluate, format_report, write_predictions
     from .train.data import DATASET_LANG, read_jsonl
 
     path = Path(args.data)
@@ -86,8 +86,7 @@ def _eval(args) -> int:
                               early_exit=args.early_exit)
     result = evaluate(cf, rows, lang, config, args.batch_size, progress=not args.json, codebert=args.codebert)
     if args.predictions:
-        with open(args.predictions, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows)
+        write_predictions(args.predictions, result.rows)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:

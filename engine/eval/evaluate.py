@@ -8,7 +8,9 @@ BLEU is on sacrebleu's 0–100 scale.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -187,10 +189,22 @@ def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_si
                      f"table ({len(rows)} rows in all); the others are left out of exec_match")
     config_json = {"lang": lang, "steps": config.steps, "solver": config.solver, "num_samples": config.num_samples,
                    "seed": config.seed, "max_length": config.max_length, "clamp": clamp_mode(cf.resolve(config).clamp)}
-    per_row = [{"id": r.get("id", str(i)), "nl": r["nl"], "reference": r["code"], "generations": t, "samples": smp,
-                "metrics": {k: v for k, v in s.items() if not k.startswith("_")}}
-               for i, (r, t, smp, s) in enumerate(zip(rows, tops, samples, scored))]
-    return EvalResult(len(rows), metrics, ci, counts, config_json, not_computed, notes, per_row, scored)
+    return EvalResult(len(rows), metrics, ci, counts, config_json, not_computed, notes,
+                      prediction_rows(rows, tops, samples, scored), scored)
+
+
+def prediction_rows(rows: list[dict], tops: list[list[str]], samples: list[list[str]],
+                    scored: list[dict]) -> list[dict]:
+    """One ``--predictions`` row per example: id, request, reference, the generations best first, the samples and
+    the row's metric values (what ``codefusion bench compare`` reads)."""
+    return [{"id": r.get("id", str(i)), "nl": r["nl"], "reference": r["code"], "generations": t, "samples": smp,
+             "metrics": {k: v for k, v in s.items() if not k.startswith("_")}}
+            for i, (r, t, smp, s) in enumerate(zip(rows, tops, samples, scored))]
+
+
+def write_predictions(path: str | Path, per_row: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in per_row)
 
 
 def format_report(result: EvalResult, title: str) -> str:

@@ -171,19 +171,12 @@ def score(task: Seq2SeqTask, tok, rows: list[dict], lang: str, predictions: str 
     {"n", "metrics", "ci95", "counts"} (the figures of models/README.md, "Session 6"). ``predictions`` writes one
     JSONL row per example in ``codefusion eval --predictions``'s format, so ``codefusion bench compare`` pairs two
     teachers, or a teacher and a diffusion model, on the same rows."""
-    import json
-
-    from ..eval.evaluate import aggregate, score_rows
+    from ..eval.evaluate import aggregate, prediction_rows, score_rows, write_predictions
 
     tops = [[text] for text in task.write(tok, [r["nl"] for r in rows], [lang] * len(rows))]
     scored = score_rows(rows, tops, tops, lang, [1])
     if predictions:
-        with open(predictions, "w", encoding="utf-8") as f:
-            for i, (r, top, s) in enumerate(zip(rows, tops, scored)):
-                f.write(json.dumps({"id": r.get("id", str(i)), "nl": r["nl"], "reference": r["code"],
-                                    "generations": top, "samples": top,
-                                    "metrics": {k: v for k, v in s.items() if not k.startswith("_")}},
-                                   ensure_ascii=False) + "\n")
+        write_predictions(predictions, prediction_rows(rows, tops, tops, scored))
     metrics, ci, counts = aggregate(scored)
     return {"n": len(rows), "metrics": metrics, "ci95": ci, "counts": counts}
 

@@ -228,13 +228,13 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
     task = None
     if cfg.task == "encoder" or cfg.aux_seq2seq:
         task = Seq2SeqTask(model, kind=seq2seq_kind(cfg)).to(device).train()
+        init_kind = saved_kind(cfg.init)
         if cfg.resume:
             task.load(Path(cfg.out))
-        elif saved_kind(cfg.init) == task.kind:  # continue an earlier encoder run's decoder
+        elif init_kind == task.kind:  # continue an earlier encoder run's decoder
             task.load(Path(cfg.init))
-        elif cfg.init and saved_kind(cfg.init):
-            tqdm.write(f"{cfg.init} holds a {saved_kind(cfg.init)} seq2seq decoder: a fresh {task.kind} decoder "
-                       "starts on its E")
+        elif init_kind:
+            tqdm.write(f"{cfg.init} holds a {init_kind} seq2seq decoder: a fresh {task.kind} decoder starts on its E")
     if cfg.task != "encoder":
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
 
