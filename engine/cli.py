@@ -84,7 +84,7 @@ def _eval(args) -> int:
     config = GenerationConfig(lang=lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp,
                               early_exit=args.early_exit)
-    result = evaluate(cf, rows, lang, config, args.batch_size, progress=not args.json, codebert=args.codebert)
+    result = evaluate(cf, rows, lang, config, args.batch_size, progress=None, codebert=args.codebert)
     if args.predictions:
         write_predictions(args.predictions, result.rows)
     if args.json:

@@ -29,8 +29,13 @@ class Slow:
         self.cf, self.delay, self.cfg, self.backend, self.resolve = cf, delay, cf.cfg, cf.backend, cf.resolve
         self.default_clamp = cf.default_clamp
         self.batches: list[int] = []
+        self.taken = 0  # requests handed to the engine so far, counted before the delay
+
+    def __getattr__(self, name):  # what the app reads besides (healthz: length_quantile, …) is the engine's
+        return getattr(self.cf, name)
 
     def generate_many(self, requests, on_trace=None):
+        self.taken += len(requests)
         time.sleep(self.delay)
         self.batches.append(len(requests))
         return self.cf.generate_many(requests, on_trace)
@@ -212,7 +217,10 @@ def test_shutdown_finishes_requests_in_flight(cf):
     body = {"prompts": ["list all files"], "steps": STEPS}
     with ThreadPoolExecutor(4) as pool:
         pending = [pool.submit(_post, server.url, {**body, "seed": i}) for i in range(4)]
-        time.sleep(0.2)  # all four are queued or running
+        deadline = time.monotonic() + 30  # all four queued or running before the stop, however loaded the machine
+        while slow.taken + httpx.get(server.url + "/healthz").json()["queue_depth"] < 4:
+            assert time.monotonic() < deadline, "the four requests did not reach the server in 30 s"
+            time.sleep(0.01)
         server.stop()
         responses = [p.result() for p in pending]
     assert [r.status_code for r in responses] == [200] * 4

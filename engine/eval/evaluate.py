@@ -55,12 +55,13 @@ def check_rows(rows: list[dict], lang: str) -> None:
         raise DataError(f"row {missing + 1} has no string 'code' to compare against")
 
 
-def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int, progress: bool = True,
+def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int, progress: bool | None = True,
                  on_output=None):
     """(top-k distinct programs best first, all k samples) per row, in batches of ≤ batch_size sequences.
     Without a max_length, rows are batched by the length bucket the model predicts for each, so a
     batch runs at its own bucket rather than at the longest one of a mixed batch. ``on_output(rows,
-    output)``, if given, sees each batch's row indices and whole GenerationOutput (its trace, say)."""
+    output)``, if given, sees each batch's row indices and whole GenerationOutput (its trace, say). ``progress``:
+    a bar on stderr; None shows it when stderr is a terminal."""
     per_batch = max(1, batch_size // config.num_samples)
     prompts = [r["nl"] for r in rows]
     if config.max_length:
@@ -69,7 +70,8 @@ def generate_all(cf, rows: list[dict], config: GenerationConfig, batch_size: int
         buckets = [b for i in range(0, len(rows), 256) for b in cf.length_buckets(prompts[i:i + 256], config.lang)]
     order = sorted(range(len(rows)), key=lambda i: buckets[i])
     tops, samples = [None] * len(rows), [None] * len(rows)
-    bar = tqdm(total=len(rows), desc=f"eval {config.lang}", unit="row", disable=not progress, dynamic_ncols=True)
+    hidden = None if progress is None else not progress  # tqdm: None hides the bar when stderr is no terminal
+    bar = tqdm(total=len(rows), desc=f"eval {config.lang}", unit="row", disable=hidden, dynamic_ncols=True)
     start = 0
     while start < len(order):
         chunk = [i for i in order[start:start + per_batch] if buckets[i] == buckets[order[start]]]
@@ -163,7 +165,7 @@ def aggregate(scored: list[dict], resamples: int = 1000, seed: int = 0):
 
 
 def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_size: int = 64,
-             progress: bool = True, codebert: str | None = None) -> EvalResult:
+             progress: bool | None = True, codebert: str | None = None) -> EvalResult:
     check_rows(rows, lang)
     check_config(config, cf.cfg, cf.backend.name)  # before any generation: a bad flag fails in a second
     if batch_size < 1:

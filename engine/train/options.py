@@ -84,7 +84,8 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
-        raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose another --out")
+        raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose "
+                              "another --out")
     return repeat, split_brackets, snap
 
 
