@@ -26,12 +26,11 @@ class Slow:
     """The engine behind a gate: each batch waits ``delay`` seconds first (in the worker thread)."""
 
     def __init__(self, cf, delay: float):
-        self.cf, self.delay, self.cfg, self.backend, self.resolve = cf, delay, cf.cfg, cf.backend, cf.resolve
-        self.default_clamp = cf.default_clamp
+        self.cf, self.delay = cf, delay
         self.batches: list[int] = []
         self.taken = 0  # requests handed to the engine so far, counted before the delay
 
-    def __getattr__(self, name):  # what the app reads besides (healthz: length_quantile, …) is the engine's
+    def __getattr__(self, name):  # the rest the app reads (cfg, backend, resolve, healthz fields): the engine's
         return getattr(self.cf, name)
 
     def generate_many(self, requests, on_trace=None):
