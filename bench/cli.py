@@ -1,4 +1,4 @@
-"""``codefusion bench latency | parity | quality | trajectory | serve | compare``: common flags, model loading, JSON /
+"""``codefusion bench latency | parity | quality | trajectory | serve | compare | ranking``: common flags, model loading, JSON /
 Markdown / PNG output."""
 from __future__ import annotations
 
@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     c.add_argument("--out", default=None, help="also write compare.json / compare.md into this folder")
     c.add_argument("--json", action="store_true")
+    r = sub.add_parser("ranking", help="one `codefusion eval --num-samples K --predictions` file: the ranked "
+                                       "top-1 paired against one sample, and any of the K")
+    r.add_argument("predictions", help="predictions of a run with --num-samples K >= 2")
+    r.add_argument("--lang", required=True, help="bash | python | cf: the language the file was scored in")
+    r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    r.add_argument("--out", default=None, help="also write ranking.json / ranking.md into this folder")
+    r.add_argument("--json", action="store_true")
     return p
 
 
@@ -285,10 +292,24 @@ def _compare(args) -> int:
     return _emit(args, meta, table, COLUMNS, files)
 
 
+def _ranking(args) -> int:
+    from .compare import read_predictions
+    from .ranking import COLUMNS, ranking
+
+    rows = read_predictions(args.predictions)
+    table = ranking(rows, args.lang, args.seed, args.predictions)
+    meta = {"suite": "ranking", "predictions": args.predictions, "lang": args.lang, "seed": args.seed,
+            "examples": len(rows)}
+    files = report.write(args.out, "ranking", table, COLUMNS, meta) if args.out else []
+    return _emit(args, meta, table, COLUMNS, files)
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.suite == "compare":  # scores two files: no model to load
         return _compare(args)
+    if args.suite == "ranking":  # scores one file: no model to load
+        return _ranking(args)
     args.dtype, note = resolve_dtypes(args.dtype, args.device)
     if note:
         print(f"note: {note}", file=sys.stderr)

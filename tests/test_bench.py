@@ -331,3 +331,86 @@ def test_bench_compare_bad_input_is_one_line(tmp_path, capsys, other_rows, messa
     assert main(["bench", "compare", str(base), str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+# --- ranking: the ranked top-1 of one k-sample eval file against its own samples -------------------
+
+def _k_row(id_, samples, ranked, reference="ls -l"):
+    """A k-sample predictions row: ``samples`` in sample order, ``ranked`` the distinct programs best first."""
+    from codefusion.eval.bash import template_match
+    from codefusion.eval.metrics import syntax_valid
+    top = ranked[0]
+    return {"id": id_, "nl": "list", "reference": reference, "generations": ranked, "samples": samples,
+            "metrics": {"syntax_valid@1": float(syntax_valid(top, "bash")), "exact_match@1": float(top == reference),
+                        "template_match@1": float(template_match(top, reference))}}
+
+
+def test_bench_ranking_hand_worked(tmp_path, capsys):
+    """a: samples (ok, broken, broken), ranked ok first; b: (broken, ok, broken), ranked broken first.
+    One sample parses 2 of 6 = 1/3, per sample index (1/2, 1/2, 0); ranked 1/2; paired diff
+    ((1 - 1/3) + (0 - 1/3)) / 2 = 1/6; any of k: both rows."""
+    import json
+
+    from codefusion.cli import main
+    from codefusion.eval.metrics import syntax_valid
+    ok, broken = "ls -l", "echo 'a"
+    assert syntax_valid(ok, "bash") and not syntax_valid(broken, "bash")
+    pred = _predictions(tmp_path / "k.jsonl", [_k_row("a", [ok, broken, broken], [ok, broken]),
+                                               _k_row("b", [broken, ok, broken], [broken, ok])])
+    assert main(["bench", "ranking", str(pred), "--lang", "bash", "--json", "--out", str(tmp_path / "out")]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {"syntax_valid@1", "exact_match@1", "template_match@1"}
+    syntax = rows["syntax_valid@1"]
+    assert (syntax["n"], syntax["k"], syntax["ranked"], syntax["any_of_k"]) == (2, 3, 0.5, 1.0)
+    assert syntax["one_sample"] == pytest.approx(1 / 3, abs=1e-6)
+    assert syntax["per_sample"] == [0.5, 0.5, 0.0]
+    assert syntax["diff"] == pytest.approx(1 / 6, abs=1e-6)
+    assert syntax["diff_ci95"][0] <= syntax["diff"] <= syntax["diff_ci95"][1]
+    exact = rows["exact_match@1"]  # the reference is "ls -l" on both rows
+    assert (exact["ranked"], exact["any_of_k"]) == (0.5, 1.0) and exact["one_sample"] == pytest.approx(1 / 3, abs=1e-6)
+    assert (tmp_path / "out" / "ranking.md").read_text().count("| syntax_valid@1 | 2 | 3 |") == 1
+
+
+def test_bench_ranking_reproduces_eval_top1(overfit_dir, tmp_path, capsys):
+    """On a real `codefusion eval --num-samples 3` file: ranked equals eval's own @1 figures, and sample 0 is
+    the program a one-sample run with the same seed writes."""
+    import json
+
+    from codefusion.cli import main
+    from conftest import PAIRS
+    data = _predictions(tmp_path / "dev.jsonl", [{"id": f"b{i}", "nl": nl, "code": code}
+                                                 for i, (nl, code) in enumerate(PAIRS["nl2bash"])])
+    runs = {}
+    for k in (1, 3):
+        preds = tmp_path / f"pred_k{k}.jsonl"
+        assert main(["eval", "--model", str(overfit_dir), "--data", str(data), "--lang", "bash", "--steps", "10",
+                     "--num-samples", str(k), "--seed", "5", "--predictions", str(preds), "--json"]) == 0
+        runs[k] = (preds, json.loads(capsys.readouterr().out)["metrics"])
+    one = [json.loads(line) for line in runs[1][0].read_text().splitlines()]
+    three = [json.loads(line) for line in runs[3][0].read_text().splitlines()]
+    assert [r["samples"][0] for r in three] == [r["samples"][0] for r in one]
+    assert main(["bench", "ranking", str(runs[3][0]), "--lang", "bash", "--json"]) == 0
+    table = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    for name, row in table.items():
+        assert row["ranked"] == pytest.approx(runs[3][1][name], abs=1e-6)
+        assert row["per_sample"][0] == pytest.approx(runs[1][1][name], abs=1e-6)
+        assert row["one_sample"] <= row["any_of_k"] and row["ranked"] <= row["any_of_k"]
+
+
+@pytest.mark.parametrize("rows,lang,message", [
+    ([_k_row("a", ["ls -l"], ["ls -l"])], "bash", "k.jsonl holds one sample per row, so there is nothing to rank"),
+    ([_k_row("a", ["ls -l", "pwd"], ["ls -l", "pwd"]), _k_row("b", ["ls -l"] * 3, ["ls -l"])], "bash",
+     "rows hold different numbers of samples \\(2 at row 'a', 3 at row 'b'\\)"),
+    ([{**_k_row("a", ["ls"], ["ls"]), "samples": None}], "bash", "row 'a' has no samples"),
+    ([_k_row("a", ["find . -name x", "ls"], ["find . -name x", "ls"])], "python",
+     "row 'a' has syntax_valid@1 = 1.0 in the file and 0.0 recomputed with --lang python"),
+    ([_k_row("a", ["ls", "pwd"], ["ls", "pwd"])], "sql", "--lang 'sql' is not one of bash, python, cf"),
+])
+def test_bench_ranking_bad_input_is_one_line(tmp_path, capsys, rows, lang, message):
+    import re
+
+    from codefusion.cli import main
+    pred = _predictions(tmp_path / "k.jsonl", rows)
+    assert main(["bench", "ranking", str(pred), "--lang", lang]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
