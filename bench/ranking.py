@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from codefusion.config import LANGS
 from codefusion.errors import CodeFusionError
 from codefusion.eval import metrics as M
 from codefusion.eval.bash import template_match
@@ -28,7 +29,6 @@ from codefusion.eval.bash import template_match
 from .quality import paired
 
 COLUMNS = ["metric", "n", "k", "one_sample", "per_sample", "ranked", "diff", "diff_ci95", "any_of_k"]
-LANGS = ("bash", "python", "cf")
 
 
 def _metrics(lang: str) -> dict[str, Callable[[str, str], bool]]:

@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..config import GenerationConfig, clamp_mode
+from ..config import LANGS, GenerationConfig, clamp_mode
 from ..errors import DataError
 from ..validate import check_config
 from . import metrics as M
-
-LANGS = ("bash", "python", "cf")
 
 
 @dataclass
