@@ -3,6 +3,7 @@ import json
 from dataclasses import replace
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from codefusion.backends import available, get_backend
 from codefusion.checkpoint import save_checkpoint
 from codefusion.cli import main
 from codefusion.errors import CodeFusionError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", params=["torch", "reference"])
@@ -160,9 +163,21 @@ def test_cli_missing_model_and_empty_prompt(tmp_path, ckpt, capsys):
 
 def test_python_dash_m(ckpt):
     r = subprocess.run([sys.executable, "-m", "codefusion", "generate", "list files", "--model", str(ckpt),
-                        "--steps", "2", "--json"], capture_output=True, text=True, timeout=120)
+                        "--steps", "2", "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["timings"]["steps"] == 2
+
+
+def test_the_checkouts_kernels_folder_does_not_shadow_hugging_faces_kernels():
+    """transformers >= 5 imports the PyPI package ``kernels``; run from the checkout's root (on sys.path first),
+    the name must still find that package, not our kernels/ folder (codefusion.kernels)."""
+    probe = ("import sys, codefusion.model, codefusion.kernels; m = sys.modules.get('kernels'); "
+             "print(getattr(m, '__file__', '') or '', codefusion.kernels.__file__, sep='\\n')")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    hub, ours = r.stdout.splitlines()
+    assert Path(ours) == ROOT / "kernels" / "__init__.py"
+    assert not hub or ROOT not in Path(hub).parents  # absent (transformers < 5) or the installed package
 
 
 def test_generate_many_equals_each_request_alone(ckpt):
