@@ -1,9 +1,10 @@
-"""``codefusion bench latency | parity | quality | trajectory | serve | compare | ranking``: common flags, model loading, JSON /
+"""``codefusion bench latency | parity | kernels | quality | trajectory | serve | compare | ranking``: common flags, model loading, JSON /
 Markdown / PNG output."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -101,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="cpu")
         s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
         s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
+    k = sub.add_parser("kernels", help="µs per call of each fused kernel against SDPA / eager PyTorch, with its error")
+    k.add_argument("--preset", default="paper", help="the shapes: heads, head dim, n, S and d_embed of this preset")
+    k.add_argument("--max-length", type=int, default=None, help="n, the target positions (default: the preset's)")
+    k.add_argument("--batch", default="1,8,64")
+    k.add_argument("--dtype", default="auto", help="of q, k, v and the LayerNorm input (the solver state is fp32): "
+                                                   "auto (bfloat16 where native, else float32) | bfloat16 | float32")
+    k.add_argument("--repeats", type=int, default=30, help="timed calls per row, after 3 warm-up calls")
+    k.add_argument("--device", default="cpu", help="cpu | cuda (cuda adds the Triton rows and CUDA-graph timings)")
+    k.add_argument("--out", default="bench/results", help="folder for kernels.json / .md")
+    k.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     q = sub.add_parser("quality", help="dev metrics vs steps × solvers, early exit, length buckets (paired)")
     _dev_rows_args(q)
     q.add_argument("--steps", default="1200,200,100,50,20,10,5")
@@ -304,6 +315,28 @@ def _ranking(args) -> int:
     return _emit(args, meta, table, COLUMNS, files)
 
 
+def _kernels(args) -> int:
+    from codefusion.config import get_preset
+    from codefusion.validate import parse_device, parse_dtype
+
+    from .kernels import COLUMNS, GRAPH_CALLS, bench_kernels
+
+    batches, device = _ints(args.batch), parse_device(args.device)
+    if not batches or min(batches) < 1 or args.repeats < 1 or (args.max_length is not None and args.max_length < 1):
+        raise CodeFusionError("--batch, --repeats and --max-length must be at least 1")
+    if device.type == "cuda" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise CodeFusionError("TRITON_INTERPRET is set: the Triton rows would time the interpreter; unset it")
+    cfg, rows = get_preset(args.preset), []
+    for dtype in args.dtype.split(","):
+        rows += bench_kernels(cfg, device, parse_dtype(dtype), batches, args.repeats, args.max_length, not args.json)
+    meta = {"suite": "kernels", "preset": args.preset, "repeats": args.repeats,
+            "statistic": "median (p10, p90) µs per call after 3 warm-up calls: perf_counter on CPU, CUDA events on "
+                         f"a GPU; graph_us_p50 = {GRAPH_CALLS} calls replayed from one CUDA graph, per call; "
+                         "fused_speedup = this row's p50 / the fused implementation's (the case's first row)"}
+    files = report.write(args.out, "kernels", rows, COLUMNS, meta) if args.out else []
+    return _emit(args, meta, rows, COLUMNS, files)
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.suite == "compare":  # scores two files: no model to load
@@ -313,6 +346,8 @@ def main(argv: list[str]) -> int:
     args.dtype, note = resolve_dtypes(args.dtype, args.device)
     if note:
         print(f"note: {note}", file=sys.stderr)
+    if args.suite == "kernels":  # kernels on random inputs: no model to load
+        return _kernels(args)
     model, tok = load_model(args)
     if args.suite == "quality":
         return _quality(args, model, tok)

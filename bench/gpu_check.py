@@ -5,11 +5,11 @@ triton), then the GPU tests — JSON in --out, each section in try/except, ~130 
 
 Sections, in order (a failed section prints its traceback and the next one runs):
     environment   GPU, versions, commit
-    kernels       µs per call, median (p10, p90) of CUDA-event times per call, bf16, paper shapes
-                  (d 384, 6 heads × 64, n 128, S 64, d_embed 128) at batch 1/8/64, eager and CUDA-graph
-                  replayed (GPU time alone): fused attention vs
-                  SDPA (+ the head-merge copy the torch backend pays) vs the written-out eager softmax;
-                  add_layernorm vs add + F.layer_norm; solver_step vs noise.gaussian + (★); max error of each
+    kernels       `codefusion bench kernels --device cuda --dtype bfloat16` at the paper shapes (d 384, 6 heads × 64,
+                  n 128, S 64, d_embed 128), batch 1/8/64: µs per call, eager (CUDA events) and CUDA-graph replayed
+                  (GPU time alone), fused attention vs SDPA (+ the head-merge copy the torch backend pays) vs the
+                  written-out softmax; add_layernorm vs add + F.layer_norm; solver_step vs noise.gaussian + (★);
+                  max error of each against the fp32 oracle
     rates         this GPU's measured bf16 matmul TFLOP/s and device-memory GB/s (the floor's denominators)
     e2e           ms per denoising step (median, p10, p90 of CUDA events and of host wall time), `paper`
                   preset, random weights, bf16, batch 1/8/64, `reference`, `torch` and `triton` backends,
@@ -38,44 +38,10 @@ from pathlib import Path
 
 import torch
 
+from codefusion.bench.kernels import cuda_times
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 8, 64)
-
-
-def cuda_times(fn, reps: int, warmup: int = 3) -> dict:
-    """Per-call GPU time from CUDA events around each call → median / p10 / p90 in µs."""
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    us = sorted(s.elapsed_time(e) * 1e3 for s, e in zip(starts, ends))
-    return {"us_p50": round(statistics.median(us), 1), "us_p10": round(us[len(us) // 10], 1),
-            "us_p90": round(us[min(len(us) - 1, 9 * len(us) // 10)], 1)}
-
-
-def graph_times(fn, calls: int = 10, reps: int = 20) -> dict:
-    """GPU time per call with the host out of the way: ``calls`` calls captured in one CUDA graph, each replay
-    timed with events → median / p10 / p90 µs per call (what a graph-captured sampling loop pays)."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()  # compile / allocate outside the capture
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                fn()
-        graph.replay()
-        t = cuda_times(graph.replay, reps, warmup=1)
-        return {k: round(v / calls, 2) for k, v in t.items()}
-    except Exception as e:  # a capture failure is a finding, not a crash
-        return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
 
 
 def environment() -> dict:
@@ -89,70 +55,18 @@ def environment() -> dict:
 
 
 def kernels(reps: int) -> dict:
-    import torch.nn.functional as F
+    """`codefusion bench kernels --device cuda --dtype bfloat16` at the paper shapes, printed as it goes."""
+    from codefusion.bench.kernels import bench_kernels
+    from codefusion.config import get_preset
 
-    from codefusion.diffusion.schedule import NoiseSchedule
-    from codefusion.diffusion.solvers import step_table
-    from codefusion.kernels import reference as ref
-    from codefusion.kernels.add_layernorm import add_layernorm
-    from codefusion.kernels.attention import attention
-    from codefusion.kernels.solver_step import solver_step
-
-    dev, bf16, rows = torch.device("cuda"), torch.bfloat16, []
-    H, D, n, S, d, d_embed = 6, 64, 128, 64, 384, 128
-    table = step_table(NoiseSchedule.sqrt(1200, dev).respace(50), "ddpm")
-    for B in BATCHES:
-        q, k, v = (torch.randn(B, H, m, D, device=dev, dtype=bf16) for m in (n, n, n))
-        ck, cv = (torch.randn(B, H, S, D, device=dev, dtype=bf16) for _ in range(2))
-        mask = torch.ones(B, S, dtype=torch.bool, device=dev)
-        mask[:, S // 2:] = False
-        sdpa_mask = mask[:, None, None, :]
-        merge = lambda o: o.transpose(1, 2).reshape(B, n, H * D)  # noqa: E731  (what FastBlock does after SDPA)
-        cases = {
-            "self_attention": {
-                "triton": lambda: attention(q, k, v, None),
-                "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
-                "sdpa+merge": lambda: merge(F.scaled_dot_product_attention(q, k, v)),
-                "eager": lambda: ref.attention(q, k, v, None, upcast=False),
-                "_err": lambda: (attention(q, k, v).float() - ref.attention(q, k, v)).abs().max()},
-            "cross_attention_masked": {
-                "triton": lambda: attention(q, ck, cv, mask),
-                "sdpa": lambda: F.scaled_dot_product_attention(q, ck, cv, attn_mask=sdpa_mask),
-                "sdpa+merge": lambda: merge(F.scaled_dot_product_attention(q, ck, cv, attn_mask=sdpa_mask)),
-                "eager": lambda: ref.attention(q, ck, cv, mask, upcast=False),
-                "_err": lambda: (attention(q, ck, cv, mask).float() - ref.attention(q, ck, cv, mask)).abs().max()},
-        }
-        x, r = torch.randn(B, n, d, device=dev, dtype=bf16), torch.randn(B, n, d, device=dev, dtype=bf16)
-        w, b = torch.randn(d, device=dev, dtype=bf16), torch.randn(d, device=dev, dtype=bf16)
-        ln = (x, r, None, None, None, w, b, 1e-5)
-        cases["add_layernorm"] = {
-            "triton": lambda: add_layernorm(*ln),
-            "eager": lambda: F.layer_norm(x + r, (d,), w, b, 1e-5),
-            "_err": lambda: (add_layernorm(*ln)[1].float() - ref.add_layernorm(*ln)[1].float()).abs().max()}
-        xt, x0, xp = (torch.randn(B, n, d_embed, device=dev) for _ in range(3))
-        keys, step = torch.arange(B, device=dev), torch.tensor([3], device=dev)
-        st = (xt, x0, xp, table.a, table.b, table.c, table.sigma, table.timesteps, step, keys, keys)
-        cases["solver_step"] = {
-            "triton": lambda: solver_step(*st, False),
-            "eager": lambda: ref.solver_step(*st),
-            "_err": lambda: (solver_step(*st, False) - ref.solver_step(*st)).abs().max()}
-        for name, impls in cases.items():
-            row = {"kernel": name, "batch": B, "max_abs_err_vs_fp32_oracle": float(impls.pop("_err")())}
-            for impl, fn in impls.items():
-                row[impl] = cuda_times(fn, reps)  # eager: host launch overhead included
-                row[f"{impl}_graph"] = graph_times(fn)  # GPU time alone
-            for base in ("sdpa", "sdpa+merge", "eager"):
-                if base in row:
-                    row[f"speedup_vs_{base}"] = round(row[base]["us_p50"] / row["triton"]["us_p50"], 2)
-                    if "us_p50" in row[f"{base}_graph"] and "us_p50" in row["triton_graph"]:
-                        row[f"graph_speedup_vs_{base}"] = round(row[f"{base}_graph"]["us_p50"] /
-                                                                row["triton_graph"]["us_p50"], 2)
-            rows.append(row)
-            print(f"  {name:24s} B={B:<3d} eager/graph µs: " + "  ".join(
-                f"{k} {row[k]['us_p50']:.1f}/{row[k + '_graph'].get('us_p50', float('nan')):.1f}"
-                for k in ("triton", "sdpa", "sdpa+merge", "eager") if k in row), flush=True)
-    return {"statistic": "median (p10, p90) µs per call: <impl> = CUDA events around each eager call (host launch "
-                         "overhead included); <impl>_graph = 10 calls captured in one CUDA graph, per replay / 10",
+    rows = bench_kernels(get_preset("paper"), torch.device("cuda"), torch.bfloat16, list(BATCHES), reps,
+                         progress=False)
+    for r in rows:
+        print(f"  {r['kernel']:24s} B={r['batch']:<3d} {r['impl']:18s} eager {r['us_p50']:8.1f} µs  graph "
+              f"{r.get('graph_us_p50')} µs  x{r.get('graph_fused_speedup', '-')}  err {r['max_abs_err']}", flush=True)
+    return {"statistic": "median (p10, p90) µs per call: us_* = CUDA events around each eager call (host launch "
+                         "overhead included); graph_us_p50 = 10 calls captured in one CUDA graph, per replay / 10; "
+                         "(graph_)fused_speedup = this row's time / triton's",
             "dtype": "bfloat16", "rows": rows}
 
 
