@@ -16,7 +16,7 @@ from codefusion.validate import resolve_dtypes
 from . import report
 from .prompts import PROMPTS
 
-LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "n", "ms_per_step_p50",
+LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "clamp", "n", "ms_per_step_p50",
                    "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step"]
 PARITY_COLUMNS = ["backend", "device", "dtype", "steps", "solver", "prompts", "samples", "n", "max_abs_err",
                   "max_step_err", "token_agreement", "program_agreement"]
@@ -30,7 +30,8 @@ def _ints(text: str) -> list[int]:
 
 
 def load_model(args):
-    """--preset: random weights and a tokenizer trained on the built-in prompts; else --model (or the default)."""
+    """--preset: random weights and a tokenizer trained on the built-in prompts; else --model (or the default).
+    → (model, tokenizer, the checkpoint's config.json: its generation defaults are what `generate` runs)."""
     if args.preset:
         import dataclasses
 
@@ -41,11 +42,10 @@ def load_model(args):
         cfg = get_preset(args.preset)
         tok = CodeTokenizer.train([p for ps in PROMPTS.values() for p in ps] * 4, min(cfg.vocab_size, 2000))
         torch.manual_seed(0)
-        return CodeFusionModel(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, tok.vocab_size))).eval(), tok
+        return CodeFusionModel(dataclasses.replace(cfg, vocab_size=max(cfg.vocab_size, tok.vocab_size))).eval(), tok, {}
     from codefusion.api import default_model_dir
     from codefusion.checkpoint import load_checkpoint
-    model, tok, _ = load_checkpoint(args.model or default_model_dir())
-    return model, tok
+    return load_checkpoint(args.model or default_model_dir())
 
 
 def load_prompts(args) -> list[str]:
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch", default=batch, help="prompts per call (comma-separated for latency)")
         s.add_argument("--steps", default=steps)
         s.add_argument("--solver", default="ddpm")
+        if name == "latency":  # parity always runs the reference sampler, the oracle's loop
+            s.add_argument("--clamp", default=None, choices=["none", "nearest", "decode"],
+                           help="x̂0 rounding per step (default: the model's own, as `generate` runs it)")
         s.add_argument("--num-samples", type=int, default=1)
         s.add_argument("--max-length", type=int, default=None)
         s.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
@@ -171,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _serve(args, model, tok) -> int:
+def _serve(args, model, tok, config: dict) -> int:
     from codefusion.api import CodeFusion
     from codefusion.config import GenerationConfig
     from codefusion.validate import check_config
@@ -184,13 +187,14 @@ def _serve(args, model, tok) -> int:
         check_config(GenerationConfig(lang=lang, steps=args.steps), model.cfg, args.backend)
     if min(levels, default=0) < 1 or args.requests < 1 or args.max_batch < 1:
         raise CodeFusionError("--concurrency, --requests and --max-batch must be at least 1")
-    cf = None if args.url else CodeFusion(model, tok, args.backend, args.device, args.dtype)
+    cf = None if args.url else CodeFusion(model, tok, args.backend, args.device, args.dtype, config)
     workload = [(prompt, lang) for group in zip(*(PROMPTS[lang] for lang in langs))
                 for prompt, lang in zip(group, langs)]
     rows = serve_load(cf, workload, args.steps, levels, args.requests, args.max_batch, args.max_wait_ms,
                       args.quiet_ms, progress=not args.json, url=args.url)
     meta = {"suite": "serve", "model": args.model or ("preset:" + args.preset if args.preset else "default"),
-            "lang": args.lang, "backend": args.backend, "dtype": args.dtype, "max_batch": args.max_batch,
+            "lang": args.lang, "backend": args.backend, "dtype": args.dtype, "clamp": cf and cf.default_clamp,
+            "max_batch": args.max_batch,
             "max_wait_ms": args.max_wait_ms, "quiet_ms": args.quiet_ms}
     if args.url:  # the running server's own settings, not this command's, decide how it batches
         import httpx
@@ -348,11 +352,11 @@ def main(argv: list[str]) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.suite == "kernels":  # kernels on random inputs: no model to load
         return _kernels(args)
-    model, tok = load_model(args)
+    model, tok, config = load_model(args)
     if args.suite == "quality":
         return _quality(args, model, tok)
     if args.suite == "serve":
-        return _serve(args, model, tok)
+        return _serve(args, model, tok, config)
     if args.suite == "trajectory":
         return _trajectory(args, model, tok)
     _check(args, model)
@@ -363,7 +367,8 @@ def main(argv: list[str]) -> int:
     if args.suite == "latency":
         from .latency import latency
         rows = latency(model, tok, prompts, args.lang, backends, dtypes, _ints(args.batch), _ints(args.steps),
-                       args.solver, args.num_samples, args.max_length, args.repeats, args.device, not args.json)
+                       args.solver, args.num_samples, args.max_length, args.repeats, args.device, not args.json,
+                       clamp=args.clamp, config=config)
         files = report.write(args.out, "latency", rows, LATENCY_COLUMNS, meta)
         png = report.plot_latency(rows, Path(args.out) / "latency.png")
         files += [png] if png else []

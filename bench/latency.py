@@ -18,14 +18,23 @@ from tqdm import tqdm
 from codefusion import CodeFusion, GenerationConfig
 
 
-def step_cost(cfg, batch: int, n: int, S: int, dtype_bytes: int) -> dict[str, float]:
-    """FLOPs and bytes of one denoiser step with cached cross K/V (matmuls and attention only)."""
-    d, dff, L, T = cfg.d_model, cfg.d_ff, cfg.denoiser_layers, batch * n
+def step_cost(cfg, batch: int, n: int, S: int, dtype_bytes: int, clamp: str = "none") -> dict[str, float]:
+    """FLOPs and bytes of one denoiser step with cached cross K/V (matmuls and attention only); with
+    ``clamp="decode"`` also the decoder pass and the head that round x̂0, with "nearest" the distance to L."""
+    d, dff, T, V = cfg.d_model, cfg.d_ff, batch * n, cfg.vocab_size
     d_in = cfg.d_embed * (2 if cfg.self_condition else 1)
     per_block = 2 * T * (3 * d * d + d * d + 2 * d * d + 2 * d * dff) + 4 * batch * n * d * (n + S)
-    flops = L * per_block + 2 * T * (d_in * d + d * cfg.d_embed)
-    weights = L * (6 * d * d + 2 * d * dff) + d_in * d + d * cfg.d_embed
-    kv = L * 2 * batch * S * d
+    block_weights = 6 * d * d + 2 * d * dff
+    flops = cfg.denoiser_layers * per_block + 2 * T * (d_in * d + d * cfg.d_embed)
+    weights = cfg.denoiser_layers * block_weights + d_in * d + d * cfg.d_embed
+    kv = cfg.denoiser_layers * 2 * batch * S * d
+    if clamp == "decode":  # D's input and output projections, its blocks, then H (V × d_embed)
+        flops += cfg.decoder_layers * per_block + 2 * T * (2 * cfg.d_embed * d + cfg.d_embed * V)
+        weights += cfg.decoder_layers * block_weights + 2 * cfg.d_embed * d + V * cfg.d_embed
+        kv += cfg.decoder_layers * 2 * batch * S * d
+    elif clamp == "nearest":
+        flops += 2 * T * cfg.d_embed * V
+        weights += V * cfg.d_embed
     return {"gflop_per_step": round(flops / 1e9, 4), "mb_per_step": round((weights + kv) * dtype_bytes / 2**20, 2)}
 
 
@@ -36,31 +45,33 @@ def _pct(xs: list[float], q: float) -> float:
 
 def latency(model, tokenizer, prompts: list[str], lang: str, backends: list[str], dtypes: list[str],
             batches: list[int], steps_list: list[int], solver: str = "ddpm", num_samples: int = 1,
-            max_length: int | None = None, repeats: int = 5, device: str = "cpu", progress: bool = True) -> list[dict]:
+            max_length: int | None = None, repeats: int = 5, device: str = "cpu", progress: bool = True,
+            clamp: str | None = None, config: dict | None = None) -> list[dict]:
+    """``clamp`` None runs the model's own sampler (``config``: its checkpoint's config.json), as `generate` does."""
     rows = []
     combos = [(b, d) for b in backends for d in dtypes]
     for name, dtype in tqdm(combos, desc="latency", disable=not progress):
         t0 = time.perf_counter()
-        cf = CodeFusion(copy.deepcopy(model), tokenizer, name, device, dtype)
+        cf = CodeFusion(copy.deepcopy(model), tokenizer, name, device, dtype, config)
         for batch in batches:
             batch_prompts = (prompts * (batch // len(prompts) + 1))[:batch]
             for steps in steps_list:
-                config = GenerationConfig(lang=lang, steps=steps, solver=solver, num_samples=num_samples,
-                                          max_length=max_length)
-                first = cf.generate(batch_prompts, config)
+                request = cf.resolve(GenerationConfig(lang=lang, steps=steps, solver=solver, num_samples=num_samples,
+                                                      max_length=max_length, clamp=clamp))
+                first = cf.generate(batch_prompts, request)
                 cold_ms = (time.perf_counter() - t0) * 1e3
-                runs = [cf.generate(batch_prompts, config).timings for _ in range(repeats)]
+                runs = [cf.generate(batch_prompts, request).timings for _ in range(repeats)]
                 per_step = [r["sample_ms"] / r["steps"] for r in runs]
                 total = [r["total_ms"] for r in runs]
                 n = first.timings["length"]
                 rows.append({"backend": name, "device": str(cf.backend.device), "dtype": dtype, "batch": batch,
-                             "samples": num_samples, "steps": steps, "solver": solver, "n": n,
+                             "samples": num_samples, "steps": steps, "solver": solver, "clamp": request.clamp, "n": n,
                              "ms_per_step_p50": round(statistics.median(per_step), 3),
                              "ms_per_step_p90": round(_pct(per_step, 0.9), 3),
                              "total_ms_p50": round(statistics.median(total), 2),
                              "total_ms_p90": round(_pct(total, 0.9), 2), "cold_start_ms": round(cold_ms, 1),
                              "repeats": repeats,
                              **step_cost(cf.cfg, batch * num_samples, n, cf.cfg.max_source_len,
-                                         torch.finfo(cf.backend.dtype).bits // 8)})
+                                         torch.finfo(cf.backend.dtype).bits // 8, request.clamp)})
                 t0 = time.perf_counter()  # later configurations of this engine are warm
     return rows

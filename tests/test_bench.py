@@ -67,6 +67,26 @@ def test_bench_latency_rows_and_plot(tmp_path, capsys):
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_latency_runs_the_models_own_sampler(tmp_path, capsys, tiny_model, tokenizer):
+    """A checkpoint whose config.json makes "decode" its default is timed with it, as `generate` runs it (the
+    decoder pass counts in the step's cost); --clamp none times the reference sampler instead."""
+    import json
+
+    from codefusion.checkpoint import save_checkpoint
+    from codefusion.cli import main
+    ckpt = save_checkpoint(tmp_path / "ck", tiny_model, tokenizer)
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "generation": {"clamp": "decode"}}))
+    rows = {}
+    for clamp in ([], ["--clamp", "none"]):
+        assert main(["bench", "latency", "--model", str(ckpt), "--backend", "torch", "--dtype", "float32",
+                     "--batch", "1", "--steps", "2", "--repeats", "1", "--max-length", "16", "--out", str(tmp_path),
+                     "--json", *clamp]) == 0
+        (row,) = json.loads(capsys.readouterr().out)["rows"]
+        rows[row["clamp"]] = row
+    assert set(rows) == {"decode", "none"} and rows["decode"]["gflop_per_step"] > rows["none"]["gflop_per_step"]
+
+
 def test_bench_bad_flag_is_one_line(capsys):
     from codefusion.cli import main
     assert main(["bench", "latency", "--preset", "tiny", "--batch", "1,x"]) == 2
