@@ -311,7 +311,7 @@ class CodeFusion:
             done = stop
             if stop not in config.trace_steps:
                 continue
-            ids, _ = self.backend.decode(state.x0_hat, state.memory)
+            ids = self.backend.decode_ids(state.x0_hat, state.memory)
             trace.append({"step": stop, "timestep": int(state.table.timesteps[stop - 1]),
                           "rows": [self.tokenizer.decode(row[:cut]) for row, cut in zip(ids.cpu().tolist(), row_keep)]})
             if publish is not None:
@@ -335,7 +335,7 @@ class CodeFusion:
             done = stop
             if done == K:
                 break
-            ids, _ = self.backend.decode(state.x0_hat, state.memory)
+            ids = self.backend.decode_ids(state.x0_hat, state.memory)
             if last is not None:
                 stable = torch.where((ids == last).all(dim=1), stable + 1, 0)
             last = ids

@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from codefusion.backends.base import read_tokens
 from codefusion.backends.fast import FastStack, TorchBackend
 
 
@@ -80,7 +81,7 @@ class DenoiserGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """x̂0 → D → H → log-softmax → (argmax ids, their log-probabilities), all in the graph."""
+    """x̂0 → D → H → (argmax ids, their log-probabilities: ``read_tokens``), all in the graph."""
 
     def __init__(self, fast: TorchBackend, dtype: torch.dtype):
         super().__init__()
@@ -90,9 +91,7 @@ class DecoderGraph(nn.Module):
 
     def forward(self, x0, src_mask, *kv):
         h = self.stack(x0, None, _pairs(kv), _mask(src_mask, x0.shape[1]))
-        logp = torch.log_softmax(self.head(h, self.embed_weight).to(torch.float32), dim=-1)  # (B, n, V)
-        best, ids = logp.max(dim=-1)
-        return ids, best
+        return read_tokens(self.head(h, self.embed_weight))  # (B, n, V) logits → (B, n) ids, log-probabilities
 
 
 class _ExportedTorch(TorchBackend):

@@ -193,6 +193,26 @@ def test_bf16_stays_close_to_the_fp32_reference(tiny_model, tokenizer):
     assert row["max_abs_err"] < 0.1 and row["token_agreement"] >= 0.9, row
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_read_tokens_takes_the_first_of_tied_logits(dtype):
+    from codefusion.backends.base import read_tokens
+    logits = torch.tensor([[[1.0, 3.0, 3.0, 0.0], [0.5, -1.0, 2.0, 2.0]]], dtype=dtype)
+    ids, logp = read_tokens(logits)
+    assert ids.tolist() == [[1, 2]] and logp.dtype == torch.float32
+    expected = torch.log_softmax(logits.float(), dim=-1)[0, [0, 1], [1, 2]]
+    assert torch.equal(logp[0], expected)
+
+
+@pytest.mark.parametrize("backend,dtype", [("reference", torch.float32), ("torch", torch.float32),
+                                           ("torch", torch.bfloat16)])
+def test_decode_ids_are_the_ids_decode_reads(tiny_model, tokenizer, backend, dtype):
+    """The "decode" clamp reads ``decode_ids`` every step (no softmax); it must pick what ``decode`` picks."""
+    be = get_backend(backend)(tiny_model, CPU, dtype)
+    memory = be.encode(tokenizer.encode_source(["list all files", "sum a list x"], ["bash"] * 2, 32))
+    x0 = torch.randn(2, 16, tiny_model.cfg.d_embed, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(be.decode_ids(x0, memory), be.decode(x0, memory)[0])
+
+
 def test_reference_model_is_left_untouched(tiny_model):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     get_backend("torch")(tiny_model, CPU, torch.bfloat16)

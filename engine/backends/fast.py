@@ -32,7 +32,7 @@ from ..diffusion.solvers import at
 from ..errors import CodeFusionError
 from ..model.layers import attend, sinusoidal
 from ..tokenizer import SourceBatch
-from .base import Backend, Memory, SamplerState
+from .base import Backend, Memory, SamplerState, argmax_ids, read_tokens
 from .graphs import StepGraphs
 
 
@@ -334,14 +334,15 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, x0, memory: FastMemory):
-        return self._decode(x0, memory)
+        return read_tokens(self._logits(x0, memory))
 
-    def _decode(self, x0, memory: FastMemory):
+    @torch.inference_mode()
+    def decode_ids(self, x0, memory: FastMemory):
+        return argmax_ids(self._logits(x0, memory))
+
+    def _logits(self, x0, memory: FastMemory):
         h = self.decoder(x0, None, self._kv(memory, "decoder"), memory.attn_mask)
-        logits = self.head(h, self.embed_weight)
-        logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
-        best, ids = logp.max(dim=-1)
-        return ids, best
+        return self.head(h, self.embed_weight)
 
 
 class CompiledTorchBackend(TorchBackend):
@@ -371,4 +372,8 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.no_grad()
     def decode(self, x0, memory: FastMemory):
-        return self._decode(x0, memory)
+        return read_tokens(self._logits(x0, memory))
+
+    @torch.no_grad()
+    def decode_ids(self, x0, memory: FastMemory):
+        return argmax_ids(self._logits(x0, memory))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..tokenizer import SourceBatch
-from .base import Backend, Memory
+from .base import Backend, Memory, argmax_ids, read_tokens
 
 
 class ReferenceBackend(Backend):
@@ -30,7 +30,11 @@ class ReferenceBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, x0, memory):
-        logits = self.model.logits(self.model.decode(x0.to(self.dtype), memory.states, memory.mask))
-        logp = torch.log_softmax(logits.to(torch.float32), dim=-1)
-        best, ids = logp.max(dim=-1)
-        return ids, best
+        return read_tokens(self._logits(x0, memory))
+
+    @torch.inference_mode()
+    def decode_ids(self, x0, memory):
+        return argmax_ids(self._logits(x0, memory))
+
+    def _logits(self, x0, memory):
+        return self.model.logits(self.model.decode(x0.to(self.dtype), memory.states, memory.mask))
