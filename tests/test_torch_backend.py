@@ -203,10 +203,14 @@ def test_read_tokens_takes_the_first_of_tied_logits(dtype):
     assert torch.equal(logp[0], expected)
 
 
-@pytest.mark.parametrize("backend,dtype", [("reference", torch.float32), ("torch", torch.float32),
-                                           ("torch", torch.bfloat16)])
-def test_decode_ids_are_the_ids_decode_reads(tiny_model, tokenizer, backend, dtype):
-    """The "decode" clamp reads ``decode_ids`` every step (no softmax); it must pick what ``decode`` picks."""
+@pytest.mark.parametrize("backend,dtype,head_rows", [("reference", torch.float32, None),
+                                                     ("torch", torch.float32, 512), ("torch", torch.bfloat16, 512),
+                                                     ("torch", torch.float32, 5), ("torch", torch.bfloat16, 7)])
+def test_decode_ids_are_the_ids_decode_reads(tiny_model, tokenizer, backend, dtype, head_rows, monkeypatch):
+    """The "decode" clamp reads ``decode_ids`` every step (no softmax; on CPU the head in blocks of positions,
+    here also blocks that do not divide the 32 rows); it must pick what ``decode`` picks."""
+    if head_rows:
+        monkeypatch.setattr("codefusion.backends.fast.HEAD_ROWS", head_rows)
     be = get_backend(backend)(tiny_model, CPU, dtype)
     memory = be.encode(tokenizer.encode_source(["list all files", "sum a list x"], ["bash"] * 2, 32))
     x0 = torch.randn(2, 16, tiny_model.cfg.d_embed, generator=torch.Generator().manual_seed(0))

@@ -35,6 +35,8 @@ from ..tokenizer import SourceBatch
 from .base import Backend, Memory, SamplerState, argmax_ids, read_tokens
 from .graphs import StepGraphs
 
+HEAD_ROWS = 512  # positions per block of the head on CPU (decode_ids)
+
 
 @dataclass(frozen=True, eq=False)
 class FastMemory(Memory):
@@ -338,7 +340,18 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def decode_ids(self, x0, memory: FastMemory):
-        return argmax_ids(self._logits(x0, memory))
+        return self._decode_ids(x0, memory)
+
+    def _decode_ids(self, x0, memory: FastMemory):
+        """On CPU the head runs in blocks of HEAD_ROWS positions, so each block's logits are still in cache when
+        their max is taken: the default model at batch 64 × 32 tokens writes 32 MiB of bf16 logits per step, and
+        head + max take 25.2 ms at once against 13.3 in blocks of 512 (this Xeon, 2 cores). Same ids."""
+        h = self.decoder(x0, None, self._kv(memory, "decoder"), memory.attn_mask)  # (B, n, d_embed)
+        if self.device.type != "cpu":
+            return argmax_ids(self.head(h, self.embed_weight))
+        rows = h.reshape(-1, h.shape[-1])
+        ids = [argmax_ids(self.head(block, self.embed_weight)) for block in rows.split(HEAD_ROWS)]
+        return torch.cat(ids).view(h.shape[:-1])
 
     def _logits(self, x0, memory: FastMemory):
         h = self.decoder(x0, None, self._kv(memory, "decoder"), memory.attn_mask)
@@ -376,4 +389,4 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.no_grad()
     def decode_ids(self, x0, memory: FastMemory):
-        return argmax_ids(self._logits(x0, memory))
+        return self._decode_ids(x0, memory)
