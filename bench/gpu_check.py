@@ -18,7 +18,8 @@ Sections, in order (a failed section prints its traceback and the next one runs)
     profile       kernels per step and the top kernels by device time (torch.profiler), torch vs triton, batch 1/64
     engine        the product path: `codefusion bench latency` on the embedded model (CodeFusion.generate,
                   whose loop replays captured CUDA graphs on a GPU), reference / torch / triton, batch 1 and 64,
-                  with the model's own sampler (decode since the model made it its default; the README's H100 rows predate that)
+                  with the model's own sampler (decode since the model made it its default; the README's H100
+                  rows predate that)
     tests         pytest -m cuda over tests/test_graphs.py, then tests/test_kernels.py and tests/test_triton_backend.py
                   on the GPU (minus the sm_90 compile-only test and the CPU-trained fixture), in the time left
 Statistics are medians over `--reps` calls after warm-up; Triton compiles on first use (not timed).
