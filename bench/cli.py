@@ -1,5 +1,5 @@
-"""``codefusion bench latency | parity | kernels | quality | trajectory | serve | compare | ranking``: common flags, model loading, JSON /
-Markdown / PNG output."""
+"""``codefusion bench latency | parity | kernels | quality | trajectory | serve | compare | ranking``: common flags,
+model loading, JSON / Markdown / PNG output."""
 from __future__ import annotations
 
 import argparse

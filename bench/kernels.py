@@ -1,10 +1,10 @@
 """``codefusion bench kernels``: µs per call of each fused kernel against what it replaces, at a preset's shapes.
 
 Cases (q, k, v in the network dtype; the diffusion state fp32, DESIGN §2):
-    self_attention           q, k, v (B, h, n, D)                      triton | sdpa | sdpa+merge | eager
-    cross_attention_masked   k, v (B, h, S, D), the last S/2 keys masked        (the same four)
-    add_layernorm            LayerNorm(x + residual) over d, both outputs       triton | eager
-    solver_step              (★) with the counter-based z                       triton | cpp | torch+cpp-philox | eager
+    self_attention           q, k, v (B, h, n, D)                          triton | sdpa | sdpa+merge | eager
+    cross_attention_masked   k, v (B, h, S, D), the last S/2 keys masked   (the same four)
+    add_layernorm            LayerNorm(x + residual) over d                triton | eager
+    solver_step              (★) with the counter-based z                  triton | cpp | torch+cpp-philox | eager
 ``sdpa+merge`` adds the (B, h, n, D) → (B, n, h·D) copy the `torch` backend pays after SDPA (the kernel writes that
 layout itself); ``eager`` is the written-out PyTorch of kernels/reference.py in the same dtype; ``cpp`` is the C++
 noise + update of kernels/cpu (the `torch` backend's bf16 step on CPU); ``torch+cpp-philox`` its fp32 step (C++
