@@ -85,7 +85,8 @@ class Backend:
 
     def decode_ids(self, x0: torch.Tensor, memory: Memory) -> torch.Tensor:
         """The token ids of ``decode`` alone (B, n) int64: what the "decode" clamp reads every step. Backends
-        override it to skip the log-softmax over the vocabulary, half of a batch-64 CPU step of the default model."""
+        override it to skip the log-softmax over the vocabulary (with the head in blocks, the `torch` backend's
+        override took a batch-64 bf16 CPU step of the default model from 125.4 to 67.9 ms, README "Benchmarks")."""
         return self.decode(x0, memory)[0]
 
     def lengths(self, memory: Memory, quantile: float) -> torch.Tensor | None:
