@@ -134,7 +134,7 @@ def _layernorm_case(B: int, n: int, d: int, dev: torch.device, dtype: torch.dtyp
 
 def _solver_case(B: int, n: int, d_embed: int, dev: torch.device, triton: bool) -> Cases:
     from codefusion.diffusion.schedule import NoiseSchedule
-    from codefusion.diffusion.solvers import step_table
+    from codefusion.diffusion.solvers import at, step_table, update
     from codefusion.kernels import reference as ref
     from codefusion.noise import gaussian
 
@@ -151,12 +151,9 @@ def _solver_case(B: int, n: int, d_embed: int, dev: torch.device, triton: bool) 
     if dev.type == "cpu" and _cpp_built():
         from codefusion.kernels.solver_step_cpu import philox_words_cpu, solver_step_cpu
 
-        def torch_cpp_philox():  # the fp32 `torch` backend's step on CPU (engine/backends/fast.py)
-            i = step.reshape(1)
-            z = gaussian(keys, keys, table.timesteps.index_select(0, i).reshape(()), (n, d_embed),
-                         words=philox_words_cpu)
-            at = lambda col: col.index_select(0, i)  # noqa: E731
-            return at(table.a) * x0 + at(table.b) * xt + at(table.c) * xp + at(table.sigma) * z
+        def torch_cpp_philox():  # the fp32 `torch` backend's step on CPU (Backend.advance with C++ Philox words)
+            z = gaussian(keys, keys, at(table.timesteps, step).reshape(()), (n, d_embed), words=philox_words_cpu)
+            return update(xt, x0, xp, table, step, z)
 
         impls["cpp"] = (lambda: solver_step_cpu(*args, False), same)
         impls["torch+cpp-philox"] = (torch_cpp_philox, same)
