@@ -1,4 +1,6 @@
 """The length head: its quantile rule by hand, its training task, and the API's choice of length."""
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import PAIRS, write_data
@@ -93,6 +95,28 @@ def test_own_lengths_are_the_tokens_each_request_writes_alone_at_the_longest_buc
     assert lengths == [len(ids) + 1 for ids in tok.encode_text([out.texts[0][0] for out in alone])]
 
 
+def test_self_targets_sample_with_the_models_own_sampler_and_keep_it(overfit_dir, tmp_path, monkeypatch):
+    """A checkpoint whose config.json makes "decode" its default writes its programs with it (the decoder's ids are
+    read every step), and the refitted checkpoint keeps that default: only the length head changed."""
+    import json
+    import shutil
+
+    from codefusion.backends.fast import TorchBackend
+
+    ckpt = Path(shutil.copytree(overfit_dir, tmp_path / "decode"))
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "generation": {"clamp": "decode"}}))
+    calls = []
+    read = TorchBackend.decode_ids
+    monkeypatch.setattr(TorchBackend, "decode_ids", lambda self, *a: calls.append(1) or read(self, *a))
+    data = write_data(tmp_path / "data", {"nl2bash": PAIRS["nl2bash"]})
+    out = train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "run"), task="length", init=str(ckpt),
+                            length_targets="self", length_steps=2, max_steps=5, batch_size=8, dev_rows=0))
+    config = load_checkpoint(out)[2]
+    assert calls and config["generation"] == {"clamp": "decode"}
+    assert config["meta"]["history"][-1]["length_clamp"] == "decode"
+
+
 def test_self_targets_keep_every_other_weight_and_record_the_sampling(self_length, overfit_dir):
     _, out = self_length
     model, _, config = load_checkpoint(out)
@@ -103,6 +127,7 @@ def test_self_targets_keep_every_other_weight_and_record_the_sampling(self_lengt
             assert torch.equal(a, b), f"{part}.{name}"
     run = config["meta"]["history"][-1]
     assert run["targets"] == "self" and run["length_steps"] == 3 and run["dev"]["rows"] == 8
+    assert run["length_clamp"] == "none" and "generation" not in config  # the fixture names no sampler
 
 
 def test_self_targets_fit_what_the_model_writes_not_the_references(overfit_dir, tmp_path, monkeypatch):

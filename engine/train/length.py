@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import generation_defaults, load_checkpoint, save_checkpoint
 from ..config import LENGTH_QUANTILE
 from ..errors import CodeFusionError
 from ..model.length import LengthHead, length_quantile, pool
@@ -55,14 +55,17 @@ def reference_lengths(tok, examples) -> list[int]:
     return [len(ids) + 1 for ids in tok.encode_code([e.code for e in examples], [e.lang for e in examples])]
 
 
-def own_lengths(model, tok, examples, steps: int, device: str, dtype: str, batch: int = 64) -> list[int]:
+def own_lengths(model, tok, examples, steps: int, device: str, dtype: str, batch: int = 64,
+                config: dict | None = None) -> list[int]:
     """Tokens + </s> of the program the model writes for each example's request: DDPM with ``steps`` steps,
     seed 0, at the longest bucket (``max_length`` = max_target_len), so the length is the model's, not a
-    bucket's. Counted on the sampled tokens (``GenerationOutput.sample_lengths``), not on re-encoded text."""
+    bucket's, with the model's own sampler (``config``: its checkpoint's config.json, whose generation defaults
+    `generate` runs; the reference sampler where it names none). Counted on the sampled tokens
+    (``GenerationOutput.sample_lengths``), not on re-encoded text."""
     from ..api import CodeFusion
     from ..config import GenerationConfig
 
-    sampler = CodeFusion(model, tok, backend="torch", device=device, dtype=dtype)
+    sampler = CodeFusion(model, tok, backend="torch", device=device, dtype=dtype, config=config)
     lengths = [0] * len(examples)
     by_lang: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
@@ -124,8 +127,8 @@ def train_length_head(cfg) -> Path:
     train_ex = load_split(cfg.data, cfg.datasets, "train", cfg.on_bad_line)
     dev_ex = load_split(cfg.data, cfg.datasets, "dev", cfg.on_bad_line)
     if cfg.length_targets == "self":  # sampling does not read the head: every request gives max_length
-        train_len = own_lengths(model, tok, train_ex, steps, cfg.device, cfg.dtype)
-        dev_len = own_lengths(model, tok, dev_ex, steps, cfg.device, cfg.dtype)
+        train_len = own_lengths(model, tok, train_ex, steps, cfg.device, cfg.dtype, config=config)
+        dev_len = own_lengths(model, tok, dev_ex, steps, cfg.device, cfg.dtype, config=config)
     else:
         train_len, dev_len = reference_lengths(tok, train_ex), reference_lengths(tok, dev_ex)
     torch.manual_seed(cfg.seed)  # after sampling, whose set-up may draw random numbers
@@ -143,8 +146,11 @@ def train_length_head(cfg) -> Path:
                   "dev": _bucket_report(model, head(dev_x), dev_y, dev_ref)}
     tqdm.write(f"length head: {json.dumps(report)}")
     meta = config.get("meta", {})
-    targets = {"targets": cfg.length_targets, **({"length_steps": steps} if cfg.length_targets == "self" else {})}
+    sampled = {"length_steps": steps, "length_clamp": generation_defaults(config).get("clamp", "none")}
+    targets = {"targets": cfg.length_targets, **(sampled if cfg.length_targets == "self" else {})}
     run = {"task": "length", **targets, "epochs": cfg.max_steps or 10, "lr": cfg.lr, "quantile": LENGTH_QUANTILE,
            **report, "out": str(cfg.out)}
     history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [run]
-    return save_checkpoint(cfg.out, model.eval(), tok, {**meta, "history": history})
+    # only the length head changed: the checkpoint keeps the sampler its requests run with
+    return save_checkpoint(cfg.out, model.eval(), tok, {**meta, "history": history},
+                           generation=config.get("generation"))
