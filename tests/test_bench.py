@@ -176,9 +176,11 @@ def test_bench_serve_counts_every_answer(tmp_path, capsys):
     from codefusion.cli import main
     assert main(["bench", "serve", "--preset", "tiny", "--dtype", "float32", "--steps", "3", "--concurrency", "1,4",
                  "--requests", "8", "--lang", "mix", "--out", str(tmp_path), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     rows = out["rows"]
-    assert out["lang"] == "mix" and out["quiet_ms"] == 10.0
+    assert out["lang"] == "mix" and out["quiet_ms"] == 10.0 and out["clamp"] == "none"
+    assert "start `codefusion serve` and pass --url" in captured.err  # the in-process figures say what they are
     assert [r["concurrency"] for r in rows] == [1, 4]
     for r in rows:
         assert (r["ok"], r["errors"], r["lost"], r["duplicated"], r["mismatched"]) == (8, 0, 0, 0, 0)
