@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from codefusion.config import CLAMPS
 from codefusion.errors import CodeFusionError
 from codefusion.validate import resolve_dtypes
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--steps", default=steps)
         s.add_argument("--solver", default="ddpm")
         if name == "latency":  # parity always runs the reference sampler, the oracle's loop
-            s.add_argument("--clamp", default=None, choices=["none", "nearest", "decode"],
+            s.add_argument("--clamp", default=None, choices=CLAMPS,
                            help="x̂0 rounding per step (default: the model's own, as `generate` runs it)")
         s.add_argument("--num-samples", type=int, default=1)
         s.add_argument("--max-length", type=int, default=None)
@@ -324,6 +324,7 @@ def _ranking(args) -> int:
 
 def _kernels(args) -> int:
     from codefusion.config import get_preset
+    from codefusion.kernels._common import interpreting
     from codefusion.validate import parse_device, parse_dtype
 
     from .kernels import COLUMNS, GRAPH_CALLS, bench_kernels
@@ -331,7 +332,7 @@ def _kernels(args) -> int:
     batches, device = _ints(args.batch), parse_device(args.device)
     if not batches or min(batches) < 1 or args.repeats < 1 or (args.max_length is not None and args.max_length < 1):
         raise CodeFusionError("--batch, --repeats and --max-length must be at least 1")
-    if device.type == "cuda" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if device.type == "cuda" and interpreting():
         raise CodeFusionError("TRITON_INTERPRET is set: the Triton rows would time the interpreter; unset it")
     cfg, rows = get_preset(args.preset), []
     for dtype in args.dtype.split(","):

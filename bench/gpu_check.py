@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from codefusion.bench.kernels import cuda_times
+from codefusion.kernels._common import interpreting
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 8, 64)
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("no CUDA GPU visible: nothing to check", file=sys.stderr)
         return 1
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if interpreting():
         print("warning: TRITON_INTERPRET is set; unset it to run compiled kernels", file=sys.stderr)
     measured: dict = {}
     sections = [("environment", environment), ("rates", lambda: measured.setdefault("rates", rates())),
