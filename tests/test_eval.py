@@ -19,6 +19,24 @@ def test_exact_match_collapses_whitespace_only():
     assert not M.exact_match("ls -la", "ls -al") and not M.exact_match("ls -la", "ls -l -a")
 
 
+def test_exact_match_keeps_whitespace_that_means_something():
+    """Inside quotes, line breaks, and Python's indentation are kept; runs elsewhere still collapse."""
+    assert not M.exact_match('echo "a  b"', 'echo "a b"', "bash")
+    assert not M.exact_match("s.split('  ')", "s.split(' ')", "python")
+    assert not M.exact_match("ls\nrm x", "ls rm x", "bash")
+    loop = "for x in xs:\n    f(x)\n    g(x)"
+    assert not M.exact_match(loop, "for x in xs:\n    f(x)\ng(x)", "python")
+    assert M.exact_match(loop + "  \n", "for  x in xs:\n    f(x) \n    g(x)", "python")
+    assert M.exact_match("a\n  b", "a\nb", "bash")  # indentation carries no meaning in Bash
+    assert M.exact_match("echo 'it''s'  x", "echo 'it''s' x", "bash")
+    assert M.exact_match('print("a\\"  b")   ', 'print("a\\"  b")', "python")  # escaped quote stays inside
+    assert not M.exact_match("echo 'open  x", "echo 'open x", "bash")  # unclosed: the rest is kept as written
+
+
+def test_syntax_valid_is_false_on_deep_nesting():
+    assert M.syntax_valid("-" * 3000 + "1", "python") is False
+
+
 @pytest.mark.parametrize("code,ok", [("x[::-1]", True), ("sorted(d.items(), key=lambda kv: kv[1])", True),
                                      ("for i in x:\n    print(i)", True), ("print 'x'", False),
                                      ("sum(x", False), ("sum(x))", False), ("'\\d'", True), ("", False)])
@@ -32,6 +50,9 @@ def test_bleu_pools_ngram_counts_like_sacrebleu():
     direct = BLEU(tokenize="13a").corpus_score([p for p, _ in pairs], [[r for _, r in pairs]]).score
     assert M.corpus_bleu(stats) == pytest.approx(direct, abs=1e-9)
     assert M.sentence_bleu(M.bleu_stats("a b c d", "a b c d")) == pytest.approx(100.0)
+    assert M.sentence_bleu(M.bleu_stats("ColorScale()", "ColorScale()")) == pytest.approx(100.0)  # < 4 tokens
+    assert M.sentence_bleu(M.bleu_stats("ls -l", "ls -l")) == pytest.approx(
+        BLEU(tokenize="13a", effective_order=True).sentence_score("ls -l", ["ls -l"]).score)
     # 3/4 unigrams, 2/3 bigrams, 1/2 trigrams, 0/1 4-grams (exp smoothing: 1/2) → (3/4·2/3·1/2·1/2)^(1/4)
     assert M.sentence_bleu(M.bleu_stats("find . -name x", "find . -name y")) == pytest.approx(
         100 * (3 / 4 * 2 / 3 * 1 / 2 * 1 / 2) ** 0.25, abs=1e-6)
@@ -66,6 +87,18 @@ def test_score_row_top_k_semantics():
     s = score_row(row, ["max(x)", "sum(x)"], ["max(x)", "sum(x)", "max(x)"], "python", [1, 3], bleu)
     assert s["exact_match@1"] == 0.0 and s["exact_match@3"] == 1.0 and s["bleu@3"] == pytest.approx(100.0)
     assert s["distinct_2@3"] == pytest.approx(M.distinct_n(["max(x)", "sum(x)", "max(x)"], 2))
+
+
+def test_best_of_k_bleu_takes_a_short_exact_match():
+    """A reference shorter than four tokens: its exact match is the best of k (it used to score 0, so the
+    smoothed near miss won and bleu@2 came out below bleu@1)."""
+    bleu = BLEU(tokenize="13a")
+    rows = [{"code": "ColorScale()"}, {"code": "GreaterThan(550)"}]
+    tops = [["ColorScale()", "top(10%)"], ["GreaterThan(500)", "LessThan(550)"]]
+    scored = [score_row(r, t, t, "cf", [1, 2], bleu) for r, t in zip(rows, tops)]
+    assert scored[0]["bleu@1"] == scored[0]["bleu@2"] == pytest.approx(100.0)
+    means = aggregate(scored)[0]
+    assert means["bleu@2"] >= means["bleu@1"]
 
 
 def test_aggregate_means_intervals_and_counts():

@@ -100,6 +100,8 @@ def test_unparsable_has_no_template():
     assert template("echo 'unbalanced") is None
     assert template("(cd x; ls") is None
     assert not template_match("echo 'x", "echo 'x")
+    for broken in ("echo $((1 +", "ls -l $(( | grep x ; )", "wc -l $(( ( ))"):  # unclosed $((: not bridged
+        assert template(broken) is None and not template_match(broken, broken.split(" $")[0] + " x")
 
 
 RM = ("cmd", "rm", (), ("_",), ())

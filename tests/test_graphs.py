@@ -5,6 +5,8 @@ eager stand-in with the same contract — the body runs once at capture, a repla
 overwrites the same output tensors — so what is tested is everything around the graph: static
 buffers refreshed before each replay, the device-side step counter, row padding, keys, freeze.
 """
+import dataclasses
+
 import pytest
 import torch
 
@@ -72,6 +74,22 @@ def test_a_replay_reads_the_new_request_not_the_captured_one(tiny_model, tokeniz
     torch.testing.assert_close(replayed.x_t, expected.x_t, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("solver,clamp", [("ddpm", "none"), ("dpmpp_2m", "nearest"), ("ddpm", "nearest")])
+def test_another_solver_or_clamp_is_captured_anew(tiny_model, tokenizer, solver, clamp):
+    """The step branches on the table's solver and clamp in Python, so a graph captured for ddpm/none must not
+    replay a request with another solver or clamp at the same shape: it gets a capture of its own."""
+    backend, first = _setup(tiny_model, tokenizer, 2, solver="ddpm")
+    _, second = _setup(tiny_model, tokenizer, 2, seed=3, solver=solver)
+    second = dataclasses.replace(second, table=dataclasses.replace(second.table, clamp=clamp))
+    expected = run(backend, second)
+    capture = EagerCapture()
+    backend.graphs = StepGraphs(backend.step, capture)
+    run(backend, first)
+    replayed = run(backend, second)
+    assert capture.captures == (1 if (solver, clamp) == ("ddpm", "none") else 2)
+    torch.testing.assert_close(replayed.x_t, expected.x_t, atol=1e-6, rtol=0)
+
+
 def test_padded_rows_do_not_change_real_rows(tiny_model, tokenizer):
     backend, three = _setup(tiny_model, tokenizer, 3)
     eager = run(backend, three)
@@ -88,7 +106,8 @@ def test_frozen_graphs_refuse_an_uncaptured_shape(tiny_model, tokenizer):
     backend.graphs.freeze()
     run(backend, state)  # a captured shape still replays
     _, longer = _setup(tiny_model, tokenizer, 2, steps=8)
-    with pytest.raises(CodeFusionError, match=r"no CUDA graph for rows≤2, length 16, 8 steps.*captured: rows≤2"):
+    with pytest.raises(CodeFusionError, match=r"no CUDA graph for rows≤2, length 16, 8 steps, chunk 8, dpmpp_2m, "
+                                              r"clamp none \(captured: rows≤2"):
         run(backend, longer)
 
 

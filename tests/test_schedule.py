@@ -52,3 +52,16 @@ def test_q_sample_matches_formula():
     t = torch.tensor([0, 599, 1199])
     abar = sqrt_alphas_cumprod_table(1200)[t].float().view(3, 1, 1)
     assert torch.allclose(s.q_sample(x0, t, eps), abar.sqrt() * x0 + (1 - abar).sqrt() * eps)
+
+
+def test_the_cached_table_is_on_the_cpu_whatever_the_default_device():
+    """First built under a meta (or cuda) default device, the cached table used to stay there and break every
+    later schedule in the process."""
+    sqrt_alphas_cumprod_table.cache_clear()
+    try:
+        with torch.device("meta"):
+            table = sqrt_alphas_cumprod_table(1200)
+        assert table.device.type == "cpu"
+        assert len(NoiseSchedule.sqrt(1200).respace(10).timesteps) == 10
+    finally:
+        sqrt_alphas_cumprod_table.cache_clear()

@@ -2,18 +2,20 @@
 
 A chunk of c denoising steps [start, start + c) is captured once per key
 
-    (row bucket, target length n, kept steps K, c)
+    (row bucket, target length n, kept steps K, c, solver, clamp, the state's signature)
 
-and replayed with static buffers. The step counter is a device tensor inside the graph (the loop
-never syncs with the host, tests/test_loop.py), so one graph serves every start: only the first
-index is copied in before a replay. The whole loop is one chunk (c = K); early exit and trace run
+where the signature holds every tensor's shape and dtype and every value that is not a tensor (the step
+table's solver and clamp): the step branches on those in Python, so a graph captured for one solver or
+clamp must never replay for another. The chunk is replayed with static buffers. The step counter is a
+device tensor inside the graph (the loop never syncs with the host, tests/test_loop.py), so one graph
+serves every start: only the first index is copied in before a replay. The whole loop is one chunk (c = K); early exit and trace run
 chunks of their own length and check on the host between replays (one sync per chunk).
 
 Rows are padded up to a power of two (``ROW_BUCKETS``) with copies of row 0, so batch sizes 5..8
 share one graph; the padded rows are computed and dropped. The noise of a row depends only on its
 (seed, sample) key, so padding never changes a real row's result.
 
-``freeze()`` turns capture off: a server warms the shapes it serves with ``capture()`` and then
+``freeze()`` turns capture off: a server warms the shapes it serves by running them and then
 gets a clear error for any other shape instead of a capture stall (hundreds of ms) mid-traffic.
 """
 from __future__ import annotations
@@ -44,6 +46,18 @@ def _map(obj, fn: Callable[[torch.Tensor], torch.Tensor]):
     if dataclasses.is_dataclass(obj):
         return dataclasses.replace(obj, **{f.name: _map(getattr(obj, f.name), fn)
                                            for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
+def _signature(obj):
+    """What a captured graph fixes besides tensor contents: shapes, dtypes and the non-tensor values."""
+    if isinstance(obj, torch.Tensor):
+        return tuple(obj.shape), str(obj.dtype)
+    if isinstance(obj, tuple):
+        return tuple(_signature(o) for o in obj)
+    if dataclasses.is_dataclass(obj):
+        return (type(obj).__name__,) + tuple((f.name, _signature(getattr(obj, f.name)))
+                                             for f in dataclasses.fields(obj) if f.init)
     return obj
 
 
@@ -91,16 +105,20 @@ def cuda_capture(body):
 
 
 class StepGraphs:
-    """Captured chunks of a backend's ``step``, keyed by (row bucket, n, K, chunk length)."""
+    """Captured chunks of a backend's ``step``, keyed by (row bucket, n, K, chunk length, solver, clamp,
+    signature)."""
 
     def __init__(self, step_fn, capture=cuda_capture):
         self.step_fn, self.capture = step_fn, capture
-        self.chunks: dict[tuple[int, int, int, int], _Chunk] = {}
+        self.chunks: dict[tuple, _Chunk] = {}
         self.frozen = False
 
-    def key(self, state, steps: int) -> tuple[int, int, int, int]:
-        rows, n = state.x_t.shape[:2]
-        return row_bucket(rows), n, len(state.table), steps
+    def key(self, padded, steps: int) -> tuple:
+        """The key of a state already padded to its row bucket (solver and clamp are in the signature too;
+        named first so that an error can print them)."""
+        rows, n = padded.x_t.shape[:2]
+        table = padded.table
+        return rows, n, len(table), steps, table.solver, table.clamp, _signature(padded)
 
     def freeze(self) -> None:
         self.frozen = True
@@ -114,17 +132,22 @@ class StepGraphs:
 
     def _run(self, state, start: int, stop: int):
         rows = state.x_t.shape[0]
-        key = self.key(state, stop - start)
-        padded = _pad_rows(state, key[0])
+        padded = _pad_rows(state, row_bucket(rows))
+        key = self.key(padded, stop - start)
         chunk = self.chunks.get(key)
         if chunk is None:
             if self.frozen:
-                shapes = ", ".join(f"rows≤{b} n={n} K={k} chunk={c}" for b, n, k, c in sorted(self.chunks)) or "none"
-                raise CodeFusionError(f"no CUDA graph for rows≤{key[0]}, length {key[1]}, {key[2]} steps, chunk "
-                                      f"{key[3]} (captured: {shapes}); capture it before freeze()")
+                shapes = ", ".join(_describe(k) for k in sorted(self.chunks, key=lambda k: k[:4])) or "none"
+                raise CodeFusionError(f"no CUDA graph for {_describe(key)} (captured: {shapes}); run that shape "
+                                      "before freeze()")
             chunk = self.chunks[key] = _Chunk(padded, self.step_fn, stop - start, self.capture)
         x_t, x0_hat = chunk(padded, start)
         return dataclasses.replace(state, x_t=x_t[:rows], x0_hat=x0_hat[:rows])
+
+
+def _describe(key: tuple) -> str:
+    rows, n, k, c, solver, clamp = key[:6]
+    return f"rows≤{rows}, length {n}, {k} steps, chunk {c}, {solver}, clamp {clamp}"
 
 
 def _pad_rows(state, bucket: int):

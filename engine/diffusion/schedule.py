@@ -29,7 +29,7 @@ def sqrt_alphas_cumprod_table(T: int) -> torch.Tensor:
     def abar(tau: float) -> float:
         return 1.0 - math.sqrt(tau + SQRT_S)
     betas = torch.tensor([min(1.0 - abar((t + 1) / T) / abar(t / T), 0.999) for t in range(T)],
-                         dtype=torch.float64)
+                         dtype=torch.float64, device="cpu")  # not the caller's default device: the table is cached
     return torch.cumprod(1.0 - betas, dim=0)
 
 

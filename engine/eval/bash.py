@@ -304,6 +304,8 @@ def _rewrite(cmd: str) -> str:
             if depth == 0:
                 break
             j += 1
+        if depth != 0:  # unclosed: no plain argument stands for it, so the command keeps failing to parse
+            break
         cmd = cmd[:start] + "0" + cmd[j + 1:]
     return cmd
 

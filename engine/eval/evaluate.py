@@ -103,7 +103,7 @@ def score_row(row: dict, top: list[str], samples: list[str], lang: str, ks: list
     exec_ok = exec_flags(row, top) if lang == "cf" else None
     template = _template_flags(ref, top) if lang == "bash" else None
     for k in ks:
-        out[f"exact_match@{k}"] = float(any(M.exact_match(t, ref) for t in top[:k]))
+        out[f"exact_match@{k}"] = float(any(M.exact_match(t, ref, lang) for t in top[:k]))
         if template is not None:
             out[f"template_match@{k}"] = float(any(template[:k]))
         if exec_ok is not None:

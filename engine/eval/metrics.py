@@ -1,9 +1,11 @@
 """The metrics of ``codefusion eval``, one row at a time, and their corpus aggregates.
 
 Per row (pred = a generated program, ref = the reference, top = the k generations, best first):
-    exact_match@k     some of the top k equals ref after collapsing whitespace
+    exact_match@k     some of the top k equals ref after collapsing whitespace that carries no meaning
+                      (``normalize``: runs outside quotes; line breaks and Python indentation kept)
     bleu@k            corpus BLEU (sacrebleu, 13a tokens, exp smoothing) over each row's best-of-k
-                      by sentence BLEU; @1 is plain corpus BLEU of the top-1 programs
+                      by sentence BLEU (effective order, so a short exact match scores 100); @1 is plain
+                      corpus BLEU of the top-1 programs
     syntax_valid@1    the top-1 parses: Python `ast`, Bash (bash.is_valid), CF rules (cf.is_valid)
     template_match@k  Bash only: some of the top k has ref's NL2Bash template (bash.template_match)
     exec_match@k      CF only: some of the top k, run on the row's table, gives its labels
@@ -17,17 +19,48 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import warnings
 
 import numpy as np
 
 
-def normalize(code: str) -> str:
-    return " ".join(code.split())
+_SPACE = re.compile(r"[ \t\f\v\r]*\n[ \t\f\v\r\n]*|[ \t\f\v\r]+")
 
 
-def exact_match(pred: str, ref: str) -> bool:
-    return normalize(pred) == normalize(ref)
+def normalize(code: str, lang: str | None = None) -> str:
+    """``code`` with the whitespace that carries no meaning made canonical: outside quotes, a run without
+    a line break becomes one space and a run with one becomes a line break (followed, for Python, by the
+    next line's indentation); the ends are stripped. Whitespace inside '…' and "…" is kept as written
+    (``echo "a  b"`` ≠ ``echo "a b"``); an unclosed quote keeps the rest as written."""
+    out, i, n = [], 0, len(code)
+    while i < n:
+        c = code[i]
+        if c in "'\"":
+            escapes = c == '"' or lang == "python"  # Bash's '…' has no escapes
+            j = i + 1
+            while j < n and code[j] != c:
+                j += 2 if escapes and code[j] == "\\" else 1
+            out.append(code[i:j + 1])
+            i = j + 1
+            continue
+        m = _SPACE.match(code, i)
+        if m is None:
+            out.append(c)
+            i += 1
+            continue
+        run = m.group()
+        if "\n" not in run:
+            out.append(" ")
+        else:
+            indent = run[run.rindex("\n") + 1:] if lang == "python" else ""
+            out.append("\n" + indent)
+        i = m.end()
+    return "".join(out).strip()
+
+
+def exact_match(pred: str, ref: str, lang: str | None = None) -> bool:
+    return normalize(pred, lang) == normalize(ref, lang)
 
 
 def python_valid(code: str) -> bool:
@@ -35,7 +68,7 @@ def python_valid(code: str) -> bool:
         with warnings.catch_warnings():  # invalid escape sequences are warnings, not syntax errors
             warnings.simplefilter("ignore")
             ast.parse(code)
-    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte; the others: deep nesting
         return False
     return True
 
@@ -73,7 +106,12 @@ def corpus_bleu(stats: np.ndarray) -> float:
 
 
 def sentence_bleu(stats: np.ndarray) -> float:
-    return corpus_bleu(stats[None])
+    """BLEU (0–100) of one row, as sacrebleu's sentence BLEU: exp smoothing with effective order, so a
+    program shorter than four tokens that equals its reference scores 100 (without it, its empty 4-gram
+    precision makes it 0, and the best of k would pass an exact match over for a smoothed near miss)."""
+    from sacrebleu.metrics import BLEU
+    s = stats.tolist()
+    return float(BLEU.compute_bleu(s[0:4], s[4:8], s[8], s[9], smooth_method="exp", effective_order=True).score)
 
 
 # --- diversity of one row's k samples ------------------------------------------------------------

@@ -150,7 +150,7 @@ def saved_kind(run: str | Path | None) -> DecoderKind | None:
 
 def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:
     """Greedy decoding of dev rows: syntax validity per language, exact match and token F1 overall."""
-    from ..eval.metrics import normalize, syntax_valid
+    from ..eval.metrics import exact_match, syntax_valid
 
     was_training = task.training
     task.eval()
@@ -158,7 +158,7 @@ def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:
     exact, f1 = [], []
     for e, text in zip(dev, task.write(tok, [e.nl for e in dev], [e.lang for e in dev])):
         valid[e.lang].append(syntax_valid(text, e.lang))
-        exact.append(normalize(text) == normalize(e.code))
+        exact.append(exact_match(text, e.code, e.lang))
         f1.append(token_f1(text, e.code))
     task.train(was_training)
     out = {"n": len(exact), "exact": round(sum(exact) / len(exact), 4), "token_f1": round(sum(f1) / len(f1), 4)}
