@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from .config import CLAMPS
@@ -157,7 +158,8 @@ def _serve(args) -> int:
     _say_note(args)  # a server runs until stopped: say it as it starts, once its model has loaded
     app = create_app(cf, args.max_batch, args.max_wait_ms, args.max_queue, api_key, limits, own_worker=False,
                      quiet_ms=args.quiet_ms)
-    serve_on_main_thread(app, args.host, args.port, int(args.timeout))
+    # uvicorn takes whole seconds: round up, plus one, so a request accepted just before SIGTERM can still finish
+    serve_on_main_thread(app, args.host, args.port, math.ceil(args.timeout) + 1)
     return 0
 
 

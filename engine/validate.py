@@ -21,6 +21,11 @@ def check_prompts(prompts) -> list[str]:
             raise CodeFusionError(f"prompt {j} is a {type(p).__name__}, not a string")
         if not p.strip():
             raise CodeFusionError(f"prompt {j} is empty: describe the code you want in words")
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise CodeFusionError(f"prompt {j} is not valid Unicode (a lone surrogate at character {e.start}): "
+                                  "send UTF-8 text") from None
     return [" ".join(p.split()) for p in prompts]  # the training data collapses whitespace the same way
 
 

@@ -57,8 +57,10 @@ class Server:
         self.thread.join(30)
 
 
-def _post(url, body, **kw):
-    return httpx.post(url + "/v1/generate", json=body, timeout=60, **kw)
+def _post(url, body, headers=None, **kw):
+    """JSON with ASCII escapes, as most clients send it (a lone surrogate travels as \\ud800)."""
+    return httpx.post(url + "/v1/generate", content=json.dumps(body), timeout=60,
+                      headers={"content-type": "application/json", **(headers or {})}, **kw)
 
 
 def test_concurrent_clients_each_get_their_own_answer_once(cf):
@@ -184,6 +186,16 @@ def test_timeout_answers_504(cf):
     ({"prompts": ["x" * 3000]}, 422, "prompts[0]: longer than 2000"),
     ({"prompts": []}, 422, "prompts"),
     ({"prompts": ["x"], "steps": "many"}, 422, "steps"),
+    ({"prompts": ["x"], "num_sample": 4}, 422, "num_sample: unknown field (did you mean num_samples?)"),
+    ({"prompts": ["x"], "temperature": 4}, 422, "temperature: unknown field; the fields are prompts, lang"),
+    ({"prompts": ["x"], "steps": True}, 422, "steps: Input should be a valid integer, got true"),
+    ({"prompts": ["x"], "steps": "3"}, 422, "steps: Input should be a valid integer"),
+    ({"prompts": ["x"], "seed": 1.0}, 422, "seed: Input should be a valid integer"),
+    ({"prompts": ["x"], "clamp": 1}, 422, "clamp: Input should be a valid boolean or Input should be a valid string"),
+    ({"prompts": ["x", 3]}, 422, "prompts[1]: Input should be a valid string"),
+    ({"prompts": ["\ud800"]}, 422, "prompt 0 is not valid Unicode (a lone surrogate at character 0)"),
+    ({"prompts": ["x"] * 5, "num_samples": 16}, 422, "80 rows; this server runs at most 64 in one batch"),
+    ([1, 2], 422, "the body must be a JSON object"),
 ])
 def test_bad_input_names_the_field(cf, body, status, message):
     server = Server(create_app(cf))
@@ -191,7 +203,80 @@ def test_bad_input_names_the_field(cf, body, status, message):
         resp = _post(server.url, body)
     finally:
         server.stop()
-    assert resp.status_code == status and message in resp.text
+    assert resp.status_code == status and message in resp.json()["error"], resp.text
+    assert list(resp.json()) == ["error"] and "\n" not in resp.json()["error"]
+
+
+def test_malformed_json_and_chunked_bodies_over_the_limit(cf):
+    """Errors FastAPI raises before the handler keep the one shape, {"error": one line}; a chunked upload
+    declares no Content-Length, so the limit is counted as the body streams in. /metrics counts them all."""
+    server = Server(create_app(cf, limits=Limits(max_body_bytes=2000)))
+    body = json.dumps({"prompts": ["list files"], "steps": STEPS, "lang": "bash" + " " * 3000}).encode()
+    try:
+        broken = httpx.post(server.url + "/v1/generate", content=b'{"prompts": [', timeout=60,
+                            headers={"content-type": "application/json"})
+        chunked = httpx.post(server.url + "/v1/generate", content=iter([body[:1000], body[1000:]]), timeout=60,
+                             headers={"content-type": "application/json"})
+        small = httpx.post(server.url + "/v1/generate", timeout=60, headers={"content-type": "application/json"},
+                           content=iter([json.dumps({"prompts": ["list files"], "steps": STEPS}).encode()]))
+        metrics = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    assert broken.status_code == 422 and broken.json()["error"].startswith("the body is not valid JSON")
+    assert chunked.request.headers.get("transfer-encoding") == "chunked"
+    assert chunked.status_code == 413 and chunked.json() == {"error": "request body is over 2000 bytes, the limit"}
+    assert small.status_code == 200
+    for status in ("413", "422", "200"):
+        assert f'codefusion_requests_total{{status="{status}"}} 1.0' in metrics
+
+
+class Failing:
+    """The engine, except that a prompt containing "boom" makes the batch raise a non-CodeFusion error."""
+
+    def __init__(self, cf):
+        self.cf = cf
+
+    def __getattr__(self, name):
+        return getattr(self.cf, name)
+
+    def generate_many(self, requests, on_trace=None):
+        if any("boom" in p for prompts, _ in requests for p in prompts):
+            raise RuntimeError("kaboom\nsecond line")
+        return self.cf.generate_many(requests, on_trace)
+
+
+def test_an_engine_failure_is_a_json_500_for_that_request_only(cf):
+    server = Server(create_app(Failing(cf), max_wait_ms=200, quiet_ms=None))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            bad = pool.submit(_post, server.url, {"prompts": ["boom"], "steps": STEPS})
+            good = pool.submit(_post, server.url, {"prompts": ["list all files"], "steps": STEPS})
+            bad, good = bad.result(), good.result()
+        stream = httpx.post(server.url + "/v1/generate/stream", json={"prompts": ["boom"], "steps": STEPS},
+                            timeout=60)
+        metrics = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    assert good.status_code == 200 and good.json()["texts"]
+    assert bad.status_code == 500 and bad.json() == {"error": "the engine failed on this request: RuntimeError: kaboom"}
+    assert _events(stream.text) == [("error", {"status": 500, "error": "the engine failed on this request: "
+                                                                        "RuntimeError: kaboom"})]
+    assert 'codefusion_requests_total{status="500"} 2.0' in metrics
+
+
+def test_a_request_cancelled_while_queued_does_not_stop_the_worker(cf):
+    """A handler that times out cancels its queued job; the worker used to die on it (set_exception on a
+    cancelled future) and every later request hung until its own timeout."""
+    batcher = DynamicBatcher(Slow(cf, 0.3), max_wait_ms=0)
+    running = batcher.submit(["list all files"], GenerationConfig(steps=STEPS))
+    time.sleep(0.1)  # the worker holds the first job
+    queued = batcher.submit(["list all files"], GenerationConfig(steps=STEPS + 1))
+    assert queued.cancel()
+    running.result(30)
+    later = batcher.submit(["count lines"], GenerationConfig(steps=STEPS)).result(30)
+    assert later.texts and batcher.alive()
+    batcher.close()
+    assert not batcher.alive()
 
 
 def test_api_key_and_body_limit(cf):
@@ -251,6 +336,41 @@ def test_ray_serve_batches_and_answers_like_one_process(overfit_dir, cf):
         alone = cf.generate(body["prompts"], GenerationConfig(steps=STEPS, seed=body["seed"]))
         assert got["texts"] == alone.texts and got["seed"] == body["seed"]
     assert "steps must be an integer" in answers[6]["error"]
+
+
+class _FakeServe:
+    """Ray Serve's decorators, as plain Python: deployment(...)(cls).bind() → cls; batch(...)(fn) → fn."""
+
+    @staticmethod
+    def deployment(**_):
+        def wrap(cls):
+            cls.bind = classmethod(lambda c: c)
+            return cls
+        return wrap
+
+    @staticmethod
+    def batch(**_):
+        return lambda fn: fn
+
+
+def test_ray_batch_answers_each_body_on_its_own(overfit_dir, cf, monkeypatch):
+    """The Ray deployment's batch function without Ray: a malformed body, a body the engine fails on and good
+    bodies in one @serve.batch call; each gets its own status, and the good ones their single-process answers."""
+    import asyncio
+
+    from codefusion.server import ray_app
+    monkeypatch.setattr(ray_app, "_ray", lambda: (None, _FakeServe))
+    deployment = ray_app.build_deployment(str(overfit_dir), "torch", "cpu", "float32", 1, 8, 10)()
+    deployment.cf = Failing(deployment.cf)
+    good = [{"prompts": ["list all files"], "steps": STEPS, "seed": i} for i in range(2)]
+    bodies = [good[0], [1, 2], {"prompts": ["boom"], "steps": STEPS}, {"prompts": ["x"], "stepz": 3}, good[1]]
+    answers = asyncio.run(deployment.generate_batch(bodies))
+    assert [status for status, _ in answers] == [200, 422, 500, 422, 200]
+    assert answers[1][1]["error"].startswith("the body must be a JSON object")
+    assert answers[2][1] == {"error": "kaboom"}
+    assert answers[3][1]["error"] == "stepz: unknown field (did you mean steps?)"
+    for body, (_, got) in zip(good, (answers[0], answers[4])):
+        assert got["texts"] == cf.generate(body["prompts"], GenerationConfig(steps=STEPS, seed=body["seed"])).texts
 
 
 def _events(text: str) -> list[tuple[str, dict]]:

@@ -10,22 +10,27 @@
     GET  /metrics       Prometheus text: requests by status, latency histogram, batch sizes, queue depth, steps
     GET  /docs          OpenAPI (FastAPI's)
 
-Errors: 422 names the field that is wrong, 401 without the API key (when one is set), 413 for a body
-over the size limit, 503 + Retry-After when the queue is full or the server drains, 504 when the
-request outlives its timeout.
+Every error is one JSON object {"error": "<one line>"}: 422 names the field that is wrong (unknown fields
+and values of the wrong JSON type included: "steps": "3" or true is refused, not converted), 401
+without the API key (when one is set), 413 for a body over the size limit (declared or streamed), 503 +
+Retry-After when the queue is full or the server drains, 504 when the request outlives its timeout, 500
+when the engine fails on a request it accepted. /metrics counts every /v1/ response by status.
 """
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import GenerationConfig
 from ..errors import CodeFusionError
@@ -45,6 +50,10 @@ class Limits:
 
 
 class GenerateRequest(BaseModel):
+    # strict: JSON types as declared ("steps": "3", 3.0 or true is an error, not 3 or 1); forbid: a misspelt
+    # field ("num_sample") is an error, not silently the default
+    model_config = ConfigDict(strict=True, extra="forbid")
+
     prompts: list[str] = Field(min_length=1)
     lang: str = "bash"
     steps: int = 1200
@@ -117,6 +126,56 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def validation_message(errors) -> str:
+    """pydantic's errors for a request body → one line naming the field (the first field that is wrong)."""
+    first = errors[0]
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON ({first.get('ctx', {}).get('error', first.get('msg'))})"
+    if not loc or first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+        return 'the body must be a JSON object such as {"prompts": ["list files"], "steps": 20}'
+    field = loc[0]
+    if first.get("type") == "extra_forbidden":
+        close = difflib.get_close_matches(field, GenerateRequest.model_fields, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else f"; the fields are {', '.join(GenerateRequest.model_fields)}"
+        return f"{field}: unknown field{hint}"
+    where = field + "".join(f"[{x}]" for x in loc[1:] if x.isdigit())
+    msgs = dict.fromkeys(e["msg"] for e in errors if [str(x) for x in e.get("loc", ()) if x != "body"][:1] == [field])
+    return f"{where}: {' or '.join(msgs)}, got {json.dumps(first.get('input'), default=str)[:60]}"
+
+
+class BodyLimit:
+    """ASGI middleware: 413 once a request body passes ``limit`` bytes, declared (Content-Length, checked
+    before this) or streamed (chunked transfer encoding declares none): the body is read here, up to the
+    limit, and handed on whole."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks, seen, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                return await self.app(scope, _replay([message], receive), send)
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await _error(413, f"request body is over {self.limit} bytes, the limit")(scope, receive, send)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+
+def _replay(messages: list, receive):
+    """An ASGI receive that returns ``messages`` first, then reads on (a disconnect, later)."""
+    async def replayed():
+        return messages.pop(0) if messages else await receive()
+    return replayed
+
+
 def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: int = 256, api_key: str | None = None,
                limits: Limits = Limits(), own_worker: bool = True, quiet_ms: float = 10.0) -> FastAPI:
     """``own_worker=False``: the caller runs ``app.state.batcher.serve_forever()`` on its own thread
@@ -133,8 +192,24 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
     app = FastAPI(title="CodeFusion", description="Diffusion models for code generation", lifespan=lifespan)
     app.state.batcher, app.state.metrics = batcher, metrics
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        return _error(422, validation_message(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)  # inside guard (added after): its 413s are counted
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
+        response = await _guarded(request, call_next)
+        if request.url.path.startswith("/v1/") and not getattr(request.state, "counts_itself", False):
+            metrics.requests.labels(str(response.status_code)).inc()
+        return response
+
+    async def _guarded(request: Request, call_next):
         if api_key and request.url.path.startswith("/v1/") and request.headers.get("x-api-key") != api_key:
             return _error(401, "missing or wrong X-API-Key header")
         size = request.headers.get("content-length")
@@ -146,30 +221,32 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         """→ the job's Future, or the error response when the request is refused before it queues."""
         try:
             prompts, config = _validate(req, cf, limits)
+            rows = len(prompts) * config.num_samples
+            if rows > batcher.max_batch:
+                raise CodeFusionError(f"prompts × num_samples = {rows} rows; this server runs at most "
+                                      f"{batcher.max_batch} in one batch: split the request")
             future = batcher.submit(prompts, config, on_trace=on_trace)
         except (QueueFull, ShuttingDown) as e:
-            metrics.requests.labels("503").inc()
             return _error(503, str(e), {"Retry-After": str(limits.retry_after_s)})
         except CodeFusionError as e:
-            metrics.requests.labels("422").inc()
             return _error(422, str(e))
         metrics.queue.set(batcher.depth())
         return future
 
     async def outcome(future, t0: float) -> tuple[int, dict]:
-        """Wait for the job → (HTTP status, body), counted in the metrics."""
+        """Wait for the job → (HTTP status, body)."""
         try:
             out = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
             future.cancel()
-            status, body = 504, {"error": f"the request did not finish within {limits.timeout_s:g} s"}
+            return 504, {"error": f"the request did not finish within {limits.timeout_s:g} s"}
         except CodeFusionError as e:
-            status, body = 422, {"error": str(e)}
-        else:
-            status, body = 200, out.to_json()
-            metrics.latency.observe(time.perf_counter() - t0)
-        metrics.requests.labels(str(status)).inc()
-        return status, body
+            return 422, {"error": str(e)}
+        except Exception as e:  # noqa: BLE001 — an engine failure is a JSON 500 (and a stream's error event)
+            return 500, {"error": f"the engine failed on this request: {type(e).__name__}: {str(e).splitlines()[0]}"
+                         if str(e) else f"the engine failed on this request: {type(e).__name__}"}
+        metrics.latency.observe(time.perf_counter() - t0)
+        return 200, out.to_json()
 
     @app.post("/v1/generate")
     async def generate(req: GenerateRequest):
@@ -181,11 +258,12 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         return body if status == 200 else JSONResponse(body, status_code=status)
 
     @app.post("/v1/generate/stream")
-    async def generate_stream(req: GenerateRequest):
+    async def generate_stream(req: GenerateRequest, request: Request):
         t0, loop, events = time.perf_counter(), asyncio.get_running_loop(), asyncio.Queue()
         future = submit(req, on_trace=lambda entry: loop.call_soon_threadsafe(events.put_nowait, entry))
         if isinstance(future, Response):
             return future  # refused before queueing: a plain error response, not a stream
+        request.state.counts_itself = True  # the stream's status is known only at its end
         done = asyncio.ensure_future(outcome(future, t0))
 
         async def stream():
@@ -197,11 +275,14 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
                 else:
                     getter.cancel()
             status, body = done.result()
+            metrics.requests.labels(str(status)).inc()
             yield _sse("result", body) if status == 200 else _sse("error", {"status": status, **body})
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz():
+        if not batcher.alive() and not batcher.closing:
+            return _error(503, "the batching worker has stopped: restart the server")
         return {"status": "draining" if batcher.closing else "ok", "model": cf.cfg.name,
                 "backend": cf.backend.name, "device": str(cf.backend.device), "dtype": str(cf.backend.dtype).split(".")[-1],
                 "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1e3,

@@ -142,12 +142,23 @@ class DynamicBatcher:
             now = time.monotonic()
             live = []
             for job in batch:
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # its handler gave up on it (timeout) and cancelled it while it queued
                 if now > job.deadline:
                     job.future.set_exception(TimeoutError("the request waited past its timeout in the queue"))
-                elif job.future.set_running_or_notify_cancel():
+                else:
                     live.append(job)
             if live:
-                self._run(live)
+                try:
+                    self._run(live)
+                except Exception as e:  # noqa: BLE001 — the worker outlives any one batch (e.g. a failing on_batch)
+                    for job in live:
+                        if not job.future.done():
+                            job.future.set_exception(e)
+
+    def alive(self) -> bool:
+        """Whether the worker loop still takes jobs (False once it has returned, e.g. after close())."""
+        return not self.stopped.is_set()
 
     def _run(self, jobs: list[Job]) -> None:
         t0 = time.perf_counter()

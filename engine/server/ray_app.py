@@ -34,26 +34,47 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
             self.cf.length_quantile = length_quantile
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait_ms / 1e3)
-        async def generate_batch(self, bodies: list[dict]) -> list[dict]:
+        async def generate_batch(self, bodies: list) -> list[tuple[int, dict]]:
+            """→ (HTTP status, body) per request; one bad body or failing request never fails the others."""
+            from pydantic import ValidationError
+
             from ..api import batch_key
-            from .app import GenerateRequest, Limits, _validate
-            answers: list[dict | None] = [None] * len(bodies)
+            from .app import GenerateRequest, Limits, _validate, validation_message
+            answers: list[tuple[int, dict] | None] = [None] * len(bodies)
             groups: dict = {}
             for i, body in enumerate(bodies):
                 try:
-                    prompts, config = _validate(GenerateRequest(**body), self.cf, Limits())
-                except (CodeFusionError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-                    answers[i] = {"error": str(e).splitlines()[0]}
+                    prompts, config = _validate(GenerateRequest.model_validate(body), self.cf, Limits())
+                except ValidationError as e:
+                    answers[i] = 422, {"error": validation_message(e.errors())}
+                    continue
+                except CodeFusionError as e:
+                    answers[i] = 422, {"error": str(e)}
                     continue
                 groups.setdefault(batch_key(config), []).append((i, prompts, config))
             for members in groups.values():
-                outs = self.cf.generate_many([(p, c) for _, p, c in members])
-                for (i, _, _), out in zip(members, outs):
-                    answers[i] = out.to_json()
+                for (i, _, _), answer in zip(members, self._run([(p, c) for _, p, c in members])):
+                    answers[i] = answer
             return answers
 
-        async def __call__(self, request) -> dict:
-            return await self.generate_batch(await request.json())
+        def _run(self, requests: list) -> list[tuple[int, dict]]:
+            """One generate_many; if it fails, each request alone, so the failure stays with its request."""
+            try:
+                return [(200, out.to_json()) for out in self.cf.generate_many(requests)]
+            except Exception as e:  # noqa: BLE001
+                if len(requests) > 1:
+                    return [answer for r in requests for answer in self._run([r])]
+                status = 422 if isinstance(e, CodeFusionError) else 500
+                return [(status, {"error": str(e).splitlines()[0] if str(e) else type(e).__name__})]
+
+        async def __call__(self, request):
+            from starlette.responses import JSONResponse
+            try:
+                body = await request.json()
+            except ValueError:
+                return JSONResponse({"error": "the body is not valid JSON"}, status_code=422)
+            status, answer = await self.generate_batch(body)
+            return JSONResponse(answer, status_code=status)
 
     return CodeFusionDeployment.bind()
 
