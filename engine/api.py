@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,10 @@ class GenerationOutput:
     sample_lengths: list[list[int]] | None = None
 
     def to_json(self) -> dict:
-        return {"texts": self.texts, "scores": self.scores, "seed": self.seed, "warnings": self.warnings,
+        """JSON-safe: a score that is not finite (a network that overflowed, e.g. in fp16) is null, not NaN,
+        which strict JSON parsers reject."""
+        scores = [[s if math.isfinite(s) else None for s in row] for row in self.scores]
+        return {"texts": self.texts, "scores": scores, "seed": self.seed, "warnings": self.warnings,
                 "timings": self.timings, "trace": self.trace, "samples": self.samples}
 
 

@@ -56,6 +56,8 @@ def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def read_config(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file: pass the checkpoint directory that holds it ({path.parent})")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist: pass a directory written by "
                               "`codefusion train` (or omit --model for the embedded default)")
@@ -66,9 +68,17 @@ def read_config(path: str | Path) -> dict:
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / CONFIG} is not valid JSON ({e}); restore it from the original checkpoint") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path / CONFIG} must hold a JSON object, not a {type(config).__name__}: restore it "
+                              "from the original checkpoint")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path / CONFIG} has format_version {version!r}; this engine reads {FORMAT_VERSION}")
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        raise CheckpointError(f"{path / CONFIG} has format_version {version!r}; this engine reads {FORMAT_VERSION}"
+                              + (": upgrade codefusion to load it" if newer else ""))
+    for section in ("model", "tokenizer"):
+        if not isinstance(config.get(section, {}), dict):
+            raise CheckpointError(f"{path / CONFIG}: \"{section}\" must be an object, got {config[section]!r}")
     generation_defaults(config, path / CONFIG)
     return config
 
@@ -100,6 +110,9 @@ def load_state(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch
                                   f"config.json implies {tuple(ref.shape)}")
         if got.dtype not in ALLOWED_DTYPES:
             raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} has dtype {got.dtype}; expected float32 or bfloat16")
+        if not torch.isfinite(got).all():
+            raise CheckpointError(f"{path / WEIGHTS}: tensor {name!r} holds NaN or infinite values (a diverged "
+                                  "training run?): load an earlier checkpoint")
     extra = sorted(set(tensors) - set(expected))
     if extra:
         raise CheckpointError(f"{path / WEIGHTS} has unexpected tensor {extra[0]!r}: the file does not match config.json")
@@ -110,10 +123,12 @@ def load_checkpoint(path: str | Path) -> tuple[CodeFusionModel, CodeTokenizer, d
     """→ (fp32 model in eval mode on CPU, tokenizer, config dict)."""
     path = Path(path)
     config = read_config(path)
+    if "model" not in config:
+        raise CheckpointError(f"{path / CONFIG} has no \"model\" section: restore it from the original checkpoint")
     try:
         cfg = ModelConfig.from_dict(config["model"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{path / CONFIG}: model section is incomplete ({e})") from None
+    except CodeFusionError as e:
+        raise CheckpointError(f"{path / CONFIG}: {e}") from None
     tokenizer = CodeTokenizer.load(path / TOKENIZER)
     try:
         tokenizer.split_brackets = check_split_brackets(config.get("tokenizer", {}).get("split_brackets", ()))
@@ -122,6 +137,10 @@ def load_checkpoint(path: str | Path) -> tuple[CodeFusionModel, CodeTokenizer, d
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                               f"{cfg.vocab_size}; the tokenizer.json belongs to another model")
+    recorded = config.get("tokenizer", {}).get("vocab_size")
+    if recorded is not None and recorded != tokenizer.vocab_size:
+        raise CheckpointError(f"{path}: tokenizer.json has {tokenizer.vocab_size} tokens but config.json records "
+                              f"{recorded}; the tokenizer.json belongs to another model: restore this checkpoint's")
     model = CodeFusionModel(cfg)
     state = load_state(path, unique_state(model))
     model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False)  # aliases stay tied

@@ -34,7 +34,11 @@ def _generate(args) -> int:
     from .config import GenerationConfig
 
     cf = _load(args)
-    trace = tuple(int(s) for s in args.trace.split(",")) if args.trace else ()
+    try:
+        trace = tuple(int(s) for s in args.trace.split(",")) if args.trace else ()
+    except ValueError:
+        raise CodeFusionError(f"--trace takes comma-separated step counts, e.g. --trace 1,50,100; got {args.trace!r}"
+                              ) from None
     config = GenerationConfig(lang=args.lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, trace_steps=trace, eta=args.eta,
                               clamp=args.clamp, early_exit=args.early_exit)
@@ -105,8 +109,15 @@ def _pack(args) -> int:
 
 
 def _tokenizer(args) -> int:
-    from .tokenizer import CodeTokenizer
+    from .tokenizer import SPECIALS, CodeTokenizer
     from .train.data import load_split, tokenizer_texts
+    from .validate import out_file
+
+    least = 256 + len(SPECIALS)  # the byte alphabet and the special tokens
+    if args.vocab_size < least:
+        raise CodeFusionError(f"--vocab-size must be at least {least} (256 bytes + {len(SPECIALS)} special tokens), "
+                              f"got {args.vocab_size}")
+    out_file(args.out, args.force)
 
     texts = [t for split in args.splits.split(",")
              for t in tokenizer_texts(load_split(args.data, args.datasets, split, args.on_bad_line))]
@@ -251,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--splits", default="train,pretrain")
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--out", required=True, help="tokenizer.json to write")
+    t.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     t.add_argument("--on-bad-line", default="stop", choices=["stop", "skip"])
     t.set_defaults(func=_tokenizer)
 
@@ -331,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except CodeFusionError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not (isinstance(e, MemoryError) or "allocate memory" in text or "out of memory" in text.lower()):
+            raise
+        print(f"error: out of memory ({text[:120]}): ask for fewer prompts × --num-samples, a shorter --max-length "
+              "or --dtype bfloat16", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -54,6 +54,17 @@ class ModelConfig:
     pooled_condition: bool = False  # N's input also gets MLP(masked mean of E_s) at every position (see denoiser.py)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # types first: a config.json edited by hand must fail here, in one line
+            value, kind = getattr(self, f.name), f.type
+            if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise CodeFusionError(f"model config: {f.name} must be a positive integer, got {value!r}")
+            if kind == "bool" and not isinstance(value, bool):
+                raise CodeFusionError(f"model config: {f.name} must be true or false, got {value!r}")
+            if kind == "float" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+                raise CodeFusionError(f"model config: {f.name} must be a number ≥ 0, got {value!r}")
+        if not self.length_buckets or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0
+                                              for b in self.length_buckets):
+            raise CodeFusionError(f"model config: length_buckets must be positive integers, got {self.length_buckets!r}")
         if self.d_model % self.n_heads or self.enc_d_model % self.enc_heads:
             raise CodeFusionError(f"preset {self.name}: model width must be divisible by the head count")
         if max(self.length_buckets) != self.max_target_len or list(self.length_buckets) != sorted(self.length_buckets):
@@ -66,12 +77,19 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise CodeFusionError(f"the model section must be an object of config fields, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(map(str, set(d) - known))
         if unknown:
             raise CodeFusionError(f"unknown model config keys {unknown}: the checkpoint is from a newer version")
         d = dict(d)
-        d["length_buckets"] = tuple(d.get("length_buckets", (d["max_target_len"],)))
+        buckets = d.get("length_buckets", (d.get("max_target_len"),))
+        d["length_buckets"] = tuple(buckets) if isinstance(buckets, (list, tuple)) else buckets
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name not in d and f.default is dataclasses.MISSING)
+        if missing:
+            raise CodeFusionError(f"the model section lacks {', '.join(missing)}")
         return cls(**d)
 
     def bucket_for(self, length: int) -> int:

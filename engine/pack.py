@@ -7,14 +7,17 @@ from pathlib import Path
 from .blend import blend, parse_blend
 from .checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
 from .errors import CodeFusionError
-from .validate import parse_dtype
+from .validate import out_dir, parse_dtype
 
 
 def pack(model_dir: str, out: str, dtype: str = "bfloat16", default_clamp: str | None = None,
          blend_specs: list[str] = (), force: bool = False) -> str:
     """Write the copy to ``out``; → the one-line report. ``blend_specs``: ``DIR=WEIGHT`` strings (parse_blend)."""
+    if Path(out).resolve() == Path(model_dir).resolve():
+        raise CodeFusionError(f"--out {out} is --model itself: write the copy to another directory")
     if (Path(out) / CONFIG).exists() and not force:
         raise CodeFusionError(f"{out} already holds a checkpoint: choose another --out or pass --force")
+    out_dir(out)
     others = parse_blend(list(blend_specs))
     model, tok, config = load_checkpoint(model_dir)
     meta, mix = config.get("meta") or {}, ""

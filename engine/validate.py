@@ -1,6 +1,9 @@
 """Checks of user input before any tensor is touched: one clear line per problem."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 from .config import LANGS, GenerationConfig, ModelConfig, clamp_mode
@@ -33,6 +36,32 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def out_dir(path, flag: str = "--out") -> Path:
+    """The output directory ``path``, created now (before any work, so a bad path fails in one line first)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CodeFusionError(f"{flag} {path} is a file: choose a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CodeFusionError(f"cannot create {flag} {path} ({e.strerror or e}): choose a writable directory") from None
+    if not os.access(path, os.W_OK):
+        raise CodeFusionError(f"{flag} {path} is not writable: choose a writable directory")
+    return path
+
+
+def out_file(path, force: bool = False, flag: str = "--out") -> Path:
+    """A file to write: its folder must exist; an existing file is kept unless ``force``."""
+    path = Path(path)
+    if path.is_dir():
+        raise CodeFusionError(f"{flag} {path} is a directory: name the file to write, e.g. {path / 'tokenizer.json'}")
+    if path.exists() and not force:
+        raise CodeFusionError(f"{flag} {path} exists: choose another path or pass --force to overwrite it")
+    if not path.parent.is_dir():
+        raise CodeFusionError(f"{flag} {path}: the folder {path.parent} does not exist; create it first")
+    return path
+
+
 def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
     T = model.diffusion_steps
     if c.lang not in LANGS:
@@ -48,8 +77,12 @@ def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
     if c.max_length is not None and (not _is_int(c.max_length) or not 1 <= c.max_length <= model.max_target_len):
         raise CodeFusionError(f"max_length must be an integer in 1..{model.max_target_len}, got {c.max_length!r}")
     clamp_mode(c.clamp)
-    if not 0.0 <= c.eta <= 1.0:
-        raise CodeFusionError(f"eta must be in [0, 1], got {c.eta!r}")
+    if isinstance(c.eta, bool) or not isinstance(c.eta, (int, float)) or not 0.0 <= c.eta <= 1.0:
+        raise CodeFusionError(f"eta must be a number in [0, 1], got {c.eta!r}")
+    if not isinstance(c.early_exit, bool):
+        raise CodeFusionError(f"early_exit must be True or False, got {c.early_exit!r}")
+    if not isinstance(c.trace_steps, (list, tuple)):
+        raise CodeFusionError(f"trace_steps must be a list of step counts, got {c.trace_steps!r}")
     bad = [s for s in c.trace_steps if not _is_int(s) or not 1 <= s <= c.steps]
     if bad:
         raise CodeFusionError(f"trace_steps must be step counts in 1..{c.steps}, got {bad[0]!r}")

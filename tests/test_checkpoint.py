@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -88,8 +89,39 @@ def test_bad_config(ckpt):
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(ckpt)
     (ckpt / "config.json").write_text(json.dumps({"format_version": 99}))
-    with pytest.raises(CheckpointError, match="format_version 99"):
+    with pytest.raises(CheckpointError, match="format_version 99; this engine reads 1: upgrade codefusion"):
         load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: [1, 2], "must hold a JSON object, not a list"),
+    (lambda c: {**c, "tokenizer": "bpe"}, '"tokenizer" must be an object'),
+    (lambda c: {**c, "model": [1]}, '"model" must be an object'),
+    (lambda c: {k: v for k, v in c.items() if k != "model"}, 'has no "model" section'),
+    (lambda c: {**c, "model": {**c["model"], "n_heads": 0}}, "n_heads must be a positive integer, got 0"),
+    (lambda c: {**c, "model": {**c["model"], "d_model": "256"}}, "d_model must be a positive integer, got '256'"),
+    (lambda c: {**c, "model": {**c["model"], "length_buckets": []}}, "length_buckets must be positive integers"),
+    (lambda c: {**c, "model": {**c["model"], "self_condition": 1}}, "self_condition must be true or false"),
+    (lambda c: {**c, "model": {k: v for k, v in c["model"].items() if k != "d_ff"}}, "model section lacks d_ff"),
+    (lambda c: {**c, "tokenizer": {**c["tokenizer"], "vocab_size": 300}}, "config.json records 300"),
+])
+def test_malformed_config_is_one_line(ckpt, edit, message):
+    """A config.json edited by hand fails as a CheckpointError naming what is wrong, not a traceback."""
+    good = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(edit(good)))
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(ckpt)
+
+
+def test_non_finite_weights_are_refused(ckpt):
+    _rewrite(ckpt, lambda t: t["embed.weight"].view(-1)[3:4].fill_(float("nan")))
+    with pytest.raises(CheckpointError, match="tensor 'embed.weight' holds NaN or infinite values"):
+        load_checkpoint(ckpt)
+
+
+def test_a_weights_file_for_a_directory(ckpt):
+    with pytest.raises(CheckpointError, match="is a file: pass the checkpoint directory"):
+        load_checkpoint(ckpt / "model.safetensors")
 
 
 def test_pack_writes_bf16_weights_that_load_as_the_rounded_model(tmp_path, tiny_model, tokenizer, capsys):
@@ -106,6 +138,13 @@ def test_pack_writes_bf16_weights_that_load_as_the_rounded_model(tmp_path, tiny_
     assert main(["pack", "--model", str(src), "--out", str(tmp_path / "bf16")]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(["pack", "--model", str(src), "--out", str(tmp_path / "h"), "--dtype", "float16"]) == 2
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("keep me")
+    for out, message in ((tmp_path / "afile", "is a file: choose a directory"), (src, "is --model itself")):
+        assert main(["pack", "--model", str(src), "--out", str(out), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert (tmp_path / "afile").read_text() == "keep me"
 
 
 def test_generation_defaults_set_the_clamp_a_request_leaves_unset(tmp_path, tiny_model, tokenizer, capsys):

@@ -103,6 +103,10 @@ def test_long_prompt_is_truncated_with_a_warning(cf):
     (["x"], GenerationConfig(seed=-1), "seed must be an integer"),
     (["x"], GenerationConfig(max_length=999), "max_length must be an integer in 1..32"),
     (["x"], GenerationConfig(steps=5, trace_steps=(9,)), "trace_steps must be step counts in 1..5"),
+    (["x"], GenerationConfig(steps=5, trace_steps=2), "trace_steps must be a list of step counts, got 2"),
+    (["x"], GenerationConfig(eta="a"), "eta must be a number in"),
+    (["x"], GenerationConfig(early_exit="no"), "early_exit must be True or False, got 'no'"),
+    (["list \udcff files"], GenerationConfig(), "prompt 0 is not valid Unicode .a lone surrogate at character 5"),
 ])
 def test_bad_input(cf, prompts, config, message):
     with pytest.raises(CodeFusionError, match=message):
@@ -137,6 +141,7 @@ def test_cli_generate_json(ckpt, capsys):
     (["--num-samples", "0"], "num_samples"),
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--dtype", "int8"], "unknown dtype 'int8'"),
+    (["--trace", "1,a"], "--trace takes comma-separated step counts"),
 ])
 def test_cli_errors_are_one_line(ckpt, capsys, args, message):
     assert main(["generate", "list files", "--model", str(ckpt), *args]) == 2
@@ -271,3 +276,9 @@ def test_destructive_bash_programs_are_flagged(cf, monkeypatch):
     python = cf.generate(["sum a list"], GenerationConfig(steps=2, lang="python"))
     assert bash.warnings == [f"prompt 0 truncated to {cf.cfg.max_source_len} tokens", "flagged"]
     assert python.warnings == [] and seen == [bash.texts]
+
+
+def test_json_output_has_no_nan():
+    from codefusion.api import GenerationOutput
+    out = GenerationOutput([["a", "b"]], [[float("nan"), -0.5]], 0, {}, [], None, [["a", "b"]], None)
+    assert json.loads(json.dumps(out.to_json(), allow_nan=False))["scores"] == [[None, -0.5]]

@@ -74,3 +74,22 @@ def test_missing_or_broken_tokenizer(tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps({"nope": 1}))
     with pytest.raises(CheckpointError):
         CodeTokenizer.load(tmp_path)
+
+
+def test_tokenizer_cli_refuses_to_overwrite_and_checks_its_arguments(data_dir, tmp_path, capsys):
+    """`codefusion tokenizer` keeps an existing file unless --force, and bad arguments are one line before any
+    training (a negative --vocab-size was an OverflowError, a missing folder a bare Exception)."""
+    from codefusion.cli import main
+    out = tmp_path / "tokenizer.json"
+    out.write_text("mine")
+    cases = [(["--vocab-size", "300", "--out", str(out)], "exists: choose another path or pass --force"),
+             (["--vocab-size", "-5", "--out", str(tmp_path / "t.json")], "--vocab-size must be at least"),
+             (["--vocab-size", "300", "--out", str(tmp_path / "nodir" / "t.json")], "does not exist; create it"),
+             (["--vocab-size", "300", "--out", str(tmp_path)], "is a directory: name the file")]
+    for args, message in cases:
+        assert main(["tokenizer", "--data", str(data_dir), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert out.read_text() == "mine"
+    assert main(["tokenizer", "--data", str(data_dir), "--vocab-size", "300", "--out", str(out), "--force"]) == 0
+    assert out.read_text() != "mine"
