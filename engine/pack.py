@@ -17,7 +17,7 @@ def pack(model_dir: str, out: str, dtype: str = "bfloat16", default_clamp: str |
         raise CodeFusionError(f"--out {out} is --model itself: write the copy to another directory")
     if (Path(out) / CONFIG).exists() and not force:
         raise CodeFusionError(f"{out} already holds a checkpoint: choose another --out or pass --force")
-    out_dir(out)
+    out_dir(out, create=False)
     others = parse_blend(list(blend_specs))
     model, tok, config = load_checkpoint(model_dir)
     meta, mix = config.get("meta") or {}, ""

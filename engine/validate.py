@@ -36,11 +36,17 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def out_dir(path, flag: str = "--out") -> Path:
-    """The output directory ``path``, created now (before any work, so a bad path fails in one line first)."""
+def out_dir(path, flag: str = "--out", create: bool = True) -> Path:
+    """The output directory ``path``, created now (before any work, so a bad path fails in one line first);
+    ``create=False`` only checks that it could be (for a command that may still fail before it writes)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CodeFusionError(f"{flag} {path} is a file: choose a directory")
+    if not create:
+        ancestor = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise CodeFusionError(f"cannot create {flag} {path}: {ancestor} is not a writable directory")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
