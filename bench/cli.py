@@ -11,12 +11,12 @@ import torch
 
 from codefusion.config import CLAMPS
 from codefusion.errors import CodeFusionError
-from codefusion.validate import resolve_dtypes
+from codefusion.validate import out_dir, resolve_dtypes
 
 from . import report
 from .prompts import PROMPTS
 
-LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "clamp", "n", "ms_per_step_p50",
+LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "solver", "clamp", "n", "ms_per_step_p50",
                    "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step"]
 PARITY_COLUMNS = ["backend", "device", "dtype", "steps", "solver", "prompts", "samples", "n", "max_abs_err",
                   "max_step_err", "token_agreement", "program_agreement"]
@@ -49,11 +49,19 @@ def load_model(args):
 
 
 def load_prompts(args) -> list[str]:
+    """The built-in prompts of --lang, or the nl fields of --data; the first --limit of them."""
+    if args.limit is not None and args.limit < 1:
+        raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
     if not args.data:
-        return PROMPTS[args.lang]
+        return PROMPTS[args.lang][: args.limit]
     from codefusion.train.data import read_jsonl
-    rows = read_jsonl(Path(args.data))
-    return [r["nl"] for r in rows][: args.limit or None]
+    if not Path(args.data).is_file():
+        raise CodeFusionError(f"--data {args.data} is not a file: give a JSONL split such as "
+                              "shared/data/nl2bash/dev.jsonl")
+    prompts = [r["nl"] for r in read_jsonl(Path(args.data))][: args.limit]
+    if not prompts:
+        raise CodeFusionError(f"--data {args.data} holds no rows")
+    return prompts
 
 
 def _dev_rows_args(p: argparse.ArgumentParser) -> None:
@@ -89,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
         s.add_argument("--backend", default=backends)
         s.add_argument("--dtype", default=dtypes)
-        s.add_argument("--batch", default=batch, help="prompts per call (comma-separated for latency)")
-        s.add_argument("--steps", default=steps)
+        s.add_argument("--batch", default=batch, help="prompts per call (comma-separated for latency; one for parity)")
+        s.add_argument("--steps", default=steps, help="comma-separated for latency; one for parity")
         s.add_argument("--solver", default="ddpm")
         if name == "latency":  # parity always runs the reference sampler, the oracle's loop
             s.add_argument("--clamp", default=None, choices=CLAMPS,
@@ -101,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--data", default=None, help="JSONL rows whose nl fields are the prompts")
         s.add_argument("--limit", type=int, default=None)
         s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--repeats", type=int, default=5)
+        if name == "latency":  # parity runs each configuration once: its figures are errors, not times
+            s.add_argument("--repeats", type=int, default=5)
         s.add_argument("--device", default="cpu")
         s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
         s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
@@ -201,8 +210,12 @@ def _serve(args, model, tok, config: dict) -> int:
             "max_wait_ms": args.max_wait_ms, "quiet_ms": args.quiet_ms}
     if args.url:  # the running server's own settings, not this command's, decide how it batches
         import httpx
-        meta = {"suite": "serve", "server": "separate process", "url": args.url, "lang": args.lang,
-                **httpx.get(args.url.rstrip("/") + "/healthz", timeout=10).json()}
+        try:
+            health = httpx.get(args.url.rstrip("/") + "/healthz", timeout=10).json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise CodeFusionError(f"{args.url}/healthz did not answer with JSON ({type(e).__name__}): is it a "
+                                  "codefusion server?") from None
+        meta = {"suite": "serve", "server": "separate process", "url": args.url, "lang": args.lang, **health}
     columns = ["concurrency", "requests", "steps", "ok", "errors", "lost", "duplicated", "mismatched",
                "throughput_rps", "speedup_vs_first", "p50_ms", "p99_ms", "requests_per_batch"]
     files = report.write(args.out, "serve", rows, columns, meta)
@@ -296,8 +309,13 @@ def _check(args, model) -> None:
             check_config(GenerationConfig(lang=args.lang, steps=steps, solver=args.solver,
                                           num_samples=args.num_samples, seed=args.seed, max_length=args.max_length),
                          model.cfg, backend)
-    if min(_ints(args.batch), default=0) < 1 or args.repeats < 1:
+    if min(_ints(args.batch), default=0) < 1 or getattr(args, "repeats", 1) < 1:
         raise CodeFusionError("--batch and --repeats must be at least 1")
+    if not _ints(args.steps):
+        raise CodeFusionError(f"--steps needs a step count, got {args.steps!r}")
+    if args.suite == "parity" and (len(_ints(args.steps)) > 1 or len(_ints(args.batch)) > 1):
+        raise CodeFusionError("bench parity runs one --steps and one --batch (prompts per chunk); run it once per "
+                              f"value, got --steps {args.steps} --batch {args.batch}")
 
 
 def _compare(args) -> int:
@@ -347,6 +365,8 @@ def _kernels(args) -> int:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "out", None) is not None:  # a bad --out fails now, not after the run
+        out_dir(args.out)
     if args.suite == "compare":  # scores two files: no model to load
         return _compare(args)
     if args.suite == "ranking":  # scores one file: no model to load
@@ -367,12 +387,12 @@ def main(argv: list[str]) -> int:
     prompts = load_prompts(args)
     backends, dtypes = args.backend.split(","), args.dtype.split(",")
     meta = {"suite": args.suite, "model": args.model or ("preset:" + args.preset if args.preset else "default"),
-            "lang": args.lang, "prompts": len(prompts)}
+            "lang": args.lang, "prompts": len(prompts), "solver": args.solver, "seed": args.seed}
     if args.suite == "latency":
         from .latency import latency
         rows = latency(model, tok, prompts, args.lang, backends, dtypes, _ints(args.batch), _ints(args.steps),
                        args.solver, args.num_samples, args.max_length, args.repeats, args.device, not args.json,
-                       clamp=args.clamp, config=config)
+                       clamp=args.clamp, config=config, seed=args.seed)
         files = report.write(args.out, "latency", rows, LATENCY_COLUMNS, meta)
         png = report.plot_latency(rows, Path(args.out) / "latency.png")
         files += [png] if png else []

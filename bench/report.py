@@ -48,7 +48,7 @@ def write(out_dir: str | Path, name: str, rows: list[dict], columns: list[str], 
 
 
 def plot_latency(rows: list[dict], path: Path) -> Path | None:
-    """ms per step against batch, one line per (backend, dtype, steps)."""
+    """ms per step against batch, one line per (backend, dtype, steps, solver, clamp)."""
     if len({r["batch"] for r in rows}) < 2:
         return None
     import matplotlib
@@ -56,8 +56,9 @@ def plot_latency(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key in sorted({(r["backend"], r["dtype"], r["steps"]) for r in rows}):
-        sel = sorted((r for r in rows if (r["backend"], r["dtype"], r["steps"]) == key), key=lambda r: r["batch"])
+    line = lambda r: (r["backend"], r["dtype"], r["steps"], r.get("solver", ""), r.get("clamp") or "")  # noqa: E731
+    for key in sorted({line(r) for r in rows}):
+        sel = sorted((r for r in rows if line(r) == key), key=lambda r: r["batch"])
         ax.plot([r["batch"] for r in sel], [r["ms_per_step_p50"] for r in sel], "o-", label=" ".join(map(str, key)))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
+from codefusion.errors import CodeFusionError
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -68,7 +70,14 @@ def serve_load(cf, workload: list[tuple[str, str]], steps: int, concurrencies: l
         def body(s: int) -> dict:
             prompt, lang = workload[s % len(workload)]
             return {"prompts": [prompt], "lang": lang, "steps": steps, "seed": s}
-        httpx.post(url + "/v1/generate", json=body(0), timeout=600)
+        try:
+            warm = httpx.post(url + "/v1/generate", json=body(0), timeout=600)
+        except httpx.HTTPError as e:
+            raise CodeFusionError(f"cannot reach {url} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}):"
+                                  " start `codefusion serve` there or fix --url") from None
+        if warm.status_code != 200:
+            raise CodeFusionError(f"{url} answered the warm-up request with HTTP {warm.status_code}: "
+                                  f"{warm.text[:200]}")
         for c in tqdm(concurrencies, desc="serve", disable=not progress):
             seeds = list(range(seed, seed + requests))
             seed += requests

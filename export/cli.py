@@ -56,13 +56,17 @@ def _tensorrt(args) -> int:
 
 
 def _verify(args) -> int:
-    from .verify import verify
-    prompts = None
+    from .verify import PROMPTS, verify
+    if args.limit is not None and args.limit < 1:
+        raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
+    prompts = PROMPTS[args.lang][: args.limit]
     if args.data:
         from codefusion.train.data import read_jsonl
         if not Path(args.data).is_file():
             raise CodeFusionError(f"--data {args.data} is not a file: give a JSONL file with an nl field per row")
-        prompts = [r["nl"] for r in read_jsonl(Path(args.data))][: args.limit or None]
+        prompts = [r["nl"] for r in read_jsonl(Path(args.data))][: args.limit]
+        if not prompts:
+            raise CodeFusionError(f"--data {args.data} holds no rows")
     if args.steps < 1:
         raise CodeFusionError(f"--steps must be at least 1, got {args.steps}")
     report = verify(args.export, args.model, prompts, args.lang, args.steps, args.solver, args.seed)

@@ -40,12 +40,14 @@ def parse_export_dtype(dtype: str) -> str:
 
 def check_out_dir(out: str | Path, force: bool) -> Path:
     """Refuse an existing directory unless --force (then the export's files in it are overwritten)."""
+    from codefusion.validate import out_dir
+
     out = Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists: choose another --out or pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file, not a directory: choose another --out")
-    return out
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists: choose another --out or pass --force to overwrite it")
+    return out_dir(out, create=False)  # a folder that cannot be made fails now, in one line
 
 
 def check_opset(opset: int) -> int:
@@ -118,6 +120,8 @@ def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp3
 
     dtype, opset, out = parse_export_dtype(dtype), check_opset(opset), check_out_dir(out, force)
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if out.resolve() == model_dir.resolve():
+        raise ExportError(f"--out {out} is the checkpoint itself: export into another directory")
     if (model_dir / MANIFEST).is_file():
         raise ExportError(f"{model_dir} is already an export directory: pass the checkpoint it came from")
     model, _, _ = load_checkpoint(model_dir)  # CheckpointError (one line) for anything but a checkpoint

@@ -120,7 +120,6 @@ class OrtBackend(Backend):
             self.philox_words = philox_words_cpu
         self.specs = graph_specs(model.cfg, export_dtype)
         self.graphs = {n: self._graph(n, s) for n, s in self.specs.items()}
-        self._slots: list[dict[str, torch.Tensor]] = []
 
     def _providers(self, device: torch.device) -> list[str]:
         return choose_providers(device)
@@ -172,25 +171,18 @@ class OrtBackend(Backend):
         t = at(table.timesteps, i).reshape(())
         coef = torch.cat([at(c, i).reshape(1) for c in (table.a, table.b, table.c, table.sigma)])  # (4,) fp32
         z = gaussian(state.seeds, state.samples, t, tuple(state.x_t.shape[1:]), words=self.philox_words)
-        out = self._slot(state)
-        self.graphs["denoiser"].run({"x_t": state.x_t, "x0_prev": state.x0_hat, "timestep": t.reshape(1),
-                                     "coef": coef, "noise": z, "src_mask": state.memory.mask,
-                                     **self._kv(state.memory, "denoiser")}, out)
+        graph = self.graphs["denoiser"]
+        # fresh outputs every step: a state handed out stays valid however long its caller keeps it (reusing two
+        # buffers in turn overwrote a state held across two steps, e.g. bench parity's forced step)
+        out = {o.name: graph.empty(o.name, {"batch": state.x_t.shape[0], "n": state.x_t.shape[1]})
+               for o in graph.spec.outputs}
+        graph.run({"x_t": state.x_t, "x0_prev": state.x0_hat, "timestep": t.reshape(1), "coef": coef, "noise": z,
+                   "src_mask": state.memory.mask, **self._kv(state.memory, "denoiser")}, out)
         x0, x_next = out["x0_hat"], out["x_next"]
         if table.clamp != "none":  # x̂0 is rounded before the update: redo (★) in torch on the rounded x̂0
             x0 = self.round_x0(x0, state.memory, table.clamp)
             x_next = update(state.x_t, x0, state.x0_hat, table, i, z)
         return replace(state, x_t=x_next, x0_hat=x0)
-
-    def _slot(self, state: SamplerState) -> dict[str, torch.Tensor]:
-        """The preallocated output pair that the input state does not live in (two per (B, n), in turn)."""
-        B, n, _ = state.x_t.shape
-        if not self._slots or self._slots[0]["x_next"].shape[:2] != (B, n):
-            graph = self.graphs["denoiser"]
-            self._slots = [{o.name: graph.empty(o.name, {"batch": B, "n": n}) for o in graph.spec.outputs}
-                           for _ in range(2)]
-        busy = {state.x_t.data_ptr(), state.x0_hat.data_ptr()}
-        return next(s for s in self._slots if not busy & {t.data_ptr() for t in s.values()})
 
     def denoise(self, x_t, t, memory: OrtMemory, x0_prev):
         """x̂0 alone (verification, callers of the base seam): the fused step with zero coefficients."""

@@ -80,8 +80,14 @@ def export_tensorrt(model_dir: str | Path | None, out: str | Path, precision: st
 
     if model_dir is not None and (Path(model_dir) / MANIFEST).is_file():  # reuse an ONNX export
         read_manifest(model_dir)
-        out = check_out_dir(out, force)
-        shutil.copytree(model_dir, out, dirs_exist_ok=True)
+        if opset is not None:
+            raise ExportError(f"--opset: {model_dir} is an ONNX export already, its graphs keep their opset; export "
+                              "the checkpoint instead to choose one")
+        if Path(out).resolve() == Path(model_dir).resolve():  # the engines go next to the graphs
+            out = Path(out)
+        else:
+            out = check_out_dir(out, force)
+            shutil.copytree(model_dir, out, dirs_exist_ok=True)
     else:
         out = export_onnx(model_dir, out, "fp32", opset or DEFAULT_OPSET, force)
     manifest = read_manifest(out)

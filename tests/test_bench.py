@@ -1,4 +1,6 @@
 """The step-time probe runs and reports what it says (no timing assertions: benchmarks are not tests)."""
+import json
+
 import pytest
 
 from codefusion.bench.steptime import environment, time_steps
@@ -87,10 +89,39 @@ def test_bench_latency_runs_the_models_own_sampler(tmp_path, capsys, tiny_model,
     assert set(rows) == {"decode", "none"} and rows["decode"]["gflop_per_step"] > rows["none"]["gflop_per_step"]
 
 
-def test_bench_bad_flag_is_one_line(capsys):
+def test_bench_bad_flag_is_one_line(capsys, tmp_path):
     from codefusion.cli import main
-    assert main(["bench", "latency", "--preset", "tiny", "--batch", "1,x"]) == 2
-    assert "expected comma-separated integers" in capsys.readouterr().err
+    empty, afile = tmp_path / "empty.jsonl", tmp_path / "afile"
+    empty.write_text("")
+    afile.write_text("keep")
+    quick = ["--preset", "tiny", "--steps", "2", "--repeats", "1"]
+    cases = [(["latency", "--preset", "tiny", "--batch", "1,x"], "expected comma-separated integers"),
+             (["parity", "--preset", "tiny", "--steps", "3,50"], "runs one --steps and one --batch"),
+             (["parity", "--preset", "tiny", "--steps", ","], "--steps needs a step count"),
+             (["latency", *quick, "--data", str(tmp_path / "nofile.jsonl")], "is not a file"),
+             (["latency", *quick, "--data", str(empty)], "holds no rows"),
+             (["latency", *quick, "--limit", "-1"], "--limit must be at least 1"),
+             (["latency", *quick, "--out", str(afile)], "is a file: choose a directory"),
+             (["latency", *quick, "--backend", "torch,onnxruntime", "--dtype", "float32,bfloat16"],
+              "not torch.bfloat16: use --dtype float32"),
+             (["serve", "--preset", "tiny", "--steps", "2", "--concurrency", "1", "--requests", "1", "--url",
+               "http://127.0.0.1:9", "--out", str(tmp_path / "s")], "cannot reach http://127.0.0.1:9")]
+    for argv, message in cases:
+        assert main(["bench", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0, err
+    assert afile.read_text() == "keep"
+    assert not (tmp_path / "latency.json").exists()
+
+
+def test_bench_latency_limit_takes_the_first_built_in_prompts(tmp_path, capsys):
+    from codefusion.cli import main
+    assert main(["bench", "latency", "--preset", "tiny", "--backend", "torch", "--dtype", "float32", "--batch", "1",
+                 "--steps", "2", "--repeats", "1", "--limit", "2", "--solver", "ddim", "--out", str(tmp_path),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompts"] == 2 and out["solver"] == "ddim" and out["rows"][0]["solver"] == "ddim"
+    assert "| solver |" in (tmp_path / "latency.md").read_text()
 
 
 def test_paired_difference_and_interval():

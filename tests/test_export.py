@@ -82,6 +82,20 @@ def test_ort_matches_reference_every_step(export_dir, ckpt, tokenizer, solver):
     torch.testing.assert_close(logp_a, logp_b, atol=1e-4, rtol=1e-4)
 
 
+def test_ort_states_stay_valid_after_later_steps(export_dir, tokenizer):
+    """step(state, i) hands out a state its caller may keep: bench parity holds one across a forced step. The
+    backend reused two output buffers in turn, so the held state changed under its holder."""
+    ox = CodeFusion.from_pretrained(export_dir, backend="onnxruntime").backend
+    src = tokenizer.encode_source(PROMPTS, ["bash"] * 3, ox.cfg.max_source_len)
+    table = step_table(NoiseSchedule.sqrt().respace(6), "ddpm")
+    state = ox.step(initial_state(ox, ox.encode(src), table, torch.tensor([1, 2, 3]), torch.zeros(3, dtype=torch.int64),
+                                  16), 0)
+    held = state.x_t.clone(), state.x0_hat.clone()
+    forced = ox.step(dataclasses.replace(state, x_t=state.x_t + 1.0), 1)
+    ox.step(forced, 2)
+    assert torch.equal(state.x_t, held[0]) and torch.equal(state.x0_hat, held[1])
+
+
 @pytest.mark.parametrize("config", [GenerationConfig(steps=10, num_samples=2, seed=1),
                                     GenerationConfig(steps=6, solver="dpmpp_2m", clamp=True, max_length=9),
                                     GenerationConfig(steps=5, clamp="decode", seed=2)])
@@ -126,6 +140,8 @@ def test_bad_inputs_are_one_line_errors(export_dir, ckpt, tiny_model, tokenizer,
     not_ckpt = tmp_path / "empty"
     not_ckpt.mkdir()
     other = save_checkpoint(tmp_path / "other", tiny_model, tokenizer)
+    empty_rows = tmp_path / "empty.jsonl"
+    empty_rows.write_text("")
     cases = [
         (["export", "onnx", "--model", str(not_ckpt), "--out", str(tmp_path / "a")], "not a CodeFusion checkpoint"),
         (["export", "onnx", "--model", str(ckpt), "--out", str(export_dir)], "already exists"),
@@ -136,6 +152,13 @@ def test_bad_inputs_are_one_line_errors(export_dir, ckpt, tiny_model, tokenizer,
         (["generate", "x", "--model", str(export_dir)], "export directory"),
         (["generate", "x", "--model", str(export_dir), "--backend", "onnxruntime", "--dtype", "bfloat16"],
          "runs in float32"),
+        (["export", "onnx", "--model", str(ckpt), "--out", str(ckpt / "config.json")], "is a file, not a directory"),
+        (["export", "onnx", "--model", str(ckpt), "--out", str(ckpt / "config.json" / "sub")], "not a writable"),
+        (["export", "onnx", "--model", str(other), "--out", str(other), "--force"], "is the checkpoint itself"),
+        (["export", "verify", "--export", str(export_dir), "--model", str(ckpt), "--limit", "-1"],
+         "--limit must be at least 1"),
+        (["export", "verify", "--export", str(export_dir), "--model", str(ckpt), "--data", str(empty_rows)],
+         "holds no rows"),
     ]
     for argv, match in cases:
         _one_line_error(capsys, argv, match)
@@ -264,6 +287,10 @@ def test_tensorrt_build_up_to_the_builder(monkeypatch, export_dir, tmp_path):
     spec = graph_specs(ModelConfig.from_dict(manifest["model"]))["denoiser"]
     shapes = {c[1]: c[2:] for c in fake.calls if c[0] == "shape" and c[1] in {t.name for t in spec.inputs}}
     assert shapes == profile_shapes(spec)
+    in_place = trt_export.export_tensorrt(out, out, "fp16")  # engines next to the graphs (a copy onto itself failed)
+    assert in_place == out
+    with pytest.raises(ExportError, match="keep their opset"):
+        trt_export.export_tensorrt(out, tmp_path / "trt2", "fp16", opset=23)
     with pytest.raises(ProviderError, match="CUDA GPUs only"):
         CodeFusion.from_pretrained(out, backend="tensorrt")
 
