@@ -94,6 +94,61 @@ def _per_request(entry: dict, a: int, n_prompts: int, k: int) -> dict:
             "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
 
 
+def _join(parts: list[tuple[list[int], "GenerationOutput"]], n_prompts: int, one_loop: bool) -> "GenerationOutput":
+    """One request's answer from its parts (its prompts split by length bucket; ``parts``: (the request's prompt
+    indices, that part's output)), per-prompt lists back in prompt order. Timings: the longest length, the most
+    steps and rows; sampling and decoding times of loops run one after another add up (``one_loop``: one shared
+    loop, whose times every part reports)."""
+    if len(parts) == 1:
+        return parts[0][1]
+
+    def place(lists):
+        out = [None] * n_prompts
+        for (js, _), values in zip(parts, lists):
+            for j, v in zip(js, values):
+                out[j] = v
+        return out
+    outs = [o for _, o in parts]
+    timings = {"steps": max(o.timings["steps"] for o in outs), "length": max(o.timings["length"] for o in outs),
+               "batch_rows": max(o.timings["batch_rows"] for o in outs)}
+    for key in ("sample_ms", "decode_ms"):
+        values = [o.timings[key] for o in outs]
+        timings[key] = round(max(values) if one_loop else sum(values), 3)
+    trace = None
+    if outs[0].trace is not None:
+        trace = [{**entries[0], "texts": place([e["texts"] for e in entries])}
+                 for entries in zip(*(o.trace for o in outs))]
+    lengths = None if outs[0].sample_lengths is None else place([o.sample_lengths for o in outs])
+    return GenerationOutput(place([o.texts for o in outs]), place([o.scores for o in outs]), outs[0].seed,
+                            {k: timings[k] for k in outs[0].timings}, [], trace, place([o.samples for o in outs]),
+                            lengths)
+
+
+class _TraceJoin:
+    """Streaming (``on_trace``) for requests split into parts: a part's trace entry is held until every part
+    of its request has reached that step, then the request's entry goes out whole, prompts in order."""
+
+    def __init__(self, on_trace, owner: list[tuple[int, list[int]]], n_prompts: list[int]):
+        self.on_trace, self.owner, self.n_prompts = on_trace, owner, n_prompts
+        self.parts = [sum(o[0] == r for o in owner) for r in range(len(n_prompts))]
+        self.pending: dict[tuple[int, int], list] = {}
+
+    def __call__(self, q: int, entry: dict) -> None:
+        r, js = self.owner[q]
+        if self.parts[r] == 1:
+            self.on_trace(r, entry)
+            return
+        held = self.pending.setdefault((r, entry["step"]), [])
+        held.append((js, entry))
+        if len(held) == self.parts[r]:
+            texts = [None] * self.n_prompts[r]
+            for part_js, part in held:
+                for j, t in zip(part_js, part["texts"]):
+                    texts[j] = t
+            del self.pending[(r, entry["step"])]
+            self.on_trace(r, {**entry, "texts": texts})
+
+
 PROGRESS_CHUNKS = 50  # a loop with a progress callback runs in about this many chunks
 
 
@@ -172,9 +227,10 @@ class CodeFusion:
         """Several requests in as few denoising batches as possible (the server's dynamic batching).
 
         They must agree on the loop's GenerationConfig fields (``batch_key``); seed, num_samples, lang and
-        max_length may differ. Every row keeps its own (seed, sample) noise key and each request runs at its
-        own length bucket (on the ``torch`` backend every bucket in one loop, ``Backend.run_groups``), so each
-        output equals ``generate`` of that request alone.
+        max_length may differ. Every row keeps its own (seed, sample) noise key and each prompt runs at its
+        own length bucket, the one the length head gives it (a request whose prompts fall in several buckets
+        is split, and its answers joined back in prompt order; on the ``torch`` backend every bucket runs in
+        one loop, ``Backend.run_groups``), so each prompt's answer equals ``generate`` of that prompt alone.
         ``on_trace(r, entry)``, if given, is called as soon as request r's loop reaches each of its
         ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming.
         ``progress(done, total)``, if given, is called as the denoising steps complete (the loop then runs in
@@ -198,22 +254,35 @@ class CodeFusion:
         first = [sum(len(ps) for ps, _ in reqs[:r]) for r in range(len(reqs))]  # request r's first prompt
         warnings = [[f"prompt {j} truncated to {self.cfg.max_source_len} tokens"
                      for j in range(len(ps)) if source.truncated[first[r] + j]] for r, (ps, _) in enumerate(reqs)]
-        # 3. encode once; each request's target length (its own prompts only)
+        # 3. encode once; each prompt's target length: a request is split into parts, one per length bucket of
+        # its prompts (a part's prompts are ``index``: call-wide), so no prompt runs at a neighbour's length
         memory = self.backend.encode(source)
         predict = any(c.max_length is None for _, c in reqs)
         lengths = self.backend.lengths(memory, self.length_quantile) if predict else None
-        keep, groups = [], {}  # per request: tokens kept; per length bucket: its requests
+        parts, index, owner = [], [], []  # per part: (prompts, config); its prompts' indices; (request, local ones)
         for r, (ps, c) in enumerate(reqs):
+            by_bucket: dict = {}
+            for j in range(len(ps)):
+                n = c.max_length or (self.cfg.max_target_len if lengths is None else
+                                     self.cfg.bucket_for(int(lengths[first[r] + j])))
+                by_bucket.setdefault(n, []).append(j)
+            for js in by_bucket.values():
+                parts.append(([ps[j] for j in js], c))
+                index.append([first[r] + j for j in js])
+                owner.append((r, js))
+        keep, groups = [], {}  # per part: tokens kept; per length bucket: its parts
+        for q, (_, c) in enumerate(parts):
             keep.append(c.max_length or (self.cfg.max_target_len if lengths is None else
-                                         self.cfg.bucket_for(int(lengths[first[r]:first[r] + len(ps)].max()))))
-            groups.setdefault(self.cfg.bucket_for(keep[r]), []).append(r)
+                                         self.cfg.bucket_for(int(lengths[index[q]].max()))))
+            groups.setdefault(self.cfg.bucket_for(keep[q]), []).append(q)
         self.backend.synchronize()
         t_encoded = time.perf_counter()
-        outputs: list[GenerationOutput | None] = [None] * len(reqs)
         one_loop = len(groups) > 1 and not config.trace_steps and not config.early_exit
         bar = None if progress is None else _Progress(progress, config.steps * (1 if one_loop else len(groups)))
+        if on_trace is not None:
+            on_trace = _TraceJoin(on_trace, owner, [len(ps) for ps, _ in reqs])
         if one_loop:  # 4–6, every bucket in one loop
-            runs = [self._prepare(reqs, members, first, keep, memory, n) for n, members in groups.items()]
+            runs = [self._prepare(parts, members, index, keep, memory, n) for n, members in groups.items()]
             t0 = time.perf_counter()
             states, done = [run.state for run in runs], 0
             for stop in _chunk_stops(len(states[0].table), bar):
@@ -223,31 +292,36 @@ class CodeFusion:
                 done = stop
             self.backend.synchronize()
             t_sampled, rows = time.perf_counter(), sum(len(run.prompt_of) for run in runs)
-            finished = [self._finish(reqs, run, state, None, len(state.table), t0, t_sampled,
+            finished = [self._finish(parts, run, state, None, len(state.table), t0, t_sampled,
                                      rows if self.backend.groups_in_one_pass else len(run.prompt_of))
                         for run, state in zip(runs, states)]
         else:  # 4–6 per length bucket (trace and early exit stop and look at their own loop)
-            finished = [self._generate_group(reqs, members, first, keep, memory, n, on_trace, bar)
+            finished = [self._generate_group(parts, members, index, keep, memory, n, on_trace, bar)
                         for n, members in groups.items()]
+        by_part: list[GenerationOutput | None] = [None] * len(parts)
         for members, outs in zip(groups.values(), finished):
-            for r, out in zip(members, outs):
-                out.warnings = warnings[r] + (destructive_warnings(out.texts) if reqs[r][1].lang == "bash" else [])
-                outputs[r] = out
+            for q, out in zip(members, outs):
+                by_part[q] = out
+        outputs = [_join([(owner[q][1], by_part[q]) for q in range(len(parts)) if owner[q][0] == r], len(ps),
+                         one_loop) for r, (ps, _) in enumerate(reqs)]
+        for r, out in enumerate(outputs):
+            out.warnings = warnings[r] + (destructive_warnings(out.texts) if reqs[r][1].lang == "bash" else [])
         total = round((time.perf_counter() - t_start) * 1e3, 3)
         for out in outputs:
             out.timings = {"encode_ms": round((t_encoded - t_start) * 1e3, 3), **out.timings, "total_ms": total}
         return outputs
 
-    def _prepare(self, reqs, members: list[int], first: list[int], keep: list[int], memory, n: int) -> "_GroupRun":
+    def _prepare(self, reqs, members: list[int], index: list[list[int]], keep: list[int], memory,
+                 n: int) -> "_GroupRun":
         """The initial state of one length bucket's rows (request, prompt, sample), request-major, so each
-        request's rows are contiguous."""
+        request's rows are contiguous. ``index[r]``: request r's prompts, as indices into the encoded batch."""
         config, device = reqs[members[0]][1], self.backend.device
         prompt_of, seeds, samples, spans = [], [], [], []
         for r in members:
             ps, c = reqs[r]
             spans.append((len(prompt_of), len(ps), c.num_samples))
             for j in range(len(ps)):
-                prompt_of += [first[r] + j] * c.num_samples
+                prompt_of += [index[r][j]] * c.num_samples
                 seeds += [c.seed] * c.num_samples
                 samples += range(c.num_samples)
         rows_memory = select_rows(memory, torch.tensor(prompt_of, device=device))
@@ -258,11 +332,11 @@ class CodeFusion:
         state = initial_state(self.backend, rows_memory, table, seeds, samples, n)
         return _GroupRun(members, spans, prompt_of, [keep[r] for r in members], state)
 
-    def _generate_group(self, reqs, members: list[int], first: list[int], keep: list[int], memory, n: int,
+    def _generate_group(self, reqs, members: list[int], index: list[list[int]], keep: list[int], memory, n: int,
                         on_trace=None, bar: "_Progress | None" = None):
         """Sample, decode and rank the requests ``members`` (one length bucket) as one batch of rows."""
         t0 = time.perf_counter()
-        run = self._prepare(reqs, members, first, keep, memory, n)
+        run = self._prepare(reqs, members, index, keep, memory, n)
 
         def publish(entry: dict) -> None:
             for r, span in zip(members, run.spans):

@@ -37,3 +37,32 @@ def test_from_pretrained_none_loads_it_and_generates():
 def test_cli_generate_uses_it_without_model(capsys):
     assert main(["generate", "list files", "--steps", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["timings"]["steps"] == 2
+
+
+def test_each_prompt_runs_at_its_own_length_bucket_whatever_its_neighbours():
+    """A request's prompts used to share the longest bucket among them, so a short prompt's program changed (and
+    was cut at another length) when a long prompt came along. Each prompt now runs at its own bucket: its answer,
+    its trace and what streams out equal those of the prompt alone."""
+    cf = CodeFusion.from_pretrained(None, dtype="float32")
+    short, long = "sort a list of numbers", ("find all files larger than 10MB in /var/log and compress each of them "
+                                             "with gzip, then move the archives into /backup/logs keeping the "
+                                             "directory structure, and finally email a report")
+    prompts = [short, long, "list files"]
+    buckets = cf.length_buckets(prompts, "bash")
+    assert buckets[0] != buckets[1] and buckets[2] == buckets[0]  # the case: two buckets in one request
+    config = GenerationConfig(steps=3, num_samples=2, trace_steps=(1, 3))
+    together = cf.generate(prompts, config)
+    streamed = []
+    cf.generate_many([(prompts, config)], on_trace=lambda r, entry: streamed.append((r, entry)))
+    assert [(r, e["step"]) for r, e in streamed] == [(0, 1), (0, 3)]  # one entry per step, once every part has it
+    for j, prompt in enumerate(prompts):
+        alone = cf.generate([prompt], config)
+        assert together.texts[j] == alone.texts[0] and together.scores[j] == alone.scores[0]
+        assert together.samples[j] == alone.samples[0] and together.sample_lengths[j] == alone.sample_lengths[0]
+        assert [e["texts"][j] for e in together.trace] == [e["texts"][0] for e in alone.trace]
+        assert [e["texts"][j] for _, e in streamed] == [e["texts"][0] for e in alone.trace]
+    assert together.timings["length"] == max(buckets)
+    # the one-loop path (several requests, every bucket in one loop) joins the parts the same way
+    first, second = cf.generate_many([(prompts, GenerationConfig(steps=3)), ([long], GenerationConfig(steps=3))])
+    assert first.texts == [cf.generate([p], GenerationConfig(steps=3)).texts[0] for p in prompts]
+    assert second.texts == [first.texts[1]]
