@@ -18,23 +18,31 @@ from tqdm import tqdm
 from codefusion import CodeFusion, GenerationConfig
 
 
-def step_cost(cfg, batch: int, n: int, S: int, dtype_bytes: int, clamp: str = "none") -> dict[str, float]:
+def step_cost(cfg, batch: int, n: int, S: int, dtype_bytes: int, clamp: str = "none",
+              rows_at: dict[int, int] | None = None) -> dict[str, float]:
     """FLOPs and bytes of one denoiser step with cached cross K/V (matmuls and attention only); with
-    ``clamp="decode"`` also the decoder pass and the head that round x̂0, with "nearest" the distance to L."""
-    d, dff, T, V = cfg.d_model, cfg.d_ff, batch * n, cfg.vocab_size
+    ``clamp="decode"`` also the decoder pass and the head that round x̂0, with "nearest" the distance to L.
+    ``rows_at`` {length: rows}: a batch whose rows run at several lengths (each prompt at its own bucket);
+    default {n: batch}. Weights are read once a step, whatever the mix."""
+    d, dff, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
     d_in = cfg.d_embed * (2 if cfg.self_condition else 1)
-    per_block = 2 * T * (3 * d * d + d * d + 2 * d * d + 2 * d * dff) + 4 * batch * n * d * (n + S)
     block_weights = 6 * d * d + 2 * d * dff
-    flops = cfg.denoiser_layers * per_block + 2 * T * (d_in * d + d * cfg.d_embed)
     weights = cfg.denoiser_layers * block_weights + d_in * d + d * cfg.d_embed
-    kv = cfg.denoiser_layers * 2 * batch * S * d
     if clamp == "decode":  # D's input and output projections, its blocks, then H (V × d_embed)
-        flops += cfg.decoder_layers * per_block + 2 * T * (2 * cfg.d_embed * d + cfg.d_embed * V)
         weights += cfg.decoder_layers * block_weights + 2 * cfg.d_embed * d + V * cfg.d_embed
-        kv += cfg.decoder_layers * 2 * batch * S * d
     elif clamp == "nearest":
-        flops += 2 * T * cfg.d_embed * V
         weights += V * cfg.d_embed
+    flops = kv = 0
+    for n, rows in (rows_at or {n: batch}).items():
+        T = rows * n
+        per_block = 2 * T * (3 * d * d + d * d + 2 * d * d + 2 * d * dff) + 4 * rows * n * d * (n + S)
+        flops += cfg.denoiser_layers * per_block + 2 * T * (d_in * d + d * cfg.d_embed)
+        kv += cfg.denoiser_layers * 2 * rows * S * d
+        if clamp == "decode":
+            flops += cfg.decoder_layers * per_block + 2 * T * (2 * cfg.d_embed * d + cfg.d_embed * V)
+            kv += cfg.decoder_layers * 2 * rows * S * d
+        elif clamp == "nearest":
+            flops += 2 * T * cfg.d_embed * V
     return {"gflop_per_step": round(flops / 1e9, 4), "mb_per_step": round((weights + kv) * dtype_bytes / 2**20, 2)}
 
 
@@ -66,15 +74,19 @@ def latency(model, tokenizer, prompts: list[str], lang: str, backends: list[str]
                 runs = [cf.generate(batch_prompts, request).timings for _ in range(repeats)]
                 per_step = [r["sample_ms"] / r["steps"] for r in runs]
                 total = [r["total_ms"] for r in runs]
-                n = first.timings["length"]
+                n = first.timings["length"]  # the longest; each prompt runs at its own bucket, as generate does
+                lengths = ([cf.cfg.bucket_for(max_length)] * batch if max_length else
+                           cf.length_buckets(batch_prompts, lang))
+                rows_at = {m: lengths.count(m) * num_samples for m in sorted(set(lengths))}
                 rows.append({"backend": name, "device": str(cf.backend.device), "dtype": dtype, "batch": batch,
                              "samples": num_samples, "steps": steps, "solver": solver, "clamp": request.clamp, "n": n,
+                             "rows_at_length": {str(m): k for m, k in rows_at.items()},
                              "ms_per_step_p50": round(statistics.median(per_step), 3),
                              "ms_per_step_p90": round(_pct(per_step, 0.9), 3),
                              "total_ms_p50": round(statistics.median(total), 2),
                              "total_ms_p90": round(_pct(total, 0.9), 2), "cold_start_ms": round(cold_ms, 1),
                              "repeats": repeats,
                              **step_cost(cf.cfg, batch * num_samples, n, cf.cfg.max_source_len,
-                                         torch.finfo(cf.backend.dtype).bits // 8, request.clamp)})
+                                         torch.finfo(cf.backend.dtype).bits // 8, request.clamp, rows_at)})
                 t0 = time.perf_counter()  # later configurations of this engine are warm
     return rows

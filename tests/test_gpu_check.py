@@ -24,6 +24,17 @@ def test_paper_step_cost_and_floor_at_batch_64():
     assert both["floor_ms_at_step_gemm_rate"] == pytest.approx(315.68 / 300, abs=1e-3)
 
 
+def test_step_cost_of_rows_at_several_lengths():
+    """Each prompt runs at its own bucket: the FLOPs of a mixed batch add up per length, the weights count once."""
+    cfg = get_preset("small")
+    short, long = step_cost(cfg, 3, 16, 64, 2), step_cost(cfg, 1, 32, 64, 2)
+    mixed = step_cost(cfg, 4, 32, 64, 2, rows_at={16: 3, 32: 1})
+    assert mixed["gflop_per_step"] == pytest.approx(short["gflop_per_step"] + long["gflop_per_step"], abs=2e-4)
+    weights_mb = step_cost(cfg, 0, 16, 64, 2)["mb_per_step"]
+    assert mixed["mb_per_step"] == pytest.approx(short["mb_per_step"] + long["mb_per_step"] - weights_mb, abs=0.02)
+    assert step_cost(cfg, 4, 32, 64, 2) == step_cost(cfg, 4, 32, 64, 2, rows_at={32: 4})
+
+
 def _row(backend, batch, eager, graph, floor=None):
     row = {"backend": backend, "batch": batch, "ms_per_step_p50": eager,
            "graph_ms_per_step": {"ms_p50": graph} if graph is not None else {"error": "capture failed"}}
