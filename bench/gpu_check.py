@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from codefusion.bench.kernels import cuda_times
+from codefusion.config import get_preset
 from codefusion.kernels._common import interpreting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,6 @@ def environment() -> dict:
 def kernels(reps: int) -> dict:
     """`codefusion bench kernels --device cuda --dtype bfloat16` at the paper shapes, printed as it goes."""
     from codefusion.bench.kernels import bench_kernels
-    from codefusion.config import get_preset
 
     rows = bench_kernels(get_preset("paper"), torch.device("cuda"), torch.bfloat16, list(BATCHES), reps,
                          progress=False)
@@ -104,7 +104,9 @@ def rates() -> dict:
     """The floor's denominators, measured now: bf16 matmul rate at a large square shape and at the paper
     step's own MLP shape (64 × 128 rows), and device-to-device copy bandwidth (bytes read + written)."""
     dev, out = torch.device("cuda"), {}
-    for name, (m, k, n) in {"square_8192": (8192, 8192, 8192), "paper_mlp_b64": (64 * 128, 384, 1536)}.items():
+    paper = get_preset("paper")  # its MLP and fused-QKV GEMM at batch 64: (64 · 128) × d_model → d_ff (= 3 · d_model)
+    shapes = {"square_8192": (8192, 8192, 8192), "paper_mlp_b64": (64 * paper.max_target_len, paper.d_model, paper.d_ff)}
+    for name, (m, k, n) in shapes.items():
         a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
         b = torch.randn(k, n, device=dev, dtype=torch.bfloat16)
         t = cuda_times(lambda: a @ b, 20)
@@ -136,7 +138,6 @@ def e2e(reps: int, rate: dict | None) -> dict:
     from codefusion.backends import get_backend
     from codefusion.bench.gpu_targets import floors, targets
     from codefusion.bench.latency import step_cost
-    from codefusion.config import get_preset
     from codefusion.model import CodeFusionModel
 
     torch.manual_seed(0)
@@ -189,7 +190,6 @@ def profile() -> dict:
     from torch.profiler import profile as torch_profile
 
     from codefusion.backends import get_backend
-    from codefusion.config import get_preset
     from codefusion.model import CodeFusionModel
 
     torch.manual_seed(0)

@@ -53,6 +53,12 @@ def _add_layernorm_kernel(x_ptr, res_ptr, pos_ptr, table_ptr, t_ptr, w_ptr, b_pt
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
+def block_rows(block_d: int, interp: bool) -> int:
+    """Rows per program: 256 in the interpreter (each program costs ~ms in Python); on the GPU ~4K elements
+    per program, 4 warps (compile_check builds the same)."""
+    return 256 if interp else max(1, 4096 // block_d)
+
+
 def _launch(x, residual, pos, time_table, t, weight, bias, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     check(x.dim() == 3 and x.is_contiguous(), f"x must be a contiguous (B, n, d) tensor, got {tuple(x.shape)}")
     check(x.dtype in (torch.float32, torch.float16, torch.bfloat16), f"x dtype {x.dtype} not supported")
@@ -74,8 +80,7 @@ def _launch(x, residual, pos, time_table, t, weight, bias, eps: float) -> tuple[
     if rows == 0:
         return s, y
     block_d = triton.next_power_of_2(d)
-    cap = 256 if interpreting() else max(1, 4096 // block_d)  # GPU: ~4K elements per program, 4 warps
-    block_r = min(triton.next_power_of_2(rows), cap)
+    block_r = min(triton.next_power_of_2(rows), block_rows(block_d, interpreting()))
     _add_layernorm_kernel[(triton.cdiv(rows, block_r),)](
         x, residual if residual is not None else x, pos if pos is not None else x,
         time_table if time_table is not None else x, t if t is not None else x, weight, bias, s, y, rows, n, d, eps,

@@ -84,10 +84,12 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr,
              mask=row_ok[:, None])
 
 
-def _blocks(n: int, S: int, interp: bool) -> tuple[int, int]:
+def _blocks(n: int, S: int, interp: bool, fp32: bool = False) -> tuple[int, int]:
     """Query and key block sizes: one tile per (b, h) in the interpreter (each program costs ~ms in
-    Python); 64 × 64 on the GPU (n, S ≤ 128 at most 2 × 2 tiles, registers fine up to D = 128)."""
-    cap = 128 if interp else 64
+    Python); on the GPU 64 × 64 for fp16/bf16 (n, S ≤ 128: at most 2 × 2 tiles, no register spills up to
+    D = 128 on sm_90) and 32 × 32 for fp32, whose IEEE dots at 64 × 64 spill (ptxas -v for sm_90, D = 64:
+    255 registers and ~2–20 KB of spill traffic; 32 × 32: 89 registers, none). compile_check builds these."""
+    cap = 128 if interp else 32 if fp32 else 64
     fit = lambda x: max(16, min(cap, triton.next_power_of_2(x)))  # noqa: E731  (tl.dot needs ≥ 16)
     return fit(n), fit(S)
 
@@ -109,7 +111,7 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.T
     check(same_device(q, k, v, key_mask), "q, k, v and key_mask must be on one device")
     out = torch.empty(B, n, H, D, device=q.device, dtype=q.dtype)
     interp = interpreting()
-    block_m, block_n = _blocks(n, S, interp)
+    block_m, block_n = _blocks(n, S, interp, q.dtype == torch.float32)
     mask_arg = key_mask if key_mask is not None else q  # never read when HAS_MASK is False
     sm_b, sm_s = key_mask.stride() if key_mask is not None else (0, 0)
     grid = (triton.cdiv(n, block_m), B * H)

@@ -221,3 +221,29 @@ def test_sm90_compile_only():
         pytest.skip(f"this Triton cannot compile for sm_90 without a driver: {proc.stderr.strip()[-300:]}")
     failed = [r for r in report["kernels"] if not r["ok"]]
     assert not failed, failed
+    names = {r["name"] for r in report["kernels"]}  # what the launchers pick at the presets' shapes
+    assert {"attention[bf16,D=64,64x64,mask]", "attention[fp32,D=64,32x32,mask]", "add_layernorm[bf16,d=384,res]",
+            "solver_step[dpmpp_2m]"} <= names
+    measured = [r for r in report["kernels"] if r["spill_bytes"] is not None]
+    assert all(r["spill_bytes"] == 0 and r["registers"] <= 255 for r in measured), measured
+
+
+def test_compile_check_sees_register_spills():
+    """The spill check itself: fp32 attention at 64 × 64 blocks (what the launcher picked before it capped fp32
+    at 32 × 32) spills on sm_90, and ptxas -v says so; skipped where this Triton's ptxas cannot run alone."""
+    code = ("import json; from codefusion.kernels import compile_check as cc; from codefusion.kernels import attention;"
+            "import triton; from triton.backends.compiler import GPUTarget; from triton.compiler import ASTSource;"
+            "name, k, types, cx, hinted = [c for c in cc._attention_cases(attention._attention_kernel, "
+            "lambda n, S, i, f: (64, 64)) if c[0].startswith('attention[fp32') and c[0].endswith('mask]')][0];"
+            "src = ASTSource(k, cc._signature(k, types, cx), constexprs=cx, attrs=cc._attrs(k, hinted));"
+            "c = triton.compile(src, target=GPUTarget('cuda', 90, 32), options={'num_warps': 4});"
+            "print(json.dumps(cc._ptxas_report(c.asm['ptx'], 90)))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"this Triton cannot compile for sm_90 without a driver: {proc.stderr.strip()[-300:]}")
+    registers, spills = json.loads(proc.stdout.strip().splitlines()[-1])
+    if spills is None:
+        pytest.skip("this Triton's ptxas cannot be run on its own")
+    assert spills > 0 and registers == 255
