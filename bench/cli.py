@@ -365,8 +365,8 @@ def _kernels(args) -> int:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "out", None) is not None:  # a bad --out fails now, not after the run
-        out_dir(args.out)
+    if getattr(args, "out", None) is not None:  # a bad --out fails now, not after the run (created when written)
+        out_dir(args.out, create=False)
     if args.suite == "compare":  # scores two files: no model to load
         return _compare(args)
     if args.suite == "ranking":  # scores one file: no model to load

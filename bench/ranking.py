@@ -33,7 +33,8 @@ COLUMNS = ["metric", "n", "k", "one_sample", "per_sample", "ranked", "diff", "di
 
 def _metrics(lang: str) -> dict[str, Callable[[str, str], bool]]:
     """name -> f(program, reference)."""
-    out = {"syntax_valid": lambda code, _ref: M.syntax_valid(code, lang), "exact_match": M.exact_match}
+    out = {"syntax_valid": lambda code, _ref: M.syntax_valid(code, lang),
+           "exact_match": lambda code, ref: M.exact_match(code, ref, lang)}
     if lang == "bash":
         out["template_match"] = template_match
     return out

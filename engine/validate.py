@@ -1,9 +1,12 @@
 """Checks of user input before any tensor is touched: one clear line per problem."""
 from __future__ import annotations
 
+import numbers
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import LANGS, GenerationConfig, ModelConfig, clamp_mode
@@ -33,7 +36,7 @@ def check_prompts(prompts) -> list[str]:
 
 
 def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def out_dir(path, flag: str = "--out", create: bool = True) -> Path:
@@ -83,11 +86,11 @@ def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
     if c.max_length is not None and (not _is_int(c.max_length) or not 1 <= c.max_length <= model.max_target_len):
         raise CodeFusionError(f"max_length must be an integer in 1..{model.max_target_len}, got {c.max_length!r}")
     clamp_mode(c.clamp)
-    if isinstance(c.eta, bool) or not isinstance(c.eta, (int, float)) or not 0.0 <= c.eta <= 1.0:
+    if isinstance(c.eta, (bool, np.bool_)) or not isinstance(c.eta, numbers.Real) or not 0.0 <= c.eta <= 1.0:
         raise CodeFusionError(f"eta must be a number in [0, 1], got {c.eta!r}")
-    if not isinstance(c.early_exit, bool):
+    if not isinstance(c.early_exit, (bool, np.bool_)):
         raise CodeFusionError(f"early_exit must be True or False, got {c.early_exit!r}")
-    if not isinstance(c.trace_steps, (list, tuple)):
+    if isinstance(c.trace_steps, (str, bytes)) or not isinstance(c.trace_steps, Iterable):
         raise CodeFusionError(f"trace_steps must be a list of step counts, got {c.trace_steps!r}")
     bad = [s for s in c.trace_steps if not _is_int(s) or not 1 <= s <= c.steps]
     if bad:

@@ -33,6 +33,20 @@ def test_exact_match_keeps_whitespace_that_means_something():
     assert not M.exact_match("echo 'open  x", "echo 'open x", "bash")  # unclosed: the rest is kept as written
 
 
+@pytest.mark.parametrize("pred, ref, lang", [
+    ("sed 's/^,/ ,/' f | tr -d \\\"  |  column -s, -t", "sed 's/^,/ ,/' f | tr -d \\\" | column -s, -t", "bash"),
+    ("echo don\\'t   stop", "echo don\\'t stop", "bash"),  # an escaped quote opens no string
+    ("ls -l   # it's  here\nwc", "ls -l # it's here\nwc", "bash"),  # nor does an apostrophe in a comment
+    ("ls ;\nls", "ls ; ls", "bash"), ("ls |\n  wc", "ls | wc", "bash"), ("ls \\\n -l", "ls -l", "bash"),
+    ("a\r\nb", "a\nb", "bash"),
+    ("x = 1 # it's the default\ny  =  2", "x = 1  # it's the default\ny = 2", "python"),
+    ("foo(a,\n    b)", "foo(a, b)", "python"), ("if x:\n  y", "if x:\n    y", "python"), ("x=1", "x = 1", "python"),
+    ("if x:\n\ty", "if x:\n    y", "python"),
+])
+def test_exact_match_ignores_whitespace_without_meaning(pred, ref, lang):
+    assert M.exact_match(pred, ref, lang)
+
+
 def test_syntax_valid_is_false_on_deep_nesting():
     assert M.syntax_valid("-" * 3000 + "1", "python") is False
 
@@ -81,9 +95,11 @@ def test_report_ks():
 def test_score_row_top_k_semantics():
     bleu = BLEU(tokenize="13a")
     row = {"code": "sum(x)"}
-    s = score_row(row, ["sum(x", "sum( x )", "max(x)"], ["sum(x", "sum( x )", "max(x)"], "python", [1, 3], bleu)
+    s = score_row(row, ["sum(x", "sum(y)", "max(x)"], ["sum(x", "sum(y)", "max(x)"], "python", [1, 3], bleu)
     assert s["syntax_valid@1"] == 0.0  # top-1 only
-    assert s["exact_match@1"] == 0.0 and s["exact_match@3"] == 0.0  # whitespace inside tokens differs
+    assert s["exact_match@1"] == 0.0 and s["exact_match@3"] == 0.0
+    s = score_row(row, ["max(x)", "sum( x )"], ["max(x)", "sum( x )"], "python", [1, 3], bleu)
+    assert s["exact_match@1"] == 0.0 and s["exact_match@3"] == 1.0  # the same Python tokens
     s = score_row(row, ["max(x)", "sum(x)"], ["max(x)", "sum(x)", "max(x)"], "python", [1, 3], bleu)
     assert s["exact_match@1"] == 0.0 and s["exact_match@3"] == 1.0 and s["bleu@3"] == pytest.approx(100.0)
     assert s["distinct_2@3"] == pytest.approx(M.distinct_n(["max(x)", "sum(x)", "max(x)"], 2))

@@ -113,6 +113,14 @@ def test_bad_input(cf, prompts, config, message):
         cf.generate(prompts, config)
 
 
+def test_numpy_numbers_and_any_iterable_of_steps_are_accepted(cf):
+    import numpy as np
+    out = cf.generate(["list files"], GenerationConfig(steps=4, solver="ddim", eta=np.float32(0.5), seed=np.int64(3),
+                                                       trace_steps=range(2, 5, 2)))
+    assert [e["step"] for e in out.trace] == [2, 4]
+    assert cf.generate(["list files"], GenerationConfig(steps=4, early_exit=np.bool_(False))).texts
+
+
 def test_default_backend_is_torch_and_early_exit_needs_it(tiny_model, tokenizer):
     assert CodeFusion(tiny_model, tokenizer).backend.name == "torch"
     with pytest.raises(CodeFusionError, match="early_exit is not supported by the .reference. backend"):

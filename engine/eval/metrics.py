@@ -1,8 +1,9 @@
 """The metrics of ``codefusion eval``, one row at a time, and their corpus aggregates.
 
 Per row (pred = a generated program, ref = the reference, top = the k generations, best first):
-    exact_match@k     some of the top k equals ref after collapsing whitespace that carries no meaning
-                      (``normalize``: runs outside quotes; line breaks and Python indentation kept)
+    exact_match@k     some of the top k equals ref up to whitespace that carries no meaning (``normalize``:
+                      Python by its tokens; else runs outside quotes collapsed, line breaks that end a
+                      command kept)
     bleu@k            corpus BLEU (sacrebleu, 13a tokens, exp smoothing) over each row's best-of-k
                       by sentence BLEU (effective order, so a short exact match scores 100); @1 is plain
                       corpus BLEU of the top-1 programs
@@ -19,44 +20,93 @@ from __future__ import annotations
 
 import ast
 import itertools
-import re
 import warnings
 
 import numpy as np
 
 
-_SPACE = re.compile(r"[ \t\f\v\r]*\n[ \t\f\v\r\n]*|[ \t\f\v\r]+")
+def _python_tokens(code: str) -> tuple | None:
+    """Python's own tokens of ``code``: strings and comments exactly as written, indentation as its nesting
+    (INDENT / DEDENT, not its width), line breaks only where they end a statement (NEWLINE, not the NL inside
+    brackets); None if it does not tokenize."""
+    import io
+    import tokenize
+
+    skip = {tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+    try:
+        toks = [(t.type, "" if t.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else t.string.strip())
+                for t in tokenize.generate_tokens(io.StringIO(code.strip()).readline) if t.type not in skip]
+    except (tokenize.TokenError, SyntaxError, ValueError):  # IndentationError is a SyntaxError
+        return None
+    while toks and toks[-1][0] in (tokenize.NEWLINE, tokenize.DEDENT):
+        toks.pop()
+    return tuple(toks)
 
 
-def normalize(code: str, lang: str | None = None) -> str:
-    """``code`` with the whitespace that carries no meaning made canonical: outside quotes, a run without
-    a line break becomes one space and a run with one becomes a line break (followed, for Python, by the
-    next line's indentation); the ends are stripped. Whitespace inside '…' and "…" is kept as written
-    (``echo "a  b"`` ≠ ``echo "a b"``); an unclosed quote keeps the rest as written."""
+_CONTINUES = set("|;&(")  # Bash: a line break after these is only a space
+
+
+def _text(code: str, lang: str | None) -> str:
+    """Whitespace outside quotes made canonical: a run becomes one space, or one line break where the line
+    break ends a command (not after | ; && ( or a backslash); inside '…' and "…" (Bash's '…' has no escapes) and
+    after a backslash it is kept as written; a Bash comment (# at the start of a word) to the end of its line
+    has its spaces collapsed and opens no quote. An unclosed quote keeps the rest as written."""
     out, i, n = [], 0, len(code)
+
+    def last() -> str:
+        return next((ch for piece in reversed(out) for ch in reversed(piece) if not ch.isspace()), "")
+
+    def space(sep: str) -> None:  # one separator between words: a line break wins over a space
+        if out and out[-1] in (" ", "\n"):
+            out[-1] = "\n" if "\n" in (sep, out[-1]) else " "
+        else:
+            out.append(sep)
     while i < n:
         c = code[i]
+        if c == "\\":
+            if code[i + 1:i + 2] == "\n":  # a line continuation: one space
+                space(" ")
+            else:
+                out.append(code[i:i + 2])
+            i += 2
+            continue
         if c in "'\"":
-            escapes = c == '"' or lang == "python"  # Bash's '…' has no escapes
+            escapes = c == '"' or lang != "bash"
             j = i + 1
             while j < n and code[j] != c:
                 j += 2 if escapes and code[j] == "\\" else 1
             out.append(code[i:j + 1])
             i = j + 1
             continue
-        m = _SPACE.match(code, i)
-        if m is None:
-            out.append(c)
-            i += 1
+        if c == "#" and lang == "bash" and (i == 0 or code[i - 1].isspace()):
+            j = code.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" ".join(code[i:j].split()))
+            i = j
             continue
-        run = m.group()
-        if "\n" not in run:
-            out.append(" ")
-        else:
-            indent = run[run.rindex("\n") + 1:] if lang == "python" else ""
-            out.append("\n" + indent)
-        i = m.end()
+        if c.isspace():
+            j = i
+            while j < n and code[j].isspace():
+                j += 1
+            breaks = "\n" in code[i:j] or "\r" in code[i:j]
+            space("\n" if breaks and last() not in _CONTINUES else " ")
+            i = j
+            continue
+        out.append(c)
+        i += 1
     return "".join(out).strip()
+
+
+def normalize(code: str, lang: str | None = None):
+    """``code`` up to the whitespace that carries no meaning: for Python its token stream (``_python_tokens``:
+    ``x=1`` equals ``x = 1``, and a re-indented block its original), else (and for Python that does not
+    tokenize) ``_text``. Whitespace that does carry meaning (inside quotes, a line break that ends a command,
+    Python's nesting) is kept, so ``echo "a  b"`` ≠ ``echo "a b"``."""
+    if lang == "python":
+        toks = _python_tokens(code)
+        if toks is not None:
+            return toks
+    return _text(code, lang)
 
 
 def exact_match(pred: str, ref: str, lang: str | None = None) -> bool:

@@ -265,6 +265,8 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
             return future  # refused before queueing: a plain error response, not a stream
         request.state.counts_itself = True  # the stream's status is known only at its end
         done = asyncio.ensure_future(outcome(future, t0))
+        # counted when the job ends, even if the client has gone and the stream below was cancelled
+        done.add_done_callback(lambda d: d.cancelled() or metrics.requests.labels(str(d.result()[0])).inc())
 
         async def stream():
             while not (done.done() and events.empty()):
@@ -275,7 +277,6 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
                 else:
                     getter.cancel()
             status, body = done.result()
-            metrics.requests.labels(str(status)).inc()
             yield _sse("result", body) if status == 200 else _sse("error", {"status": status, **body})
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -13,7 +13,7 @@ import random
 from collections import Counter
 
 from ..config import GenerationConfig
-from ..eval.metrics import syntax_valid
+from ..eval.metrics import exact_match, syntax_valid
 from .data import Example
 from .masking import cpd_mask
 
@@ -39,7 +39,7 @@ def dev_check(model, tokenizer, dev: list[Example], task: str, steps: int, devic
         prompts = [e.nl if task == "finetune" else cpd_mask(e.code, lang, rng) for e in rows]
         out = cf.generate(prompts, GenerationConfig(lang=lang, steps=steps, seed=0))
         for e, texts in zip(rows, out.texts):
-            exact.append(" ".join(texts[0].split()) == " ".join(e.code.split()))
+            exact.append(exact_match(texts[0], e.code, lang))
             f1.append(token_f1(texts[0], e.code))
         syntax[f"syntax_{lang}"] = round(sum(syntax_valid(texts[0], lang) for texts in out.texts) / len(rows), 4)
     model.train(was_training)
