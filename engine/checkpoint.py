@@ -8,6 +8,7 @@ first mismatch with a message that names it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -33,15 +34,28 @@ def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTok
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in unique_state(model).items()}
-    save_file(tensors, str(path / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
-    tokenizer.save(path / TOKENIZER)
+    replace_atomically(path / WEIGHTS, lambda tmp: save_file(tensors, str(tmp),
+                                                             metadata={"format_version": str(FORMAT_VERSION)}))
+    replace_atomically(path / TOKENIZER, tokenizer.save)
     config = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
               "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                             **({"split_brackets": list(tokenizer.split_brackets)} if tokenizer.split_brackets else {})},
               "meta": meta or {},
               **({"generation": generation_defaults({"generation": generation})} if generation else {})}
-    (path / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    replace_atomically(path / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n",
+                                                                 encoding="utf-8"))  # last: it names the rest
     return path
+
+
+def replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` a sibling temporary file, then rename it onto ``path``: a crash mid-write leaves the old
+    file whole (or none), never a truncated one that a later load would take for the real thing."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -63,6 +63,78 @@ def test_resume_continues_the_step_count(tmp_path, data_dir):
     assert state["step"] == 7
 
 
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    """A loss or gradient that is not finite stops the run before the weights move: the checkpoint already in
+    --out (step 3 here) stays loadable, and the error says what happened and what to do."""
+    out = train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(CodeFusionError, match=r"training diverged at step \d+: the (loss|gradient norm) is (nan|inf)"
+                                              r".*lower --lr .* --resume from the checkpoint"):
+        train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0, resume=True, lr=1e30, warmup=0))
+    assert (out / "model.safetensors").read_bytes() == before
+    CodeFusion.from_pretrained(out)  # still loads
+
+
+def test_an_interrupted_run_saves_a_resumable_checkpoint(tmp_path, data_dir, monkeypatch):
+    from codefusion.train import trainer
+    calls = {"n": 0}
+    real = trainer._optimize
+
+    def interrupt_at_the_fourth(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(trainer, "_optimize", interrupt_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0))
+    out = tmp_path / "run"
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 3
+    monkeypatch.setattr(trainer, "_optimize", real)
+    train(train_config(tmp_path, data_dir, max_steps=5, dev_rows=0, resume=True))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 5
+    logged = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert logged.count(1) == 1  # one run, one log (a fresh run into the folder would start a new one)
+
+
+def test_resume_keeps_the_run_as_it_began(tmp_path, data_dir):
+    train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0, task="pretrain"))
+    with pytest.raises(CodeFusionError, match="--resume continues .* with --task 'pretrain', not 'finetune'"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True))
+    with pytest.raises(CodeFusionError, match="with --batch-size 4, not 2"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain", batch_size=2))
+    # a save cut short between the optimizer state and the weights is caught on resume
+    out = tmp_path / "run"
+    state = json.loads((out / "trainer_state.json").read_text())
+    (out / "trainer_state.json").write_text(json.dumps({**state, "step": 4}))
+    with pytest.raises(CodeFusionError, match="weights are from step 3 but the optimizer state from step 4"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
+    (out / "trainer_state.json").write_text("{")
+    with pytest.raises(CodeFusionError, match="the training state is unreadable"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(minutes=-1), "--minutes must be > 0, got -1"), (dict(max_steps=0), "--max-steps must be at least 1"),
+    (dict(batch_size=0), "--batch-size must be at least 1"), (dict(lr=-1.0), "--lr must be > 0"),
+    (dict(warmup=-3), "--warmup must be ≥ 0"), (dict(task="length", resume=True), "has no --resume"),
+])
+def test_bad_numbers_are_refused_before_any_data_is_read(tmp_path, kw, message):
+    with pytest.raises(CodeFusionError, match=message):
+        train(train_config(tmp_path, tmp_path / "no-data", **kw))
+
+
+def test_empty_split_and_non_text_nl_are_data_errors(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    (bad / "cf").mkdir(parents=True)
+    (bad / "cf" / "train.jsonl").write_text("")
+    (bad / "cf" / "pretrain.jsonl").write_text(json.dumps({"code": "Top(1)", "nl": 5}) + "\n")
+    with pytest.raises(DataError, match="train.jsonl holds no rows"):
+        load_split(bad, "cf", "train")
+    with pytest.raises(DataError, match="pretrain.jsonl:1: field 'nl' is not a string"):
+        load_split(bad, "cf", "pretrain")
+
+
 def test_resume_without_state(tmp_path, data_dir):
     with pytest.raises(CodeFusionError, match="does not exist"):
         train(train_config(tmp_path, data_dir, resume=True))

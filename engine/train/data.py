@@ -59,6 +59,8 @@ def _parse(raw: bytes, need_nl: bool) -> tuple[dict | None, str | None]:
     for key in ("nl", "code") if need_nl else ("code",):
         if not isinstance(row.get(key), str) or not row[key].strip():
             return None, f"field {key!r} is missing or not a non-empty string"
+    if not need_nl and row.get("nl") is not None and not isinstance(row["nl"], str):  # optional, but text if given
+        return None, "field 'nl' is not a string"
     return row, None
 
 
@@ -86,6 +88,8 @@ def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_li
         if not path.is_file():
             raise DataError(f"{path} is missing: dataset {name} has no {split} split")
         rows = read_jsonl(path, on_bad_line, need_nl=split != "pretrain")
+        if not rows:
+            raise DataError(f"{path} holds no rows: fill it, or leave dataset {name} out with --datasets")
         out += [Example(str(r.get("id", f"{name}-{i}")), r.get("nl", "") or "", r["code"], DATASET_LANG[name])
                 for i, r in enumerate(rows)]
     return out

@@ -81,8 +81,20 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     if repeat and cfg.task not in ("finetune", "encoder"):
         raise CodeFusionError(f"--repeat weights the supervised pairs of --task finetune or encoder; drop it "
                               f"for --task {cfg.task}")
-    if cfg.task != "length" and not cfg.max_steps and not cfg.minutes:
+    if cfg.task != "length" and cfg.max_steps is None and cfg.minutes is None:
         raise CodeFusionError("give the run a length: --max-steps N and/or --minutes M")
+    bounds = (("--minutes", cfg.minutes, "> 0", cfg.minutes is None or cfg.minutes > 0),
+              ("--max-steps", cfg.max_steps, "at least 1", cfg.max_steps is None or cfg.max_steps >= 1),
+              ("--batch-size", cfg.batch_size, "at least 1", cfg.batch_size >= 1),
+              ("--lr", cfg.lr, "> 0", cfg.lr > 0), ("--warmup", cfg.warmup, "≥ 0", cfg.warmup >= 0),
+              ("--clip", cfg.clip, "> 0", cfg.clip > 0), ("--save-minutes", cfg.save_minutes, "> 0", cfg.save_minutes > 0))
+    for flag, value, bound, ok in bounds:
+        if not ok:
+            raise CodeFusionError(f"{flag} must be {bound}, got {value}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise CodeFusionError(f"--out {cfg.out} is a file: choose a directory")
+    if cfg.resume and cfg.task == "length":
+        raise CodeFusionError("--task length fits the head in one go and has no --resume: drop it (and pass --init)")
     if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
         raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose "
                               "another --out")

@@ -18,7 +18,7 @@ from typing import Callable, Literal
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import CONFIG, load_checkpoint, save_checkpoint
 from ..config import get_preset
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
@@ -197,7 +197,11 @@ def train(cfg: TrainConfig) -> Path:
     counters = {"step": 0, "elapsed_s": 0.0}
     if cfg.resume:
         counters = load_trainer_state(Path(cfg.out), hooks.module, optimizer)
+        _check_resume(cfg, counters, meta)
+        # draws go on from where the run stood, not from its first step again (t, ε, batch order, masks)
+        torch.manual_seed(cfg.seed + counters["step"])
         batches.sampler.rng.seed(cfg.seed + counters["step"])
+        batches.rng.seed(cfg.seed + 1 + counters["step"])
     if batches.sampler.dropped:
         tqdm.write(f"note: {batches.sampler.dropped} of {len(examples)} rows are longer than "
                    f"{model.cfg.max_target_len} tokens and were left out")
@@ -256,10 +260,35 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
 def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train_log.jsonl", "a", encoding="utf-8")
+    log = open(out / "train_log.jsonl", "a" if cfg.resume else "w", encoding="utf-8")  # a new run: a new log
+    try:
+        step = _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks, log)
+    except Diverged as e:
+        log.close()
+        again = "--resume from the checkpoint there, saved before it" if (out / CONFIG).is_file() else "start again"
+        raise CodeFusionError(f"training diverged at step {counters['last_step'] + 1}: {e}; nothing was saved to "
+                              f"{out}: lower --lr (or raise --warmup) and {again}") from None
+    except KeyboardInterrupt:  # keep the work: a resumable checkpoint at the last finished step
+        log.close()
+        step = counters["last_step"]
+        if step > counters["step"]:
+            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks)
+            tqdm.write(f"interrupted: saved step {step} to {out}; continue with --resume --out {out}")
+        raise
+    result = hooks.check()
+    log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
+    log.close()
+    _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks, result)
+    return out
+
+
+def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, log) -> int:
+    """The loop proper → the last step run. ``counters["last_step"]`` follows it, so an interrupt or a
+    divergence knows where the run stood; ``counters["t0"]``: the run's clock start."""
     budget = cfg.minutes * 60 if cfg.minutes else None
     t0, last_save = time.perf_counter() - counters["elapsed_s"], time.perf_counter()
-    step = counters["step"]
+    step = counters["last_step"] = counters["step"]
+    counters["t0"] = t0
     bar = tqdm(total=cfg.max_steps, initial=step, desc=cfg.task, dynamic_ncols=True)
     max_steps = cfg.max_steps or float("inf")
     device = torch.device(cfg.device)
@@ -273,7 +302,7 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         terms = hooks.step(batches.batch(step), optimizer, autocast)
-        step += 1
+        step = counters["last_step"] = step + 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == 1:
             row = {"step": step, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1), **terms}
@@ -287,11 +316,34 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
             last_save = time.perf_counter()
         log.flush()
     bar.close()
-    result = hooks.check()
-    log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
-    log.close()
-    _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, hooks, result)
-    return out
+    return step
+
+
+RESUME_FIXED = ("task", "datasets", "repeat", "batch_size", "seed", "freeze_encoder", "aux_seq2seq")  # what --resume keeps
+
+
+def _run_identity(cfg) -> dict:
+    return {k: getattr(cfg, k) for k in RESUME_FIXED}
+
+
+def _same_out(recorded, out) -> bool:
+    return recorded is not None and Path(str(recorded)).resolve() == Path(out).resolve()
+
+
+def _check_resume(cfg, counters: dict, meta: dict) -> None:
+    """--resume continues the run as it began: the flags that shape it must match those it saved, and the
+    checkpoint's weights must be those of the saved optimizer state (a save cut short leaves them apart)."""
+    saved = counters.get("run") or {}
+    changed = [k for k in RESUME_FIXED if k in saved and saved[k] != getattr(cfg, k)]
+    if changed:
+        k = changed[0]
+        raise CodeFusionError(f"--resume continues {cfg.out} as it began, with --{k.replace('_', '-')} "
+                              f"{saved[k]!r}, not {getattr(cfg, k)!r}: pass the same, or start a new run with --init")
+    entry = next((h for h in reversed(meta.get("history", [])) if _same_out(h.get("out"), cfg.out)), None)
+    if entry is not None and entry.get("steps") != counters["step"]:
+        raise CodeFusionError(f"{cfg.out}: the weights are from step {entry.get('steps')} but the optimizer state "
+                              f"from step {counters['step']} (a save was cut short): resume from a copy saved whole, "
+                              "or start a new run with --init")
 
 
 def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
@@ -339,12 +391,21 @@ def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
     return _optimize(cfg, terms["loss"], optimizer, terms)
 
 
+class Diverged(CodeFusionError):
+    """The loss or the gradient is not finite: the step is not applied, and nothing more is saved."""
+
+
 def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
-    """One AdamW step, gradients clipped over exactly the parameters the optimizer trains."""
+    """One AdamW step, gradients clipped over exactly the parameters the optimizer trains. A loss or gradient
+    norm that is NaN or infinite raises Diverged before the weights move."""
     optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss.detach()):
+        raise Diverged(f"the loss is {float(loss.detach())}")
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
                                                cfg.clip)
+    if not torch.isfinite(grad_norm):
+        raise Diverged(f"the gradient norm is {float(grad_norm)}")
     optimizer.step()
     return {k: float(f"{float(v.detach()):.5g}") for k, v in {**terms, "grad_norm": grad_norm}.items()}
 
@@ -373,8 +434,9 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
         run["split_brackets"] = list(tok.split_brackets)
     if dev_result:
         run["dev"] = dev_result
-    history = [h for h in meta.get("history", []) if h.get("out") != str(cfg.out)] + [{**run, "out": str(cfg.out)}]
+    history = [h for h in meta.get("history", []) if not _same_out(h.get("out"), cfg.out)]
+    history.append({**run, "out": str(cfg.out)})
     out = Path(cfg.out)
-    save_checkpoint(out, model, tok, {**meta, "history": history})
-    save_trainer_state(out, hooks.module, optimizer, {"step": step, "elapsed_s": elapsed})
+    save_trainer_state(out, hooks.module, optimizer, {"step": step, "elapsed_s": elapsed, "run": _run_identity(cfg)})
+    save_checkpoint(out, model, tok, {**meta, "history": history})  # last: its config.json names the step
     hooks.save_extra(out)
