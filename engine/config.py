@@ -84,12 +84,12 @@ class ModelConfig:
         if unknown:
             raise CodeFusionError(f"unknown model config keys {unknown}: the checkpoint is from a newer version")
         d = dict(d)
-        buckets = d.get("length_buckets", (d.get("max_target_len"),))
-        d["length_buckets"] = tuple(buckets) if isinstance(buckets, (list, tuple)) else buckets
         missing = sorted(f.name for f in dataclasses.fields(cls)
                          if f.name not in d and f.default is dataclasses.MISSING)
         if missing:
             raise CodeFusionError(f"the model section lacks {', '.join(missing)}")
+        buckets = d.get("length_buckets", (d.get("max_target_len", cls.max_target_len),))
+        d["length_buckets"] = tuple(buckets) if isinstance(buckets, (list, tuple)) else buckets
         return cls(**d)
 
     def bucket_for(self, length: int) -> int:

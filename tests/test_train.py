@@ -174,6 +174,8 @@ def test_data_selection_errors(tmp_path, data_dir):
         load_split(tmp_path / "nowhere", None, "train")
     with pytest.raises(DataError, match="unknown dataset 'spider'"):
         load_split(data_dir, "nl2bash,spider", "train")
+    with pytest.raises(DataError, match="names 'cf' twice"):
+        load_split(data_dir, "cf,nl2bash,cf", "train")
     assert {e.lang for e in load_split(data_dir, None, "train")} == {"bash", "python", "cf"}
 
 

@@ -71,6 +71,9 @@ def select_datasets(data_dir: str | Path, datasets: str | None) -> tuple[Path, l
                         "shared/data (<dataset>/{train,dev,pretrain}.jsonl)")
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else \
         [d for d in DATASET_LANG if (data_dir / d).is_dir()]
+    twice = sorted({d for d in names if names.count(d) > 1})
+    if twice:
+        raise DataError(f"--datasets names {twice[0]!r} twice: give each once (--repeat weights a dataset)")
     unknown = [d for d in names if d not in DATASET_LANG]
     if unknown:
         raise DataError(f"unknown dataset {unknown[0]!r}: choose from {', '.join(DATASET_LANG)}")
