@@ -83,6 +83,7 @@ def _dev_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--json", action="store_true")
 
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--repeats", type=int, default=5)
         s.add_argument("--device", default="cpu")
         s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
+        s.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
         s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     k = sub.add_parser("kernels", help="µs per call of each fused kernel against SDPA / eager PyTorch, with its error")
     k.add_argument("--preset", default="paper", help="the shapes: heads, head dim, n, S and d_embed of this preset")
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--repeats", type=int, default=30, help="timed calls per row, after 3 warm-up calls")
     k.add_argument("--device", default="cpu", help="cpu | cuda (cuda adds the Triton rows and CUDA-graph timings)")
     k.add_argument("--out", default="bench/results", help="folder for kernels.json / .md")
+    k.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     k.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     q = sub.add_parser("quality", help="dev metrics vs steps × solvers, early exit, length buckets (paired)")
     _dev_rows_args(q)
@@ -165,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lang", default="bash", choices=[*sorted(PROMPTS), "mix"],
                    help="the built-in prompts of one language, or of all three in turn (mix)")
     v.add_argument("--out", default="bench/results")
+    v.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     v.add_argument("--json", action="store_true")
     c = sub.add_parser("compare", help="two `codefusion eval --predictions` files of the same rows: paired "
                                        "differences with 95%% bootstrap intervals")
@@ -172,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("other", help="predictions of the run compared with it (differences are OTHER - BASE)")
     c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     c.add_argument("--out", default=None, help="also write compare.json / compare.md into this folder")
+    c.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     c.add_argument("--json", action="store_true")
     r = sub.add_parser("ranking", help="one `codefusion eval --num-samples K --predictions` file: the ranked "
                                        "top-1 paired against one sample, and any of the K")
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lang", required=True, help="bash | python | cf: the language the file was scored in")
     r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     r.add_argument("--out", default=None, help="also write ranking.json / ranking.md into this folder")
+    r.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     r.add_argument("--json", action="store_true")
     return p
 
@@ -196,6 +202,7 @@ def _serve(args, model, tok, config: dict) -> int:
         check_config(GenerationConfig(lang=lang, steps=args.steps), model.cfg, args.backend)
     if min(levels, default=0) < 1 or args.requests < 1 or args.max_batch < 1:
         raise CodeFusionError("--concurrency, --requests and --max-batch must be at least 1")
+    _claim_out(args)
     cf = None if args.url else CodeFusion(model, tok, args.backend, args.device, args.dtype, config)
     if cf is not None:  # measured here: a lone request's p50 ≈ 410 ms in-process, 170 ms apart
         print("note: the load generator shares this process (and its cores) with the server, which slows both; for "
@@ -249,6 +256,7 @@ def _quality(args, model, tok) -> int:
         raise CodeFusionError(f"--length-quantile values must lie in (0, 1), got {args.length_quantile}")
     rows = read_jsonl(Path(args.data))[: args.limit or None]
     check_rows(rows, args.lang)
+    _claim_out(args)
     cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
     baseline_cf = (None if args.baseline_model is None else
                    CodeFusion.from_pretrained(args.baseline_model, args.backend, args.device, args.dtype))
@@ -283,6 +291,7 @@ def _trajectory(args, model, tok) -> int:
         raise CodeFusionError(f"--limit and --batch must be at least 1, got {args.limit} and {args.batch}")
     rows = read_jsonl(Path(args.data))[: args.limit or None]
     check_rows(rows, args.lang)
+    _claim_out(args)
     label = args.model or ("preset:" + args.preset if args.preset else "default")
     models = [(label, CodeFusion(model, tok, args.backend, args.device, args.dtype))]
     if args.baseline_model is not None:
@@ -322,6 +331,7 @@ def _compare(args) -> int:
     from .compare import COLUMNS, compare, read_predictions
 
     base = read_predictions(args.base)
+    _claim_out(args)
     table = compare(base, read_predictions(args.other), args.seed, (args.base, args.other))
     meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed, "examples": len(base)}
     files = report.write(args.out, "compare", table, COLUMNS, meta) if args.out else []
@@ -333,6 +343,7 @@ def _ranking(args) -> int:
     from .ranking import COLUMNS, ranking
 
     rows = read_predictions(args.predictions)
+    _claim_out(args)
     table = ranking(rows, args.lang, args.seed, args.predictions)
     meta = {"suite": "ranking", "predictions": args.predictions, "lang": args.lang, "seed": args.seed,
             "examples": len(rows)}
@@ -352,6 +363,7 @@ def _kernels(args) -> int:
         raise CodeFusionError("--batch, --repeats and --max-length must be at least 1")
     if device.type == "cuda" and interpreting():
         raise CodeFusionError("TRITON_INTERPRET is set: the Triton rows would time the interpreter; unset it")
+    _claim_out(args)
     cfg, rows = get_preset(args.preset), []
     for dtype in args.dtype.split(","):
         rows += bench_kernels(cfg, device, parse_dtype(dtype), batches, args.repeats, args.max_length, not args.json)
@@ -385,6 +397,7 @@ def main(argv: list[str]) -> int:
         return _trajectory(args, model, tok)
     _check(args, model)
     prompts = load_prompts(args)
+    _claim_out(args)
     backends, dtypes = args.backend.split(","), args.dtype.split(",")
     meta = {"suite": args.suite, "model": args.model or ("preset:" + args.preset if args.preset else "default"),
             "lang": args.lang, "prompts": len(prompts), "solver": args.solver, "seed": args.seed}
@@ -402,6 +415,18 @@ def main(argv: list[str]) -> int:
                       args.num_samples, args.max_length, _ints(args.batch)[0], args.device, not args.json)
         files = report.write(args.out, "parity", rows, PARITY_COLUMNS, meta)
     return _emit(args, meta, rows, LATENCY_COLUMNS if args.suite == "latency" else PARITY_COLUMNS, files)
+
+
+def _claim_out(args) -> None:
+    """Called once a suite's flags are checked, before its work: an earlier run's results in --out are kept
+    unless --force (the default --out, bench/results, holds the checkout's committed ones)."""
+    if getattr(args, "out", None) is None:
+        return
+    name = f"{args.suite}_{args.lang}" if args.suite in ("quality", "trajectory") else args.suite
+    earlier = [f for f in report.outputs(args.out, name) if f.exists()]
+    if earlier and not args.force:
+        raise CodeFusionError(f"{earlier[0]} holds an earlier run's results: pass --force to replace them, or "
+                              "--out another folder")
 
 
 def _emit(args, meta: dict, rows: list[dict], columns: list[str], files: list) -> int:

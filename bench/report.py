@@ -37,9 +37,17 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def outputs(out_dir: str | Path, name: str) -> list[Path]:
+    """The files a suite's run writes into ``out_dir`` (the plot only where there is one to draw)."""
+    return [Path(out_dir) / f"{name}.{ext}" for ext in ("json", "md", "png")]
+
+
 def write(out_dir: str | Path, name: str, rows: list[dict], columns: list[str], meta: dict) -> list[Path]:
+    """``name``.json and .md; an earlier run's ``name``.png goes (this run draws its own, or none), so the folder
+    never pairs new numbers with an old plot."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.png").unlink(missing_ok=True)
     env = environment()
     (out / f"{name}.json").write_text(json.dumps({"environment": env, **meta, "rows": rows}, indent=1) + "\n")
     header = f"# {name}\n\n{json.dumps(env)}\n\n{json.dumps(meta)}\n\n"

@@ -76,10 +76,12 @@ def _eval(args) -> int:
     lang = args.lang or DATASET_LANG.get(path.parent.name)
     if lang is None:
         raise CodeFusionError(f"cannot tell the language of {path}: pass --lang bash|python|cf")
-    if args.predictions and Path(args.predictions).exists() and not args.force:
-        raise CodeFusionError(f"--predictions {args.predictions} exists: choose another path or pass --force")
-    if args.predictions and not Path(args.predictions).resolve().parent.is_dir():
-        raise CodeFusionError(f"--predictions {args.predictions}: its folder does not exist; create it first")
+    if args.predictions:
+        from .validate import out_file
+        if Path(args.predictions).resolve() == path.resolve():
+            raise CodeFusionError(f"--predictions {args.predictions} is --data itself: write the predictions "
+                                  "elsewhere (--force never replaces the data being read)")
+        out_file(args.predictions, args.force, "--predictions")
     rows = read_jsonl(path, args.on_bad_line)
     if args.limit is not None:
         if args.limit < 1:
@@ -90,14 +92,18 @@ def _eval(args) -> int:
                               seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp,
                               early_exit=args.early_exit)
     result = evaluate(cf, rows, lang, config, args.batch_size, progress=None, codebert=args.codebert)
-    if args.predictions:
-        write_predictions(args.predictions, result.rows)
-    if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
+    if args.json:  # the figures first: a predictions file that cannot be written loses nothing else
+        print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
     else:
         title = (f"{path} · {result.n} rows · {lang} · {config.steps} steps {config.solver} · "
                  f"k={config.num_samples} · seed {config.seed}")
-        print(format_report(result, title))
+        print(format_report(result, title), flush=True)
+    if args.predictions:
+        try:
+            write_predictions(args.predictions, result.rows)
+        except OSError as e:
+            raise CodeFusionError(f"--predictions {args.predictions} could not be written ({e.strerror or e}); the "
+                                  "figures above stand") from None
     return 0
 
 

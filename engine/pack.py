@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .blend import blend, parse_blend
-from .checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from .checkpoint import CONFIG, TOKENIZER, WEIGHTS, load_checkpoint, save_checkpoint
 from .errors import CodeFusionError
 from .validate import out_dir, parse_dtype
 
@@ -15,8 +15,9 @@ def pack(model_dir: str, out: str, dtype: str = "bfloat16", default_clamp: str |
     """Write the copy to ``out``; → the one-line report. ``blend_specs``: ``DIR=WEIGHT`` strings (parse_blend)."""
     if Path(out).resolve() == Path(model_dir).resolve():
         raise CodeFusionError(f"--out {out} is --model itself: write the copy to another directory")
-    if (Path(out) / CONFIG).exists() and not force:
-        raise CodeFusionError(f"{out} already holds a checkpoint: choose another --out or pass --force")
+    held = [name for name in (CONFIG, WEIGHTS, TOKENIZER) if (Path(out) / name).exists()]
+    if held and not force:
+        raise CodeFusionError(f"{out} already holds {held[0]}: choose another --out or pass --force")
     out_dir(out, create=False)
     others = parse_blend(list(blend_specs))
     model, tok, config = load_checkpoint(model_dir)

@@ -47,6 +47,8 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
         raise ExportError(f"{out} is a file, not a directory: choose another --out")
     if out.exists() and not force:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to overwrite it")
+    if (out / "model.safetensors").exists():  # --force replaces an export, never a checkpoint
+        raise ExportError(f"{out} holds a checkpoint (model.safetensors): export into another directory")
     return out_dir(out, create=False)  # a folder that cannot be made fails now, in one line
 
 

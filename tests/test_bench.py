@@ -83,7 +83,7 @@ def test_bench_latency_runs_the_models_own_sampler(tmp_path, capsys, tiny_model,
     for clamp in ([], ["--clamp", "none"]):
         assert main(["bench", "latency", "--model", str(ckpt), "--backend", "torch", "--dtype", "float32",
                      "--batch", "1", "--steps", "2", "--repeats", "1", "--max-length", "16", "--out", str(tmp_path),
-                     "--json", *clamp]) == 0
+                     "--json", "--force", *clamp]) == 0
         (row,) = json.loads(capsys.readouterr().out)["rows"]
         rows[row["clamp"]] = row
     assert set(rows) == {"decode", "none"} and rows["decode"]["gflop_per_step"] > rows["none"]["gflop_per_step"]
@@ -102,7 +102,8 @@ def test_bench_bad_flag_is_one_line(capsys, tmp_path):
              (["latency", *quick, "--data", str(empty)], "holds no rows"),
              (["latency", *quick, "--limit", "-1"], "--limit must be at least 1"),
              (["latency", *quick, "--out", str(afile)], "is a file: choose a directory"),
-             (["latency", *quick, "--backend", "torch,onnxruntime", "--dtype", "float32,bfloat16"],
+             (["latency", *quick, "--backend", "torch,onnxruntime", "--dtype", "float32,bfloat16", "--out",
+               str(tmp_path / "ort")],
               "not torch.bfloat16: use --dtype float32"),
              (["serve", "--preset", "tiny", "--steps", "2", "--concurrency", "1", "--requests", "1", "--url",
                "http://127.0.0.1:9", "--out", str(tmp_path / "s")], "cannot reach http://127.0.0.1:9")]
@@ -112,6 +113,17 @@ def test_bench_bad_flag_is_one_line(capsys, tmp_path):
         assert message in err and err.strip().count("\n") == 0, err
     assert afile.read_text() == "keep"
     assert not (tmp_path / "latency.json").exists()
+
+
+def test_bench_keeps_an_earlier_runs_results_unless_forced(tmp_path, capsys):
+    from codefusion.cli import main
+    args = ["bench", "latency", "--preset", "tiny", "--backend", "torch", "--dtype", "float32", "--batch", "1",
+            "--steps", "2", "--repeats", "1", "--out", str(tmp_path)]
+    (tmp_path / "latency.png").write_text("an old plot")
+    assert main(args) == 2
+    assert "latency.png holds an earlier run's results: pass --force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert (tmp_path / "latency.json").is_file() and not (tmp_path / "latency.png").exists()  # no stale plot left
 
 
 def test_bench_latency_limit_takes_the_first_built_in_prompts(tmp_path, capsys):
@@ -185,7 +197,7 @@ def test_bench_quality_pairs_two_models(overfit_dir, data_dir, tmp_path, capsys,
         assert row["diff_ci95_exact_match@1"][1] < 0
 
 
-def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
+def test_bench_quality_bad_input_is_one_line(data_dir, capsys, tmp_path):
     from codefusion.cli import main
     assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
                  "--solver", "euler"]) == 2
@@ -197,7 +209,7 @@ def test_bench_quality_bad_input_is_one_line(data_dir, capsys):
                  "--length-quantile", "0.5,1.5"]) == 2
     assert "--length-quantile values must lie in (0, 1)" in capsys.readouterr().err
     assert main(["bench", "quality", "--preset", "tiny", "--data", str(data_dir / "nl2bash" / "dev.jsonl"),
-                 "--baseline-model", str(data_dir / "no_such_model")]) == 2
+                 "--baseline-model", str(data_dir / "no_such_model"), "--out", str(tmp_path)]) == 2
     assert "no_such_model" in capsys.readouterr().err
 
 

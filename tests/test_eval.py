@@ -210,7 +210,9 @@ def test_eval_cli_top_k_keys_and_table(overfit_dir, tmp_path, capsys, monkeypatc
     (["--data", "{data}", "--limit", "0"], "--limit must be at least 1"),
     (["--data", "{data}", "--lang", "java"], "--lang must be one of bash, python, cf"),
     (["--data", "{tmp}/odd.jsonl"], "cannot tell the language"),
-    (["--data", "{data}", "--predictions", "{data}"], "exists: choose another path or pass --force"),
+    (["--data", "{data}", "--predictions", "{data}", "--force"], "is --data itself: write the predictions elsewhere"),
+    (["--data", "{data}", "--predictions", "{tmp}/odd.jsonl"], "exists: choose another path or pass --force"),
+    (["--data", "{data}", "--predictions", "{tmp}"], "is a directory"),
     (["--data", "{nocode}", "--lang", "bash"], "field 'code' is missing or not a non-empty string"),
 ])
 def test_eval_bad_input_is_one_line(overfit_dir, tmp_path, capsys, argv, message):

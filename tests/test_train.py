@@ -124,6 +124,15 @@ def test_bad_numbers_are_refused_before_any_data_is_read(tmp_path, kw, message):
         train(train_config(tmp_path, tmp_path / "no-data", **kw))
 
 
+def test_a_fresh_run_never_overwrites_files_in_out(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "tokenizer.json").write_text("my tokenizer")
+    with pytest.raises(CodeFusionError, match="already holds tokenizer.json .* remove it or choose another --out"):
+        train(train_config(tmp_path, tmp_path / "no-data", out=str(out)))
+    assert (out / "tokenizer.json").read_text() == "my tokenizer"
+
+
 def test_empty_split_and_non_text_nl_are_data_errors(tmp_path, data_dir):
     bad = tmp_path / "bad"
     (bad / "cf").mkdir(parents=True)

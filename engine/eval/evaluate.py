@@ -203,8 +203,13 @@ def prediction_rows(rows: list[dict], tops: list[list[str]], samples: list[list[
 
 
 def write_predictions(path: str | Path, per_row: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in per_row)
+    """Written whole or not at all (a temporary file renamed onto ``path``): a full disk leaves no cut file."""
+    from ..checkpoint import replace_atomically
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in per_row)
+    replace_atomically(Path(path), write)
 
 
 def format_report(result: EvalResult, title: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import CONFIG
+from ..checkpoint import CONFIG, TOKENIZER, WEIGHTS
 from ..config import LANGS, get_preset
 from ..errors import CodeFusionError
 from .data import parse_repeat, parse_split_brackets
@@ -95,9 +95,14 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
         raise CodeFusionError(f"--out {cfg.out} is a file: choose a directory")
     if cfg.resume and cfg.task == "length":
         raise CodeFusionError("--task length fits the head in one go and has no --resume: drop it (and pass --init)")
-    if not cfg.resume and (Path(cfg.out) / CONFIG).exists():  # before any data is read
-        raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose "
-                              "another --out")
+    held = [f for f in (CONFIG, WEIGHTS, TOKENIZER, "optimizer.safetensors", "trainer_state.json", "train_log.jsonl")
+            if (Path(cfg.out) / f).exists()]
+    if not cfg.resume and held:  # before any data is read; nothing there is overwritten
+        if CONFIG in held:
+            raise CodeFusionError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it or choose "
+                                  "another --out")
+        raise CodeFusionError(f"{cfg.out} already holds {held[0]} (of an earlier run that saved no checkpoint): "
+                              "remove it or choose another --out")
     return repeat, split_brackets, snap
 
 
