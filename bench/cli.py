@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from codefusion.config import CLAMPS
-from codefusion.errors import CodeFusionError
+from codefusion.errors import CodeFusionError, OneLineParser
 from codefusion.validate import out_dir, resolve_dtypes
 
 from . import report
@@ -70,7 +70,8 @@ def _dev_rows_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", default=None, help="random weights of a preset (plumbing only)")
     g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     p.add_argument("--data", required=True, help="dev JSONL ({id, nl, code[, data, labels]})")
-    p.add_argument("--lang", default="bash", choices=sorted(PROMPTS))
+    p.add_argument("--lang", default=None, choices=sorted(PROMPTS),
+                   help="the rows' language (default: from the dataset folder's name, as eval reads it)")
     p.add_argument("--limit", type=int, default=200)
 
 
@@ -88,7 +89,7 @@ def _dev_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="codefusion bench", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="codefusion bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="suite", required=True)
     for name, backends, dtypes, batch, steps in (("latency", "reference,torch", "float32,bfloat16", "1,8,64", "20"),
                                                  ("parity", "torch", "float32,bfloat16", "16", "1200")):
@@ -377,6 +378,11 @@ def _kernels(args) -> int:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.suite in ("quality", "trajectory") and args.lang is None:
+        from codefusion.train.data import DATASET_LANG
+        args.lang = DATASET_LANG.get(Path(args.data).parent.name)
+        if args.lang is None:
+            raise CodeFusionError(f"cannot tell the language of {args.data}: pass --lang bash|python|cf")
     if getattr(args, "out", None) is not None:  # a bad --out fails now, not after the run (created when written)
         out_dir(args.out, create=False)
     if args.suite == "compare":  # scores two files: no model to load

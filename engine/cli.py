@@ -11,7 +11,7 @@ import math
 import sys
 
 from .config import CLAMPS
-from .errors import CodeFusionError
+from .errors import CodeFusionError, OneLineParser
 
 DTYPE_HELP = ("float32 (default; the reference's numbers) | bfloat16 (fast on a GPU or a CPU with AMX / AVX512-BF16, "
               "slow elsewhere) | auto (bfloat16 where it is fast, else float32)")
@@ -169,7 +169,7 @@ def _serve(args) -> int:
         from .server.ray_app import serve_ray
         _say_note(args)
         return serve_ray(args.model, args.backend, args.device, args.dtype, args.replicas, args.max_batch,
-                         args.max_wait_ms, args.host, args.port, args.length_quantile)
+                         args.max_wait_ms, args.host, args.port, args.length_quantile, api_key)
     from .server.app import create_app, serve_on_main_thread
     cf = _load(args)
     _say_note(args)  # a server runs until stopped: say it as it starts, once its model has loaded
@@ -198,7 +198,7 @@ def _length_quantile_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="codefusion", description="CodeFusion: diffusion models for code generation")
+    p = OneLineParser(prog="codefusion", description="CodeFusion: diffusion models for code generation")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", help="benchmarks: codefusion bench latency|parity|quality|trajectory|serve|compare --help")
     sub.add_parser("export", help="ONNX / TensorRT export: codefusion export onnx|tensorrt|verify --help")

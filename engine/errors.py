@@ -2,6 +2,7 @@
 
 The CLI prints ``error: <message>`` for these and exits non-zero; anything else is a bug.
 """
+import argparse
 
 
 class CodeFusionError(ValueError):
@@ -14,3 +15,11 @@ class CheckpointError(CodeFusionError):
 
 class DataError(CodeFusionError):
     """A data file that cannot be read (names file:line where it can)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (``error: <what> (see <prog> --help)``, exit 2), like every
+    other error of the CLI; its subcommands' parsers are of this class as well."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

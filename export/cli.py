@@ -14,11 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from codefusion.errors import CodeFusionError
+from codefusion.errors import CodeFusionError, OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="codefusion export", description="ONNX / TensorRT export of the engine's graphs, and their verification")
+    p = OneLineParser(prog="codefusion export", description="ONNX / TensorRT export of the engine's graphs, and their verification")
     sub = p.add_subparsers(dest="target", required=True)
     for name, dtype, choices in (("onnx", "fp32", ["fp32", "fp16"]), ("tensorrt", "fp16", ["fp16", "bf16"])):
         s = sub.add_parser(name, help=f"export the torch backend's fp32 model to {name}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default model (models/) in one command: every phase of its lineage, in order.
 #   bash scripts/train_default_model.sh DATA_DIR OUT_DIR [PRETRAIN_MIN] [FINETUNE_MIN] [HIGH_T_MIN]
-# DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl). A phase whose output
-# folder already holds a checkpoint is skipped, so an interrupted run continues where it stopped.
+# DATA_DIR is laid out like shared/data (<dataset>/{train,dev,pretrain}.jsonl). A finished phase is skipped
+# and one cut short is resumed from its last periodic save, so an interrupted run continues where it stopped.
 #
 # Phases, numbered as in the recipe table of models/README.md (which gives each one's steps, wall time
 # and what it changed); first a byte-level BPE tokenizer (8k), unless TOKENIZER names one:
@@ -56,11 +56,15 @@ device=${DEVICE:-cpu}
 batch=${BATCH:-64}
 mkdir -p "$out"
 
-done_() { [[ -e "$out/$1/config.json" ]]; }
-train() {  # train OUT_NAME ARGS…: one phase, skipped when its checkpoint exists
-    local name=$1
+# a phase is done when it finished (.done), or wrote its checkpoint in one go with no state to resume (length)
+done_() { [[ -e "$out/$1/.done" ]] || { [[ -e "$out/$1/config.json" ]] && [[ ! -e "$out/$1/trainer_state.json" ]]; }; }
+train() {  # train OUT_NAME ARGS…: one phase; skipped when done, resumed when it was cut short
+    local name=$1 again=()
     shift
-    done_ "$name" || codefusion train --device "$device" --out "$out/$name" "$@"
+    done_ "$name" && return 0
+    [[ -e "$out/$name/trainer_state.json" ]] && again=(--resume)  # a periodic save of an interrupted phase
+    codefusion train --device "$device" --out "$out/$name" "${again[@]}" "$@"
+    touch "$out/$name/.done"
 }
 clip=(--t-sampling high --t-min 0.7 --t-min-share 0.8)
 

@@ -290,3 +290,14 @@ def test_json_output_has_no_nan():
     from codefusion.api import GenerationOutput
     out = GenerationOutput([["a", "b"]], [[float("nan"), -0.5]], 0, {}, [], None, [["a", "b"]], None)
     assert json.loads(json.dumps(out.to_json(), allow_nan=False))["scores"] == [[None, -0.5]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "x", "--solverr", "ddim"], "error: unrecognized arguments: --solverr ddim (see codefusion --help)"),
+    (["bench", "latency", "--nope"], "error: unrecognized arguments: --nope (see codefusion bench --help)"),
+    (["export", "onnx"], "error: the following arguments are required: --out (see codefusion export onnx --help)"),
+])
+def test_usage_errors_are_one_line_too(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and capsys.readouterr().err == message + "\n"

@@ -388,6 +388,27 @@ def test_ray_batch_answers_each_body_on_its_own(overfit_dir, cf, monkeypatch):
         assert got["texts"] == cf.generate(body["prompts"], GenerationConfig(steps=STEPS, seed=body["seed"])).texts
 
 
+def test_ray_deployment_checks_the_api_key_and_the_body_limit(overfit_dir, monkeypatch):
+    """`serve --ray --api-key K` used to drop the key: the deployment answered anyone."""
+    import asyncio
+
+    from codefusion.server import ray_app
+
+    class Request:
+        def __init__(self, headers, body):
+            self.headers, self._body = headers, body
+
+        async def body(self):
+            return self._body
+    monkeypatch.setattr(ray_app, "_ray", lambda: (None, _FakeServe))
+    deployment = ray_app.build_deployment(str(overfit_dir), "torch", "cpu", "float32", 1, 8, 10, api_key="k")()
+    denied = asyncio.run(deployment(Request({}, b'{"prompts": ["x"]}')))
+    big = asyncio.run(deployment(Request({"x-api-key": "k"}, b" " * (2 << 20))))
+    broken = asyncio.run(deployment(Request({"x-api-key": "k"}, b'{"prompts": [')))
+    assert (denied.status_code, big.status_code, broken.status_code) == (401, 413, 422)
+    assert json.loads(denied.body) == {"error": "missing or wrong X-API-Key header"}
+
+
 def _events(text: str) -> list[tuple[str, dict]]:
     out = []
     for block in text.strip().split("\n\n"):

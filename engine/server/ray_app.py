@@ -22,8 +22,10 @@ def _ray():
 
 
 def build_deployment(model: str | None, backend: str, device: str, dtype: str, replicas: int, max_batch: int,
-                     max_wait_ms: float, length_quantile: float = LENGTH_QUANTILE):
-    """A bound Ray Serve application: POST JSON (the /v1/generate body) → the `generate --json` object."""
+                     max_wait_ms: float, length_quantile: float = LENGTH_QUANTILE, api_key: str | None = None):
+    """A bound Ray Serve application: POST JSON (the /v1/generate body) → the `generate --json` object. It
+    checks the X-API-Key header when ``api_key`` is set and the body limit, as the single-process server does;
+    it has no streaming, /healthz or /metrics (Ray Serve's own dashboard and metrics cover a cluster)."""
     _, serve = _ray()
 
     @serve.deployment(num_replicas=replicas, max_ongoing_requests=2 * max_batch)  # room for a full batch queued
@@ -68,9 +70,18 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
                 return [(status, {"error": str(e).splitlines()[0] if str(e) else type(e).__name__})]
 
         async def __call__(self, request):
+            import json
+
             from starlette.responses import JSONResponse
+
+            from .app import Limits
+            if api_key and request.headers.get("x-api-key") != api_key:
+                return JSONResponse({"error": "missing or wrong X-API-Key header"}, status_code=401)
+            raw, limit = await request.body(), Limits().max_body_bytes
+            if len(raw) > limit:
+                return JSONResponse({"error": f"request body is over {limit} bytes, the limit"}, status_code=413)
             try:
-                body = await request.json()
+                body = json.loads(raw)
             except ValueError:
                 return JSONResponse({"error": "the body is not valid JSON"}, status_code=422)
             status, answer = await self.generate_batch(body)
@@ -80,12 +91,12 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
 
 
 def serve_ray(model, backend, device, dtype, replicas, max_batch, max_wait_ms, host, port,
-              length_quantile: float = LENGTH_QUANTILE) -> int:
+              length_quantile: float = LENGTH_QUANTILE, api_key: str | None = None) -> int:
     ray, serve = _ray()
     ray.init(include_dashboard=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_deployment(model, backend, device, dtype, replicas, max_batch, max_wait_ms, length_quantile),
-              route_prefix="/v1/generate")
+    serve.run(build_deployment(model, backend, device, dtype, replicas, max_batch, max_wait_ms, length_quantile,
+                               api_key), route_prefix="/v1/generate")
     print(f"Ray Serve: POST http://{host}:{port}/v1/generate ({replicas} replicas); Ctrl-C stops", flush=True)
     try:
         while True:
