@@ -200,7 +200,7 @@ def _length_quantile_arg(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="codefusion", description="CodeFusion: diffusion models for code generation")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("bench", help="benchmarks: codefusion bench latency|parity|quality|trajectory|serve|compare --help")
+    sub.add_parser("bench", help="benchmarks: codefusion bench latency|parity|kernels|quality|trajectory|serve|compare|ranking --help")
     sub.add_parser("export", help="ONNX / TensorRT export: codefusion export onnx|tensorrt|verify --help")
 
     g = sub.add_parser("generate", help="generate code from a natural-language request")
