@@ -17,7 +17,8 @@ def pack(model_dir: str, out: str, dtype: str = "bfloat16", default_clamp: str |
         raise CodeFusionError(f"--out {out} is --model itself: write the copy to another directory")
     held = [name for name in (CONFIG, WEIGHTS, TOKENIZER) if (Path(out) / name).exists()]
     if held and not force:
-        raise CodeFusionError(f"{out} already holds {held[0]}: choose another --out or pass --force")
+        what = "a checkpoint" if CONFIG in held else held[0]
+        raise CodeFusionError(f"{out} already holds {what}: choose another --out or pass --force")
     out_dir(out, create=False)
     others = parse_blend(list(blend_specs))
     model, tok, config = load_checkpoint(model_dir)
