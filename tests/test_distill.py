@@ -83,3 +83,15 @@ def test_distill_keeps_the_reference_where_the_teacher_is_wrong(tmp_path, overfi
                                                                   ("GreaterThan(30)", "GreaterThan(3)")]
     with pytest.raises(DataError, match="--only names conala, which"):
         distill(task, tok, tmp_path / "data", tmp_path / "absent", only="conala")
+
+
+def test_distill_never_writes_over_the_data_or_an_earlier_copy(tmp_path, overfit_dir, capsys):
+    from codefusion.train.seq2seq import main
+    data = write_data(tmp_path / "bash", {"nl2bash": PAIRS["nl2bash"]})
+    before = (data / "nl2bash" / "train.jsonl").read_text()
+    earlier = write_data(tmp_path / "earlier", {"nl2bash": PAIRS["nl2bash"][:2]})
+    for out, message in ((data, "writes a copy of --data"), (earlier, "already holds a data folder")):
+        with pytest.raises(SystemExit):
+            main([str(overfit_dir), "--data", str(data), "--distill", str(out)])
+        assert message in capsys.readouterr().err
+    assert (data / "nl2bash" / "train.jsonl").read_text() == before

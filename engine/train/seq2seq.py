@@ -219,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--predictions goes with scoring (--lang), not with --distill")
     if a.predictions and not Path(a.predictions).resolve().parent.is_dir():
         p.error(f"--predictions {a.predictions}: its folder does not exist; create it first")
+    if a.predictions and Path(a.predictions).exists():
+        p.error(f"--predictions {a.predictions} exists: choose another path")
+    if a.distill and Path(a.distill).resolve() == Path(a.data).resolve():
+        p.error("--distill writes a copy of --data: give it another folder (the data is never overwritten)")
+    if a.distill and any(Path(a.distill).glob("*/train.jsonl")):
+        p.error(f"--distill {a.distill} already holds a data folder: choose another")
     model, tok, _ = load_checkpoint(a.run)
     task = Seq2SeqTask.of_run(model, Path(a.run)).eval()
     if a.distill:
