@@ -49,7 +49,13 @@ def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTok
 
 def replace_atomically(path: Path, write) -> None:
     """``write(tmp)`` a sibling temporary file, then rename it onto ``path``: a crash mid-write leaves the old
-    file whole (or none), never a truncated one that a later load would take for the real thing."""
+    file whole (or none), never a truncated one that a later load would take for the real thing. A symlink is
+    written through (its target replaced); a path that is not a regular file (a pipe, /dev/stdout) is written
+    directly."""
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        write(path)
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)

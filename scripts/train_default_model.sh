@@ -63,7 +63,7 @@ train() {  # train OUT_NAME ARGS…: one phase; skipped when done, resumed when 
     shift
     done_ "$name" && return 0
     [[ -e "$out/$name/trainer_state.json" ]] && again=(--resume)  # a periodic save of an interrupted phase
-    codefusion train --device "$device" --out "$out/$name" "${again[@]}" "$@"
+    codefusion train --device "$device" --out "$out/$name" ${again[@]+"${again[@]}"} "$@"
     touch "$out/$name/.done"
 }
 clip=(--t-sampling high --t-min 0.7 --t-min-share 0.8)
@@ -117,12 +117,12 @@ train teacher2b "${common[@]}" --task encoder --init "$out/teacher2" --max-steps
 train student_r --data "$out/distilled2" --batch-size 256 --task finetune --init "$out/length_final" \
     --freeze-encoder --repeat conala=2,cf=4 --max-steps 1852 --lr 4e-4 --warmup 100 "${clip[@]}" \
     --rollout-share 0.5 --rollout-steps 8 --seed 12
-done_ student_r_bf16 || codefusion pack --model "$out/student_r" --out "$out/student_r_bf16" --dtype bfloat16
+done_ student_r_bf16 || codefusion pack --model "$out/student_r" --out "$out/student_r_bf16" --dtype bfloat16 --force
 snap=(--data "$out/distilled2" --batch-size 64 --task finetune --init "$out/student_r_bf16" --freeze-encoder
       --repeat conala=2,cf=4 --max-steps 1370 --lr 2e-4 --warmup 50 --t-sampling uniform --rollout-share 0.5
       --rollout-steps 8 --seed 31)
 train snap "${snap[@]}" --rollout-snap cf,bash
 train snap_cf "${snap[@]}" --rollout-snap cf --rollout-snap-t-max 0.25
 done_ default || codefusion pack --model "$out/student_r_bf16" --blend "$out/snap=0.3" --blend "$out/snap_cf=0.2" \
-    --out "$out/default" --dtype bfloat16 --default-clamp decode
+    --out "$out/default" --dtype bfloat16 --default-clamp decode --force
 echo "default model: $out/default (copy config.json, model.safetensors, tokenizer.json into models/)"

@@ -124,6 +124,37 @@ def test_bad_numbers_are_refused_before_any_data_is_read(tmp_path, kw, message):
         train(train_config(tmp_path, tmp_path / "no-data", **kw))
 
 
+def test_a_run_that_saved_nothing_can_simply_be_run_again(tmp_path, data_dir):
+    """A diverged first run leaves only its log: the same command with a sane --lr starts afresh there."""
+    with pytest.raises(CodeFusionError, match="training diverged"):
+        train(train_config(tmp_path, data_dir, max_steps=50, dev_rows=0, lr=1e30, warmup=0))
+    out = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_an_interrupt_during_the_final_dev_check_still_saves_every_step(tmp_path, data_dir, monkeypatch):
+    from codefusion.train import trainer
+    real = trainer._hooks
+
+    def hooks(*args, **kw):
+        h = real(*args, **kw)
+        h.check = lambda: (_ for _ in ()).throw(KeyboardInterrupt)
+        return h
+    monkeypatch.setattr(trainer, "_hooks", hooks)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(tmp_path, data_dir, max_steps=4, dev_every=0))
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_resume_compares_what_the_flags_mean(tmp_path, data_dir):
+    train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0, datasets="nl2bash,cf", repeat="cf=4"))
+    train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0, datasets=" cf, nl2bash", repeat="cf=4",
+                       resume=True))
+    all_three = tmp_path / "all"
+    train(train_config(all_three, data_dir, max_steps=2, dev_rows=0))
+    train(train_config(all_three, data_dir, max_steps=3, dev_rows=0, datasets="cf,conala,nl2bash", resume=True))
+
+
 def test_a_fresh_run_never_overwrites_files_in_out(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

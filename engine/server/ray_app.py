@@ -77,7 +77,10 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
             from .app import Limits
             if api_key and request.headers.get("x-api-key") != api_key:
                 return JSONResponse({"error": "missing or wrong X-API-Key header"}, status_code=401)
-            raw, limit = await request.body(), Limits().max_body_bytes
+            limit, size = Limits().max_body_bytes, request.headers.get("content-length", "")
+            if size.isdigit() and int(size) > limit:  # refused before it is read, as the single-process server does
+                return JSONResponse({"error": f"request body is {size} bytes; the limit is {limit}"}, status_code=413)
+            raw = await request.body()
             if len(raw) > limit:
                 return JSONResponse({"error": f"request body is over {limit} bytes, the limit"}, status_code=413)
             try:

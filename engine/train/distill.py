@@ -45,6 +45,7 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
     ``drop`` leaves the refused rows out instead of keeping their own programs, so every target is one the
     teacher wrote: a mix of the teacher's programs and the data's own gives the denoiser two modes for
     similar requests again, which is what distillation removes.
+    The copy is written whole or not at all: datasets go into a hidden sibling folder first.
     Returns, per dataset, the rows read and written and how many took the teacher's program or kept their
     own (or were dropped), and why."""
     data_dir, names = select_datasets(data_dir, None)
@@ -52,8 +53,11 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
     if asked - set(names):
         raise DataError(f"--only names {', '.join(sorted(asked - set(names)))}, which {data_dir} does not hold")
     written = {}
+    final = Path(out_dir)
+    building = final.with_name(f".{final.name}.partial")  # renamed onto out_dir once whole (a long job)
+    shutil.rmtree(building, ignore_errors=True)  # what an interrupted run of this left
     for name in names:
-        src, dst, lang = data_dir / name, Path(out_dir) / name, DATASET_LANG[name]
+        src, dst, lang = data_dir / name, building / name, DATASET_LANG[name]
         rows = read_jsonl(src / "train.jsonl")
         if name in asked:  # (why, the teacher's program) per row
             written_by = task.write_finished(tok, [r["nl"] for r in rows], [lang] * len(rows))
@@ -75,4 +79,8 @@ def distill(task: Seq2SeqTask, tok, data_dir: str | Path, out_dir: str | Path,
             if (src / f"{split}.jsonl").is_file():
                 shutil.copyfile(src / f"{split}.jsonl", dst / f"{split}.jsonl")
         written[name] = counts
+    final.mkdir(parents=True, exist_ok=True)
+    for part in building.iterdir():
+        part.rename(final / part.name)
+    building.rmdir()
     return written

@@ -95,7 +95,8 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
         raise CodeFusionError(f"--out {cfg.out} is a file: choose a directory")
     if cfg.resume and cfg.task == "length":
         raise CodeFusionError("--task length fits the head in one go and has no --resume: drop it (and pass --init)")
-    held = [f for f in (CONFIG, WEIGHTS, TOKENIZER, "optimizer.safetensors", "trainer_state.json", "train_log.jsonl")
+    # (a lone train_log.jsonl is the log of a run that saved nothing: a fresh run starts it anew)
+    held = [f for f in (CONFIG, WEIGHTS, TOKENIZER, "optimizer.safetensors", "trainer_state.json")
             if (Path(cfg.out) / f).exists()]
     if not cfg.resume and held:  # before any data is read; nothing there is overwritten
         if CONFIG in held:

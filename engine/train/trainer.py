@@ -263,23 +263,44 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
     log = open(out / "train_log.jsonl", "a" if cfg.resume else "w", encoding="utf-8")  # a new run: a new log
     try:
         step = _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks, log)
+        result = hooks.check()
+        log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
+        log.close()
+        _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks, result)
     except Diverged as e:
         log.close()
         again = "--resume from the checkpoint there, saved before it" if (out / CONFIG).is_file() else "start again"
         raise CodeFusionError(f"training diverged at step {counters['last_step'] + 1}: {e}; nothing was saved to "
                               f"{out}: lower --lr (or raise --warmup) and {again}") from None
-    except KeyboardInterrupt:  # keep the work: a resumable checkpoint at the last finished step
-        log.close()
+    except KeyboardInterrupt:  # keep the work: a resumable checkpoint at the last finished step (also when the
+        log.close()            # interrupt cut the final dev check or the final save short: saved whole again)
         step = counters["last_step"]
         if step > counters["step"]:
             _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks)
             tqdm.write(f"interrupted: saved step {step} to {out}; continue with --resume --out {out}")
         raise
-    result = hooks.check()
-    log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
-    log.close()
-    _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks, result)
     return out
+
+
+class _DeferInterrupt:
+    """Ctrl-C while inside: held until the block ends, then raised, so an optimizer step is never half applied
+    (the AdamW update goes parameter by parameter). Only the main thread receives signals; elsewhere a no-op."""
+
+    def __enter__(self):
+        import signal
+        import threading
+        self.pending, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "pending", True))
+        return self
+
+    def __exit__(self, kind, value, tb):
+        import signal
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pending and kind is None:
+            raise KeyboardInterrupt
+        return False
 
 
 def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, log) -> int:
@@ -301,8 +322,9 @@ def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, lo
         lr = lr_at(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        terms = hooks.step(batches.batch(step), optimizer, autocast)
-        step = counters["last_step"] = step + 1
+        with _DeferInterrupt():  # the step and its count together
+            terms = hooks.step(batches.batch(step), optimizer, autocast)
+            step = counters["last_step"] = step + 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == 1:
             row = {"step": step, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1), **terms}
@@ -323,7 +345,13 @@ RESUME_FIXED = ("task", "datasets", "repeat", "batch_size", "seed", "freeze_enco
 
 
 def _run_identity(cfg) -> dict:
-    return {k: getattr(cfg, k) for k in RESUME_FIXED}
+    """The RESUME_FIXED flags, in a form that compares meaning: the datasets as the sorted names they select
+    (None: every one the data folder holds), --repeat as its parsed map."""
+    from .data import parse_repeat, select_datasets
+    out = {k: getattr(cfg, k) for k in RESUME_FIXED}
+    out["datasets"] = ",".join(sorted(select_datasets(cfg.data, cfg.datasets)[1]))
+    out["repeat"] = dict(sorted(parse_repeat(cfg.repeat).items()))
+    return out
 
 
 def _same_out(recorded, out) -> bool:
@@ -333,12 +361,12 @@ def _same_out(recorded, out) -> bool:
 def _check_resume(cfg, counters: dict, meta: dict) -> None:
     """--resume continues the run as it began: the flags that shape it must match those it saved, and the
     checkpoint's weights must be those of the saved optimizer state (a save cut short leaves them apart)."""
-    saved = counters.get("run") or {}
-    changed = [k for k in RESUME_FIXED if k in saved and saved[k] != getattr(cfg, k)]
+    saved, now = counters.get("run") or {}, _run_identity(cfg)
+    changed = [k for k in RESUME_FIXED if k in saved and saved[k] != now[k]]
     if changed:
         k = changed[0]
         raise CodeFusionError(f"--resume continues {cfg.out} as it began, with --{k.replace('_', '-')} "
-                              f"{saved[k]!r}, not {getattr(cfg, k)!r}: pass the same, or start a new run with --init")
+                              f"{saved[k]!r}, not {now[k]!r}: pass the same, or start a new run with --init")
     entry = next((h for h in reversed(meta.get("history", [])) if _same_out(h.get("out"), cfg.out)), None)
     if entry is not None and entry.get("steps") != counters["step"]:
         raise CodeFusionError(f"{cfg.out}: the weights are from step {entry.get('steps')} but the optimizer state "
