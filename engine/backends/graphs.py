@@ -8,8 +8,9 @@ where the signature holds every tensor's shape and dtype and every value that is
 table's solver and clamp): the step branches on those in Python, so a graph captured for one solver or
 clamp must never replay for another. The chunk is replayed with static buffers. The step counter is a
 device tensor inside the graph (the loop never syncs with the host, tests/test_loop.py), so one graph
-serves every start: only the first index is copied in before a replay. The whole loop is one chunk (c = K); early exit and trace run
-chunks of their own length and check on the host between replays (one sync per chunk).
+serves every start: only the first index is copied in before a replay. The whole loop is one chunk
+(c = K); early exit and trace run chunks of their own length and check on the host between replays (one
+sync per chunk).
 
 Rows are padded up to a power of two (``ROW_BUCKETS``) with copies of row 0, so batch sizes 5..8
 share one graph; the padded rows are computed and dropped. The noise of a row depends only on its

@@ -136,8 +136,9 @@ def validation_message(errors) -> str:
         return 'the body must be a JSON object such as {"prompts": ["list files"], "steps": 20}'
     field = loc[0]
     if first.get("type") == "extra_forbidden":
-        close = difflib.get_close_matches(field, GenerateRequest.model_fields, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else f"; the fields are {', '.join(GenerateRequest.model_fields)}"
+        names = list(GenerateRequest.model_fields)
+        close = difflib.get_close_matches(field, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else f"; the fields are {', '.join(names)}"
         return f"{field}: unknown field{hint}"
     where = field + "".join(f"[{x}]" for x in loc[1:] if x.isdigit())
     msgs = dict.fromkeys(e["msg"] for e in errors if [str(x) for x in e.get("loc", ()) if x != "body"][:1] == [field])
@@ -243,8 +244,8 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         except CodeFusionError as e:
             return 422, {"error": str(e)}
         except Exception as e:  # noqa: BLE001 — an engine failure is a JSON 500 (and a stream's error event)
-            return 500, {"error": f"the engine failed on this request: {type(e).__name__}: {str(e).splitlines()[0]}"
-                         if str(e) else f"the engine failed on this request: {type(e).__name__}"}
+            detail = f": {str(e).splitlines()[0]}" if str(e) else ""
+            return 500, {"error": f"the engine failed on this request: {type(e).__name__}{detail}"}
         metrics.latency.observe(time.perf_counter() - t0)
         return 200, out.to_json()
 
