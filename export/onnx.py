@@ -49,6 +49,8 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
         raise ExportError(f"{out} already exists: choose another --out or pass --force to overwrite it")
     if (out / "model.safetensors").exists():  # --force replaces an export, never a checkpoint
         raise ExportError(f"{out} holds a checkpoint (model.safetensors): export into another directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():  # nor a folder of other things
+        raise ExportError(f"{out} holds files that are not an export: export into another directory")
     return out_dir(out, create=False)  # a folder that cannot be made fails now, in one line
 
 
@@ -127,10 +129,23 @@ def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp3
     if (model_dir / MANIFEST).is_file():
         raise ExportError(f"{model_dir} is already an export directory: pass the checkpoint it came from")
     model, _, _ = load_checkpoint(model_dir)  # CheckpointError (one line) for anything but a checkpoint
-    out.mkdir(parents=True, exist_ok=True)
+    # built in a hidden sibling and moved onto --out whole: an interrupted export leaves no half folder there
+    out = out.resolve()  # a name to build beside, also for --out .
+    building = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
     for name in (CONFIG, TOKENIZER):
-        shutil.copyfile(model_dir / name, out / name)
-    return export_graphs(model, out, dtype, opset, {CONFIG: "", TOKENIZER: ""})
+        shutil.copyfile(model_dir / name, building / name)
+    export_graphs(model, building, dtype, opset, {CONFIG: "", TOKENIZER: ""})
+    if out.exists():  # --force: the earlier export goes once the new one is whole
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        building.rename(out)
+        shutil.rmtree(old)
+    else:
+        building.rename(out)
+    return out
 
 
 def _spec_json(spec: GraphSpec) -> dict:

@@ -156,6 +156,7 @@ def test_bad_inputs_are_one_line_errors(export_dir, ckpt, tiny_model, tokenizer,
         (["export", "onnx", "--model", str(ckpt), "--out", str(ckpt / "config.json" / "sub")], "not a writable"),
         (["export", "onnx", "--model", str(other), "--out", str(other), "--force"], "holds a checkpoint"),
         (["export", "onnx", "--model", str(ckpt), "--out", str(other), "--force"], "holds a checkpoint"),
+        (["export", "onnx", "--model", str(ckpt), "--out", str(not_ckpt.parent), "--force"], "not an export"),
         (["export", "verify", "--export", str(export_dir), "--model", str(ckpt), "--limit", "-1"],
          "--limit must be at least 1"),
         (["export", "verify", "--export", str(export_dir), "--model", str(ckpt), "--data", str(empty_rows)],
@@ -304,3 +305,13 @@ def test_opset_23_maps_sdpa_to_attention(ckpt, tmp_path, capsys):
     assert main(["export", "verify", "--export", str(out), "--model", str(ckpt), "--steps", "5", "--json"]) == 0
     e2e = json.loads(capsys.readouterr().out)["onnxruntime"]
     assert e2e["token_agreement"] == 1.0 and e2e["max_abs_dx0"] <= 1e-4
+
+
+def test_export_force_replaces_an_export_whole(ckpt, tmp_path, capsys):
+    """The export is built in a hidden sibling and moved onto --out once whole, so an interrupted one leaves
+    nothing there; --force replaces an earlier export and leaves no trace of the old one or the build."""
+    out = tmp_path / "exp"
+    for extra in ([], ["--force"]):
+        assert main(["export", "onnx", "--model", str(ckpt), "--out", str(out), *extra]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    assert CodeFusion.from_pretrained(out, backend="onnxruntime").generate(["list files"], GenerationConfig(steps=2))
