@@ -23,3 +23,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown flag is reported by the subcommand it followed (its --help lists the
+        flags that subcommand takes), not by the top-level parser."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            chosen = next((action.choices.get(getattr(parsed, action.dest, None)) for action in self._actions
+                           if isinstance(action, argparse._SubParsersAction)), None)
+            (chosen or self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed

@@ -293,8 +293,10 @@ def test_json_output_has_no_nan():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["generate", "x", "--solverr", "ddim"], "error: unrecognized arguments: --solverr ddim (see codefusion --help)"),
-    (["bench", "latency", "--nope"], "error: unrecognized arguments: --nope (see codefusion bench --help)"),
+    (["generate", "x", "--solverr", "ddim"],
+     "error: unrecognized arguments: --solverr ddim (see codefusion generate --help)"),
+    (["bench", "latency", "--nope"], "error: unrecognized arguments: --nope (see codefusion bench latency --help)"),
+    (["bench"], "error: the following arguments are required: suite (see codefusion bench --help)"),
     (["export", "onnx"], "error: the following arguments are required: --out (see codefusion export onnx --help)"),
 ])
 def test_usage_errors_are_one_line_too(capsys, argv, message):
