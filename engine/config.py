@@ -139,7 +139,8 @@ def clamp_mode(value) -> str:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """One generation request (DESIGN §5). ``max_length`` None means the model's maximum."""
+    """One generation request (DESIGN §5). ``max_length`` None: each prompt's length bucket from the model's
+    length head (at ``CodeFusion.length_quantile``), or the model's maximum when it has no head."""
 
     lang: str = "bash"
     steps: int = T_DEFAULT

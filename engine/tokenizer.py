@@ -52,11 +52,14 @@ class CodeTokenizer:
         tok.add_special_tokens([t for t in [MASK, *LANG_TOKENS.values()] if tok.token_to_id(t) is None])
         tok.no_padding()
         tok.no_truncation()
+        tok.encode_special_tokens = True  # "<pad>" or "</s>" typed in a request or a program is text (encode_text)
         self.tok, self.kind = tok, kind
         self.pad_id, self.eos_id = tok.token_to_id(PAD), tok.token_to_id(EOS)
         self.mask_id = tok.token_to_id(MASK)
         self.lang_ids = {lang: tok.token_to_id(t) for lang, t in LANG_TOKENS.items()}
         self.special_ids = {tok.token_to_id(t) for t in SPECIALS if tok.token_to_id(t) is not None}
+        # and any other control token of the file (a CodeT5 tokenizer's <s>), never part of a decoded program
+        self.special_ids |= {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
         self.split_brackets = check_split_brackets(split_brackets)
 
     @property
@@ -103,7 +106,19 @@ class CodeTokenizer:
         return self.lang_ids[lang]
 
     def encode_text(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+        """BPE ids of ``texts``, read literally: a special token's spelling in the text ("<pad>", "</s>",
+        "<python>") is those characters, not the control token (it used to be: a prompt with "<pad>" in it was
+        masked out as padding). The one exception is <mask>, the masked-span marker of the pre-training prompts
+        (train/masking.cpd_mask), which stays the mask token."""
+        pieces = [text.split(MASK) for text in texts]
+        encoded = iter(e.ids for e in self.tok.encode_batch([p for ps in pieces for p in ps], add_special_tokens=False))
+        out = []
+        for ps in pieces:
+            ids: list[int] = []
+            for k, piece_ids in enumerate(islice(encoded, len(ps))):
+                ids += ([self.mask_id] if k else []) + piece_ids
+            out.append(ids)
+        return out
 
     def encode_code(self, texts: list[str], langs: list[str]) -> list[list[int]]:
         """Programs as training targets: BPE, with every bracket its own token for the languages in
@@ -126,13 +141,15 @@ class CodeTokenizer:
         """[<lang>] + tokens + [</s>], cut to ``max_len``; ``token_ids`` skips BPE (pre-tokenized input)."""
         token_ids = self.encode_text(texts) if token_ids is None else token_ids
         ids = torch.full((len(token_ids), max_len), self.pad_id, dtype=torch.int64)
+        mask = torch.zeros((len(token_ids), max_len), dtype=torch.bool)
         truncated = []
         for row, (toks, lang) in enumerate(zip(token_ids, langs)):
             body = toks[: max_len - 2]
             truncated.append(len(body) < len(toks))
             seq = [self.lang_id(lang), *body, self.eos_id]
             ids[row, : len(seq)] = torch.tensor(seq)
-        return SourceBatch(ids, ids != self.pad_id, truncated)
+            mask[row, : len(seq)] = True  # by length: the ids of the text itself never count as padding
+        return SourceBatch(ids, mask, truncated)
 
     def encode_target(self, token_ids: list[list[int]], length: int) -> torch.Tensor:
         """tokens + [</s>], padded with <pad> to ``length``: (B, length). Rows must fit (caller filters)."""

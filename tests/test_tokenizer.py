@@ -93,3 +93,18 @@ def test_tokenizer_cli_refuses_to_overwrite_and_checks_its_arguments(data_dir, t
     assert out.read_text() == "mine"
     assert main(["tokenizer", "--data", str(data_dir), "--vocab-size", "300", "--out", str(out), "--force"]) == 0
     assert out.read_text() != "mine"
+
+
+@pytest.mark.parametrize("text", ["print('<pad>')", "echo </s> done", "grep '<bash>' f", "x = '<python><unk>'"])
+def test_special_token_spellings_in_text_are_text(tokenizer, text):
+    """A request or program that spells a control token means those characters: they round-trip, and a prompt
+    full of "<pad>" keeps its words (it was masked out as padding, and its real words cut)."""
+    ids = tokenizer.encode_text([text])[0]
+    assert tokenizer.pad_id not in ids and tokenizer.eos_id not in ids and tokenizer.decode(ids) == text
+    src = tokenizer.encode_source(["<pad>" * 4 + " " + text], ["bash"], 64)
+    assert int(src.mask.sum()) == len(tokenizer.encode_text(["<pad>" * 4 + " " + text])[0]) + 2
+
+
+def test_the_mask_marker_stays_the_mask_token(tokenizer):
+    ids = tokenizer.encode_text(["ls <mask> -l"])[0]
+    assert ids.count(tokenizer.mask_id) == 1
