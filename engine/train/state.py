@@ -1,7 +1,10 @@
-"""Resumable training state without pickle: optimizer moments in safetensors, counters in JSON."""
+"""Resumable training state without pickle: optimizer moments in safetensors, counters in JSON; what --resume
+checks before it continues a run; and the guard that keeps an interrupt out of the middle of an optimizer step."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -9,7 +12,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import replace_atomically
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CodeFusionError
+from .data import parse_repeat, select_datasets
 
 OPTIMIZER, STATE = "optimizer.safetensors", "trainer_state.json"
 
@@ -54,3 +58,53 @@ def load_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.opti
         raise CheckpointError(f"{path}: the saved optimizer state names none of this run's parameters (was the run "
                               "started with other flags, e.g. --aux-seq2seq?): resume with the flags it began with")
     return counters
+
+
+RESUME_FIXED = ("task", "datasets", "repeat", "batch_size", "seed", "freeze_encoder", "aux_seq2seq")  # what --resume keeps
+
+
+def run_identity(cfg) -> dict:
+    """The RESUME_FIXED flags, in a form that compares meaning: the datasets as the sorted names they select
+    (None: every one the data folder holds), --repeat as its parsed map."""
+    out = {k: getattr(cfg, k) for k in RESUME_FIXED}
+    out["datasets"] = ",".join(sorted(select_datasets(cfg.data, cfg.datasets)[1]))
+    out["repeat"] = dict(sorted(parse_repeat(cfg.repeat).items()))
+    return out
+
+
+def same_out(recorded, out) -> bool:
+    return recorded is not None and Path(str(recorded)).resolve() == Path(out).resolve()
+
+
+def check_resume(cfg, counters: dict, meta: dict) -> None:
+    """--resume continues the run as it began: the flags that shape it must match those it saved, and the
+    checkpoint's weights must be those of the saved optimizer state (a save cut short leaves them apart)."""
+    saved, now = counters.get("run") or {}, run_identity(cfg)
+    changed = [k for k in RESUME_FIXED if k in saved and saved[k] != now[k]]
+    if changed:
+        k = changed[0]
+        raise CodeFusionError(f"--resume continues {cfg.out} as it began, with --{k.replace('_', '-')} "
+                              f"{saved[k]!r}, not {now[k]!r}: pass the same, or start a new run with --init")
+    entry = next((h for h in reversed(meta.get("history", [])) if same_out(h.get("out"), cfg.out)), None)
+    if entry is not None and entry.get("steps") != counters["step"]:
+        raise CodeFusionError(f"{cfg.out}: the weights are from step {entry.get('steps')} but the optimizer state "
+                              f"from step {counters['step']} (a save was cut short): resume from a copy saved whole, "
+                              "or start a new run with --init")
+
+
+class DeferInterrupt:
+    """Ctrl-C while inside: held until the block ends, then raised, so an optimizer step is never half applied
+    (the AdamW update goes parameter by parameter). Only the main thread receives signals; elsewhere a no-op."""
+
+    def __enter__(self):
+        self.pending, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "pending", True))
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pending and kind is None:
+            raise KeyboardInterrupt
+        return False

@@ -36,7 +36,8 @@ from .loopwalk import LoopWalks
 from .rollout import own_rows
 from .seq2seq import Seq2SeqTask, saved_kind, seq2seq_dev_check
 from .snap import ProgramBank, snap_targets
-from .state import load_trainer_state, save_trainer_state
+from .state import (DeferInterrupt, check_resume, load_trainer_state, run_identity, same_out,
+                    save_trainer_state)
 from .timesteps import sample_t
 
 LengthTargets = Literal["reference", "self"]  # --task length: the references' lengths, or the model's own programs'
@@ -197,7 +198,7 @@ def train(cfg: TrainConfig) -> Path:
     counters = {"step": 0, "elapsed_s": 0.0}
     if cfg.resume:
         counters = load_trainer_state(Path(cfg.out), hooks.module, optimizer)
-        _check_resume(cfg, counters, meta)
+        check_resume(cfg, counters, meta)
         # draws go on from where the run stood, not from its first step again (t, ε, batch order, masks)
         torch.manual_seed(cfg.seed + counters["step"])
         batches.sampler.rng.seed(cfg.seed + counters["step"])
@@ -282,27 +283,6 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
     return out
 
 
-class _DeferInterrupt:
-    """Ctrl-C while inside: held until the block ends, then raised, so an optimizer step is never half applied
-    (the AdamW update goes parameter by parameter). Only the main thread receives signals; elsewhere a no-op."""
-
-    def __enter__(self):
-        import signal
-        import threading
-        self.pending, self.previous = False, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "pending", True))
-        return self
-
-    def __exit__(self, kind, value, tb):
-        import signal
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        if self.pending and kind is None:
-            raise KeyboardInterrupt
-        return False
-
-
 def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, log) -> int:
     """The loop proper → the last step run. ``counters["last_step"]`` follows it, so an interrupt or a
     divergence knows where the run stood; ``counters["t0"]``: the run's clock start."""
@@ -322,7 +302,7 @@ def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, lo
         lr = lr_at(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        with _DeferInterrupt():  # the step and its count together
+        with DeferInterrupt():  # the step and its count together
             terms = hooks.step(batches.batch(step), optimizer, autocast)
             step = counters["last_step"] = step + 1
         bar.update(1)
@@ -339,39 +319,6 @@ def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, lo
         log.flush()
     bar.close()
     return step
-
-
-RESUME_FIXED = ("task", "datasets", "repeat", "batch_size", "seed", "freeze_encoder", "aux_seq2seq")  # what --resume keeps
-
-
-def _run_identity(cfg) -> dict:
-    """The RESUME_FIXED flags, in a form that compares meaning: the datasets as the sorted names they select
-    (None: every one the data folder holds), --repeat as its parsed map."""
-    from .data import parse_repeat, select_datasets
-    out = {k: getattr(cfg, k) for k in RESUME_FIXED}
-    out["datasets"] = ",".join(sorted(select_datasets(cfg.data, cfg.datasets)[1]))
-    out["repeat"] = dict(sorted(parse_repeat(cfg.repeat).items()))
-    return out
-
-
-def _same_out(recorded, out) -> bool:
-    return recorded is not None and Path(str(recorded)).resolve() == Path(out).resolve()
-
-
-def _check_resume(cfg, counters: dict, meta: dict) -> None:
-    """--resume continues the run as it began: the flags that shape it must match those it saved, and the
-    checkpoint's weights must be those of the saved optimizer state (a save cut short leaves them apart)."""
-    saved, now = counters.get("run") or {}, _run_identity(cfg)
-    changed = [k for k in RESUME_FIXED if k in saved and saved[k] != now[k]]
-    if changed:
-        k = changed[0]
-        raise CodeFusionError(f"--resume continues {cfg.out} as it began, with --{k.replace('_', '-')} "
-                              f"{saved[k]!r}, not {now[k]!r}: pass the same, or start a new run with --init")
-    entry = next((h for h in reversed(meta.get("history", [])) if _same_out(h.get("out"), cfg.out)), None)
-    if entry is not None and entry.get("steps") != counters["step"]:
-        raise CodeFusionError(f"{cfg.out}: the weights are from step {entry.get('steps')} but the optimizer state "
-                              f"from step {counters['step']} (a save was cut short): resume from a copy saved whole, "
-                              "or start a new run with --init")
 
 
 def _train_step(cfg, model, tok, batch, optimizer, autocast, device,
@@ -462,9 +409,9 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
         run["split_brackets"] = list(tok.split_brackets)
     if dev_result:
         run["dev"] = dev_result
-    history = [h for h in meta.get("history", []) if not _same_out(h.get("out"), cfg.out)]
+    history = [h for h in meta.get("history", []) if not same_out(h.get("out"), cfg.out)]
     history.append({**run, "out": str(cfg.out)})
     out = Path(cfg.out)
-    save_trainer_state(out, hooks.module, optimizer, {"step": step, "elapsed_s": elapsed, "run": _run_identity(cfg)})
+    save_trainer_state(out, hooks.module, optimizer, {"step": step, "elapsed_s": elapsed, "run": run_identity(cfg)})
     save_checkpoint(out, model, tok, {**meta, "history": history})  # last: its config.json names the step
     hooks.save_extra(out)
