@@ -56,8 +56,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # types first: a config.json edited by hand must fail here, in one line
             value, kind = getattr(self, f.name), f.type
-            if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-                raise CodeFusionError(f"model config: {f.name} must be a positive integer, got {value!r}")
+            least = 0 if f.name.endswith("_layers") else 1  # a stack may have no blocks; widths and lengths may not
+            if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+                raise CodeFusionError(f"model config: {f.name} must be an integer ≥ {least}, got {value!r}")
             if kind == "bool" and not isinstance(value, bool):
                 raise CodeFusionError(f"model config: {f.name} must be true or false, got {value!r}")
             if kind == "float" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
