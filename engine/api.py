@@ -22,6 +22,7 @@ from .diffusion.loop import initial_state, run
 from .diffusion.schedule import NoiseSchedule
 from .diffusion.solvers import step_table
 from .errors import CheckpointError, CodeFusionError
+from .split import TraceJoin, join, split_by_length
 from .validate import check_config, check_prompts, parse_device, parse_dtype, resolve_dtype
 
 
@@ -92,61 +93,6 @@ def _per_request(entry: dict, a: int, n_prompts: int, k: int) -> dict:
     """A trace entry (one text per row) cut to one request's rows, grouped per prompt."""
     return {"step": entry["step"], "timestep": entry["timestep"],
             "texts": [entry["rows"][a + p * k:a + (p + 1) * k] for p in range(n_prompts)]}
-
-
-def _join(parts: list[tuple[list[int], "GenerationOutput"]], n_prompts: int, one_loop: bool) -> "GenerationOutput":
-    """One request's answer from its parts (its prompts split by length bucket; ``parts``: (the request's prompt
-    indices, that part's output)), per-prompt lists back in prompt order. Timings: the longest length, the most
-    steps and rows; sampling and decoding times of loops run one after another add up (``one_loop``: one shared
-    loop, whose times every part reports)."""
-    if len(parts) == 1:
-        return parts[0][1]
-
-    def place(lists):
-        out = [None] * n_prompts
-        for (js, _), values in zip(parts, lists):
-            for j, v in zip(js, values):
-                out[j] = v
-        return out
-    outs = [o for _, o in parts]
-    timings = {"steps": max(o.timings["steps"] for o in outs), "length": max(o.timings["length"] for o in outs),
-               "batch_rows": max(o.timings["batch_rows"] for o in outs)}
-    for key in ("sample_ms", "decode_ms"):
-        values = [o.timings[key] for o in outs]
-        timings[key] = round(max(values) if one_loop else sum(values), 3)
-    trace = None
-    if outs[0].trace is not None:
-        trace = [{**entries[0], "texts": place([e["texts"] for e in entries])}
-                 for entries in zip(*(o.trace for o in outs))]
-    lengths = None if outs[0].sample_lengths is None else place([o.sample_lengths for o in outs])
-    return GenerationOutput(place([o.texts for o in outs]), place([o.scores for o in outs]), outs[0].seed,
-                            {k: timings[k] for k in outs[0].timings}, [], trace, place([o.samples for o in outs]),
-                            lengths)
-
-
-class _TraceJoin:
-    """Streaming (``on_trace``) for requests split into parts: a part's trace entry is held until every part
-    of its request has reached that step, then the request's entry goes out whole, prompts in order."""
-
-    def __init__(self, on_trace, owner: list[tuple[int, list[int]]], n_prompts: list[int]):
-        self.on_trace, self.owner, self.n_prompts = on_trace, owner, n_prompts
-        self.parts = [sum(o[0] == r for o in owner) for r in range(len(n_prompts))]
-        self.pending: dict[tuple[int, int], list] = {}
-
-    def __call__(self, q: int, entry: dict) -> None:
-        r, js = self.owner[q]
-        if self.parts[r] == 1:
-            self.on_trace(r, entry)
-            return
-        held = self.pending.setdefault((r, entry["step"]), [])
-        held.append((js, entry))
-        if len(held) == self.parts[r]:
-            texts = [None] * self.n_prompts[r]
-            for part_js, part in held:
-                for j, t in zip(part_js, part["texts"]):
-                    texts[j] = t
-            del self.pending[(r, entry["step"])]
-            self.on_trace(r, {**entry, "texts": texts})
 
 
 PROGRESS_CHUNKS = 50  # a loop with a progress callback runs in about this many chunks
@@ -259,28 +205,16 @@ class CodeFusion:
         memory = self.backend.encode(source)
         predict = any(c.max_length is None for _, c in reqs)
         lengths = self.backend.lengths(memory, self.length_quantile) if predict else None
-        parts, index, owner = [], [], []  # per part: (prompts, config); its prompts' indices; (request, local ones)
-        for r, (ps, c) in enumerate(reqs):
-            by_bucket: dict = {}
-            for j in range(len(ps)):
-                n = c.max_length or (self.cfg.max_target_len if lengths is None else
-                                     self.cfg.bucket_for(int(lengths[first[r] + j])))
-                by_bucket.setdefault(n, []).append(j)
-            for js in by_bucket.values():
-                parts.append(([ps[j] for j in js], c))
-                index.append([first[r] + j for j in js])
-                owner.append((r, js))
-        keep, groups = [], {}  # per part: tokens kept; per length bucket: its parts
-        for q, (_, c) in enumerate(parts):
-            keep.append(c.max_length or (self.cfg.max_target_len if lengths is None else
-                                         self.cfg.bucket_for(int(lengths[index[q]].max()))))
-            groups.setdefault(self.cfg.bucket_for(keep[q]), []).append(q)
+        parts, index, owner, keep = split_by_length(reqs, first, lengths, self.cfg)
+        groups: dict[int, list[int]] = {}  # per length bucket: its parts
+        for q, n in enumerate(keep):
+            groups.setdefault(self.cfg.bucket_for(n), []).append(q)
         self.backend.synchronize()
         t_encoded = time.perf_counter()
         one_loop = len(groups) > 1 and not config.trace_steps and not config.early_exit
         bar = None if progress is None else _Progress(progress, config.steps * (1 if one_loop else len(groups)))
         if on_trace is not None:
-            on_trace = _TraceJoin(on_trace, owner, [len(ps) for ps, _ in reqs])
+            on_trace = TraceJoin(on_trace, owner, [len(ps) for ps, _ in reqs])
         if one_loop:  # 4–6, every bucket in one loop
             runs = [self._prepare(parts, members, index, keep, memory, n) for n, members in groups.items()]
             t0 = time.perf_counter()
@@ -302,8 +236,8 @@ class CodeFusion:
         for members, outs in zip(groups.values(), finished):
             for q, out in zip(members, outs):
                 by_part[q] = out
-        outputs = [_join([(owner[q][1], by_part[q]) for q in range(len(parts)) if owner[q][0] == r], len(ps),
-                         one_loop) for r, (ps, _) in enumerate(reqs)]
+        outputs = [join([(owner[q][1], by_part[q]) for q in range(len(parts)) if owner[q][0] == r], len(ps),
+                        one_loop) for r, (ps, _) in enumerate(reqs)]
         for r, out in enumerate(outputs):
             out.warnings = warnings[r] + (destructive_warnings(out.texts) if reqs[r][1].lang == "bash" else [])
         total = round((time.perf_counter() - t_start) * 1e3, 3)
