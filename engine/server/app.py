@@ -126,6 +126,22 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def refusal(headers, api_key: str | None, limit: int) -> JSONResponse | None:
+    """The answer to a request refused on its headers alone (401 without the API key when one is set, 413
+    for a declared body over ``limit`` bytes), else None. The HTTP server and the Ray deployment share it."""
+    if api_key and headers.get("x-api-key") != api_key:
+        return _error(401, "missing or wrong X-API-Key header")
+    size = headers.get("content-length")
+    if size and size.isdigit() and int(size) > limit:
+        return _error(413, f"request body is {size} bytes; the limit is {limit}")
+    return None
+
+
+def too_large(limit: int) -> JSONResponse:
+    """413 for a body that passed ``limit`` bytes as it was read (no declared length, or a wrong one)."""
+    return _error(413, f"request body is over {limit} bytes, the limit")
+
+
 def validation_message(errors) -> str:
     """pydantic's errors for a request body → one line naming the field (the first field that is wrong)."""
     first = errors[0]
@@ -163,7 +179,7 @@ class BodyLimit:
                 return await self.app(scope, _replay([message], receive), send)
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                return await _error(413, f"request body is over {self.limit} bytes, the limit")(scope, receive, send)
+                return await too_large(self.limit)(scope, receive, send)
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
@@ -211,12 +227,8 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         return response
 
     async def _guarded(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/") and request.headers.get("x-api-key") != api_key:
-            return _error(401, "missing or wrong X-API-Key header")
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > limits.max_body_bytes:
-            return _error(413, f"request body is {size} bytes; the limit is {limits.max_body_bytes}")
-        return await call_next(request)
+        guarded = api_key if request.url.path.startswith("/v1/") else None  # /healthz, /metrics, /docs stay open
+        return refusal(request.headers, guarded, limits.max_body_bytes) or await call_next(request)
 
     def submit(req: GenerateRequest, on_trace=None):
         """→ the job's Future, or the error response when the request is refused before it queues."""

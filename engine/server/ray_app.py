@@ -74,19 +74,18 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
 
             from starlette.responses import JSONResponse
 
-            from .app import Limits
-            if api_key and request.headers.get("x-api-key") != api_key:
-                return JSONResponse({"error": "missing or wrong X-API-Key header"}, status_code=401)
-            limit, size = Limits().max_body_bytes, request.headers.get("content-length", "")
-            if size.isdigit() and int(size) > limit:  # refused before it is read, as the single-process server does
-                return JSONResponse({"error": f"request body is {size} bytes; the limit is {limit}"}, status_code=413)
+            from .app import Limits, _error, refusal, too_large
+            limit = Limits().max_body_bytes
+            refused = refusal(request.headers, api_key, limit)  # before the body is read, as the HTTP server does
+            if refused is not None:
+                return refused
             raw = await request.body()
             if len(raw) > limit:
-                return JSONResponse({"error": f"request body is over {limit} bytes, the limit"}, status_code=413)
+                return too_large(limit)
             try:
                 body = json.loads(raw)
             except ValueError:
-                return JSONResponse({"error": "the body is not valid JSON"}, status_code=422)
+                return _error(422, "the body is not valid JSON")
             status, answer = await self.generate_batch(body)
             return JSONResponse(answer, status_code=status)
 

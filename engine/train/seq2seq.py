@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     from ..checkpoint import load_checkpoint
+    from ..validate import out_file
     from .distill import distill
 
     p = argparse.ArgumentParser(description=main.__doc__)
@@ -217,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--keep-wrong, --drop-rejected and --only go with --distill OUT_DIR")
     if a.predictions and a.distill:
         p.error("--predictions goes with scoring (--lang), not with --distill")
-    if a.predictions and not Path(a.predictions).resolve().parent.is_dir():
-        p.error(f"--predictions {a.predictions}: its folder does not exist; create it first")
-    if a.predictions and Path(a.predictions).exists():
-        p.error(f"--predictions {a.predictions} exists: choose another path")
+    if a.predictions:
+        try:
+            out_file(a.predictions, flag="--predictions")  # the checks `codefusion eval --predictions` makes
+        except CodeFusionError as e:
+            p.error(str(e))
     if a.distill and Path(a.distill).resolve() == Path(a.data).resolve():
         p.error("--distill writes a copy of --data: give it another folder (the data is never overwritten)")
     if a.distill and any(Path(a.distill).glob("*/train.jsonl")):
