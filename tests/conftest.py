@@ -133,3 +133,18 @@ class Recorder(torch.nn.Module):
         self.seen = x_t.clone()
         self.seen_prev = None if x0_prev is None else x0_prev.clone()
         return torch.zeros_like(x_t)
+
+
+class Failing:
+    """The engine, except that a prompt containing "boom" makes the batch raise a non-CodeFusion error."""
+
+    def __init__(self, cf):
+        self.cf = cf
+
+    def __getattr__(self, name):
+        return getattr(self.cf, name)
+
+    def generate_many(self, requests, on_trace=None):
+        if any("boom" in p for prompts, _ in requests for p in prompts):
+            raise RuntimeError("kaboom\nsecond line")
+        return self.cf.generate_many(requests, on_trace)
