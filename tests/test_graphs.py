@@ -6,6 +6,8 @@ overwrites the same output tensors — so what is tested is everything around th
 buffers refreshed before each replay, the device-side step counter, row padding, keys, freeze.
 """
 import dataclasses
+import threading
+import time
 
 import pytest
 import torch
@@ -90,6 +92,43 @@ def test_another_solver_or_clamp_is_captured_anew(tiny_model, tokenizer, solver,
     torch.testing.assert_close(replayed.x_t, expected.x_t, atol=1e-6, rtol=0)
 
 
+class SlowCapture(EagerCapture):
+    """A replay that takes a while before it reads its static inputs, as a GPU replay queued behind other work."""
+
+    def __call__(self, body):
+        replay, out = super().__call__(body)
+
+        def slow():
+            time.sleep(0.05)  # releases the GIL: another thread may copy its request in meanwhile
+            replay()
+        return slow, out
+
+
+def test_threads_sharing_a_chunk_get_their_own_results(tiny_model, tokenizer):
+    """Two threads replaying one captured chunk at once (an app calling generate from a thread pool): each gets
+    its own request's result, not the other's, because the static buffers serve one thread at a time."""
+    backend, first = _setup(tiny_model, tokenizer, 2, seed=0)
+    _, second = _setup(tiny_model, tokenizer, 2, seed=7)
+    expected = [run(backend, first).x_t, run(backend, second).x_t]
+    backend.graphs = StepGraphs(backend.step, SlowCapture())
+    run(backend, first)  # captured before the threads start: they share it
+    results = [[], []]
+
+    def work(k, state):
+        for _ in range(3):
+            results[k].append(run(backend, state).x_t)
+
+    threads = [threading.Thread(target=work, args=(k, s)) for k, s in enumerate((first, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        assert len(results[k]) == 3
+        for got in results[k]:
+            torch.testing.assert_close(got, expected[k], atol=1e-6, rtol=0)
+
+
 def test_padded_rows_do_not_change_real_rows(tiny_model, tokenizer):
     backend, three = _setup(tiny_model, tokenizer, 3)
     eager = run(backend, three)
@@ -131,3 +170,34 @@ def test_cuda_graph_replay_equals_eager(tiny_model, tokenizer):
     backend.graphs = None
     eager = run(backend, state)
     torch.testing.assert_close(graphed.x_t, eager.x_t, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_threads_on_their_own_streams_get_their_own_results(tiny_model, tokenizer):
+    """Two threads, each on its own CUDA stream, replay one captured chunk many times: a copy-in must wait for the
+    other stream's copy-out (an event), not only for the lock, or one thread reads the other's outputs."""
+    cuda = torch.device("cuda")
+    backend = get_backend("torch")(tiny_model, cuda, torch.float32)
+    memory = backend.encode(tokenizer.encode_source(["list files", "count lines"], ["bash"] * 2, 32))
+    table = step_table(NoiseSchedule.sqrt(1200, cuda).respace(10), "ddpm")
+    states = [initial_state(backend, memory, table, torch.full((2,), s, dtype=torch.int64, device=cuda),
+                            torch.arange(2, device=cuda), 16) for s in (0, 7)]
+    expected = [run(backend, s).x_t.clone() for s in states]  # captures the chunk; both threads replay it
+    torch.cuda.synchronize()  # the states were made on the default stream
+    results = [[], []]
+
+    def work(k):
+        with torch.cuda.stream(torch.cuda.Stream()):
+            for _ in range(20):
+                results[k].append(run(backend, states[k]).x_t)
+            torch.cuda.current_stream().synchronize()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        assert len(results[k]) == 20
+        for got in results[k]:
+            torch.testing.assert_close(got, expected[k], atol=0, rtol=0)

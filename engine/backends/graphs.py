@@ -18,10 +18,17 @@ share one graph; the padded rows are computed and dropped. The noise of a row de
 
 ``freeze()`` turns capture off: a server warms the shapes it serves by running them and then
 gets a clear error for any other shape instead of a capture stall (hundreds of ms) mid-traffic.
+
+Threads: a chunk's static buffers are shared, so two threads replaying one chunk at once would read each
+other's inputs and return each other's results. A lock covers capture, copy-in, replay and copy-out, and a
+chunk's next copy-in waits (on the device, no host sync) for its last copy-out, also when the threads run on
+different CUDA streams. Capture runs in CUDA's thread-local mode, so another thread's eager work (an encode,
+a decode) neither fails nor invalidates it.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Callable
 
 import torch
@@ -83,13 +90,20 @@ class _Chunk:
             return s.x_t, s.x0_hat
 
         self.replay, (self.x_t, self.x0_hat) = capture(body)
+        self.done = torch.cuda.Event() if self.start.is_cuda else None  # the last copy-out, on its stream
 
     def __call__(self, state, start: int):
+        """Under StepGraphs' lock: the next request's copy-in must not overtake the last one's copy-out."""
+        if self.done is not None:
+            torch.cuda.current_stream().wait_event(self.done)
         for dst, src in zip(_tensors(self.inputs), _tensors(state)):
             dst.copy_(src)
         self.start.fill_(start)
         self.replay()
-        return self.x_t.clone(), self.x0_hat.clone()  # the next replay overwrites the graph's outputs
+        out = self.x_t.clone(), self.x0_hat.clone()  # the next replay overwrites the graph's outputs
+        if self.done is not None:
+            self.done.record()
+        return out
 
 
 def cuda_capture(body):
@@ -100,7 +114,7 @@ def cuda_capture(body):
         body()  # allocator and kernel selection settle outside the capture
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may keep working
         out = body()
     return graph.replay, out
 
@@ -113,6 +127,7 @@ class StepGraphs:
         self.step_fn, self.capture = step_fn, capture
         self.chunks: dict[tuple, _Chunk] = {}
         self.frozen = False
+        self.lock = threading.Lock()  # a chunk's static buffers serve one thread at a time
 
     def key(self, padded, steps: int) -> tuple:
         """The key of a state already padded to its row bucket (solver and clamp are in the signature too;
@@ -128,7 +143,7 @@ class StepGraphs:
         """Steps [start, stop) by replaying the chunk of length stop − start (captured on first use)."""
         if stop <= start:
             return state
-        with torch.inference_mode():  # static buffers are inference tensors, updated in place
+        with torch.inference_mode(), self.lock:  # static buffers are inference tensors, updated in place
             return self._run(state, start, stop)
 
     def _run(self, state, start: int, stop: int):
