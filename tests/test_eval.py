@@ -31,6 +31,9 @@ def test_exact_match_keeps_whitespace_that_means_something():
     assert M.exact_match("echo 'it''s'  x", "echo 'it''s' x", "bash")
     assert M.exact_match('print("a\\"  b")   ', 'print("a\\"  b")', "python")  # escaped quote stays inside
     assert not M.exact_match("echo 'open  x", "echo 'open x", "bash")  # unclosed: the rest is kept as written
+    # an f-string's literal text as written; Python ≥ 3.12 tokenizes it in pieces (FSTRING_MIDDLE)
+    assert not M.exact_match('print(f"a {x} b")', 'print(f"a{x}b")', "python")
+    assert M.exact_match('print(f"a {x} b")', 'print( f"a {x} b" )', "python")
 
 
 @pytest.mark.parametrize("pred, ref, lang", [

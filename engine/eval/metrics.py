@@ -33,8 +33,13 @@ def _python_tokens(code: str) -> tuple | None:
     import tokenize
 
     skip = {tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+    blank = {tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE}
+    # a string's text as written: Python ≥ 3.12 yields an f-string's literal text as FSTRING_MIDDLE tokens
+    # (3.11: one STRING), whose spaces must not be stripped, or f"a {x} b" would equal f"a{x}b"
+    literal = {tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING),
+               getattr(tokenize, "TSTRING_MIDDLE", tokenize.STRING)}
     try:
-        toks = [(t.type, "" if t.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else t.string.strip())
+        toks = [(t.type, "" if t.type in blank else t.string if t.type in literal else t.string.strip())
                 for t in tokenize.generate_tokens(io.StringIO(code.strip()).readline) if t.type not in skip]
     except (tokenize.TokenError, SyntaxError, ValueError):  # IndentationError is a SyntaxError
         return None
