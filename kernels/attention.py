@@ -88,7 +88,8 @@ def _blocks(n: int, S: int, interp: bool, fp32: bool = False) -> tuple[int, int]
     """Query and key block sizes: one tile per (b, h) in the interpreter (each program costs ~ms in
     Python); on the GPU 64 × 64 for fp16/bf16 (n, S ≤ 128: at most 2 × 2 tiles, no register spills up to
     D = 128 on sm_90) and 32 × 32 for fp32, whose IEEE dots at 64 × 64 spill (ptxas -v for sm_90, D = 64:
-    255 registers and ~2–20 KB of spill traffic; 32 × 32: 89 registers, none). compile_check builds these."""
+    255 registers and ~2–20 KB of spill traffic; 32 × 32: no spills, 89 registers with Triton 3.9's ptxas and
+    ~205 with Triton 3.6's). compile_check builds these."""
     cap = 128 if interp else 32 if fp32 else 64
     fit = lambda x: max(16, min(cap, triton.next_power_of_2(x)))  # noqa: E731  (tl.dot needs ≥ 16)
     return fit(n), fit(S)
