@@ -281,6 +281,92 @@ def test_a_request_cancelled_while_queued_does_not_stop_the_worker(cf):
     assert not batcher.alive()
 
 
+def _post_and_leave(port: int, path: str, body: dict) -> None:
+    """A client that sends its request and closes the connection without waiting for the answer."""
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        time.sleep(0.1)
+
+
+def _wait_for(condition, what: str, seconds: float = 30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_request_whose_client_left_is_not_run(cf):
+    """Clients that send a request and hang up while it queues (both endpoints): their jobs leave the queue and
+    never reach the engine, which would otherwise run them for nobody; each counts as a 499."""
+    slow = Slow(cf, 1.0)
+    server = Server(create_app(slow, max_batch=1, max_wait_ms=0))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(_post, server.url, {"prompts": ["list all files"], "steps": STEPS})
+            _wait_for(lambda: slow.taken == 1, "the first request did not reach the engine")
+            _post_and_leave(server.port, "/v1/generate", {"prompts": ["count lines"], "steps": STEPS})
+            _post_and_leave(server.port, "/v1/generate/stream", {"prompts": ["pwd"], "steps": STEPS,
+                                                                  "trace_steps": [1]})
+            _wait_for(lambda: httpx.get(server.url + "/healthz").json()["queue_depth"] == 0,
+                      "the jobs of the clients that left are still queued")
+            assert busy.result().status_code == 200
+        time.sleep(0.3)  # the worker is free: a job left in the queue would be taken now
+        metrics = httpx.get(server.url + "/metrics").text
+    finally:
+        server.stop()
+    assert slow.taken == 1
+    assert 'codefusion_requests_total{status="499"} 2.0' in metrics
+
+
+def test_timed_out_requests_free_their_queue_slots(cf):
+    """Requests answered 504 while queued leave the queue: /healthz reports no depth and a new request is not
+    refused as if the queue were full (it was: two timed-out jobs held both slots)."""
+    slow = Slow(cf, 2.0)
+    server = Server(create_app(slow, max_batch=1, max_wait_ms=0, max_queue=2, limits=Limits(timeout_s=0.4)))
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            codes = list(pool.map(lambda i: _post(server.url, {"prompts": ["a"], "steps": STEPS + i}).status_code,
+                                  range(3)))
+        depth = httpx.get(server.url + "/healthz").json()["queue_depth"]
+        fresh = _post(server.url, {"prompts": ["x"], "steps": STEPS})
+    finally:
+        server.stop()
+    assert codes == [504] * 3 and depth == 0
+    assert fresh.status_code == 504, fresh.text  # queued behind the busy worker, not 503 "the queue is full"
+    assert slow.taken == 1
+
+
+class TraceThenFail:
+    """An engine that streams steps 2 and 4 of every request, then fails a batch of more than one (as an
+    out-of-memory would) and answers a lone request."""
+
+    def __init__(self):
+        self.batches = []
+
+    def generate_many(self, requests, on_trace=None):
+        self.batches.append(len(requests))
+        for step in (2, 4):
+            for r in range(len(requests)):
+                on_trace(r, {"step": step, "timestep": 0, "texts": [[f"request {r}"]]})
+        if len(requests) > 1:
+            raise RuntimeError("out of memory (stand-in)")
+        return ["answer"]
+
+
+def test_a_batch_rerun_one_job_at_a_time_streams_each_step_once():
+    engine = TraceThenFail()
+    batcher = DynamicBatcher(engine, max_batch=8, max_wait_ms=300, quiet_ms=None)
+    seen = [[], []]
+    futures = [batcher.submit([f"p{k}"], GenerationConfig(steps=4, trace_steps=(2, 4)), on_trace=seen[k].append)
+               for k in range(2)]
+    assert [f.result(30) for f in futures] == ["answer", "answer"]
+    batcher.close()
+    assert engine.batches == [2, 1, 1]  # the batch failed; each job ran again alone and streamed again
+    assert [[e["step"] for e in s] for s in seen] == [[2, 4], [2, 4]]
+
+
 def test_api_key_and_body_limit(cf):
     server = Server(create_app(cf, api_key="s3cret", limits=Limits(max_body_bytes=200)))
     try:

@@ -14,7 +14,8 @@ Every error is one JSON object {"error": "<one line>"}: 422 names the field that
 and values of the wrong JSON type included: "steps": "3" or true is refused, not converted), 401
 without the API key (when one is set), 413 for a body over the size limit (declared or streamed), 503 +
 Retry-After when the queue is full or the server drains, 504 when the request outlives its timeout, 500
-when the engine fails on a request it accepted. /metrics counts every /v1/ response by status.
+when the engine fails on a request it accepted. /metrics counts every /v1/ response by status, and 499 for
+a request whose client left before its answer (a job still queued then is withdrawn, not run).
 """
 from __future__ import annotations
 
@@ -116,6 +117,14 @@ def serve_on_main_thread(app: FastAPI, host: str, port: int, graceful_s: int = 1
     http.join()
     if not server.started:
         raise CodeFusionError(f"the HTTP server did not start on {host}:{port} (is the port in use?)")
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has closed the connection: the ASGI server's http.disconnect, which follows the
+    (already read) body. Read by a task of its own: Starlette's ``is_disconnected()`` never sees it through an
+    @app.middleware("http") function, whose receive it cancels on the spot."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _sse(event: str, data: dict) -> str:
@@ -246,12 +255,33 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         metrics.queue.set(batcher.depth())
         return future
 
-    async def outcome(future, t0: float) -> tuple[int, dict]:
-        """Wait for the job → (HTTP status, body)."""
+    async def outcome(future, t0: float, request: Request | None = None) -> tuple[int, dict]:
+        """Wait for the job → (HTTP status, body). A job whose client has left (``request``'s connection
+        closed) or whose timeout passed leaves the queue if it is still there."""
+        waiting = asyncio.wrap_future(future)
+        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # an answer nobody waits for any more
+        gone = asyncio.ensure_future(_client_gone(request)) if request is not None else None
+        watch, left_us = {waiting, gone} - {None}, False
+        deadline = time.monotonic() + limits.timeout_s
         try:
-            out = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
-            future.cancel()
+            while not waiting.done() and not left_us and (left := deadline - time.monotonic()) > 0:
+                await asyncio.wait(watch, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if gone is not None and gone.done():
+                    left_us = not gone.cancelled() and gone.exception() is None
+                    watch.discard(gone)  # a receive that failed tells nothing: wait on for the answer
+        finally:
+            if gone is not None:
+                gone.cancel()
+        try:
+            if not waiting.done():
+                batcher.withdraw(future)
+                if left_us:
+                    return 499, {"error": "the client closed the connection before the answer"}
+                return 504, {"error": f"the request did not finish within {limits.timeout_s:g} s"}
+            if waiting.cancelled():  # withdrawn by the stream below when its client left
+                return 499, {"error": "the client closed the connection before the answer"}
+            out = waiting.result()
+        except TimeoutError:  # the worker found it past its deadline in the queue
             return 504, {"error": f"the request did not finish within {limits.timeout_s:g} s"}
         except CodeFusionError as e:
             return 422, {"error": str(e)}
@@ -262,12 +292,12 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         return 200, out.to_json()
 
     @app.post("/v1/generate")
-    async def generate(req: GenerateRequest):
+    async def generate(req: GenerateRequest, request: Request):
         t0 = time.perf_counter()
         future = submit(req)
         if isinstance(future, Response):
             return future
-        status, body = await outcome(future, t0)
+        status, body = await outcome(future, t0, request)
         return body if status == 200 else JSONResponse(body, status_code=status)
 
     @app.post("/v1/generate/stream")
@@ -282,13 +312,20 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         done.add_done_callback(lambda d: d.cancelled() or metrics.requests.labels(str(d.result()[0])).inc())
 
         async def stream():
-            while not (done.done() and events.empty()):
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield _sse("trace", getter.result())
-                else:
+            getter = None
+            try:
+                while not (done.done() and events.empty()):
+                    getter = asyncio.ensure_future(events.get())
+                    await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield _sse("trace", getter.result())
+                    else:
+                        getter.cancel()
+            finally:  # cancelled when the client leaves: a job still queued is not run for nobody
+                if getter is not None:
                     getter.cancel()
+                if not done.done():
+                    batcher.withdraw(future)
             status, body = done.result()
             yield _sse("result", body) if status == 200 else _sse("error", {"status": status, **body})
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -53,10 +53,18 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
     on_trace: object = None  # callable(entry), called from the worker thread at each trace step (streaming)
+    sent: set = field(default_factory=set)  # trace steps already handed to on_trace
 
     @property
     def rows(self) -> int:
         return len(self.prompts) * self.config.num_samples
+
+    def publish(self, entry: dict) -> None:
+        """Hand a trace entry to on_trace once per step: a job rerun alone after its batch failed reaches the
+        steps the batch already streamed again (the same texts: its noise keys are its own)."""
+        if self.on_trace is not None and entry["step"] not in self.sent:
+            self.sent.add(entry["step"])
+            self.on_trace(entry)
 
 
 class DynamicBatcher:
@@ -93,6 +101,16 @@ class DynamicBatcher:
             self.last_arrival = job.arrived
             self.cond.notify()
         return job.future
+
+    def withdraw(self, future: Future) -> bool:
+        """Cancel a job whose answer is no longer wanted (its client timed out or left): still queued, it leaves
+        the queue at once, so it neither holds a slot of max_queue nor counts in depth(); → whether it was
+        withdrawn (False once the worker has taken it: it runs to the end)."""
+        with self.cond:
+            job = next((j for j in self.queue if j.future is future), None)
+            if job is not None:
+                self.queue.remove(job)
+        return future.cancel()  # also when the worker holds it but has not started it: it skips a cancelled one
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop taking jobs, finish every queued and running one, then stop the worker (wait for it unless
@@ -163,8 +181,7 @@ class DynamicBatcher:
     def _run(self, jobs: list[Job]) -> None:
         t0 = time.perf_counter()
         try:
-            streams = [j.on_trace for j in jobs]
-            on_trace = (lambda r, entry: streams[r](entry) if streams[r] else None) if any(streams) else None
+            on_trace = (lambda r, entry: jobs[r].publish(entry)) if any(j.on_trace for j in jobs) else None
             outputs = self.cf.generate_many([(j.prompts, j.config) for j in jobs], on_trace=on_trace)
         except Exception as batch_error:  # noqa: BLE001 — isolate the job that failed, answer the others
             if len(jobs) == 1:
