@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,6 +146,9 @@ class CodeFusion:
         ``torch`` in fp32, gives the ``reference`` oracle's numbers (bit for bit on the default model here,
         README "Parity") at a fraction of its cost; ``dtype="bfloat16"`` is the fast one where the hardware has
         bf16 (a GPU, or a CPU with AMX / AVX512-BF16), and ``"auto"`` picks it there and fp32 elsewhere."""
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise CheckpointError(f"path must be a checkpoint directory (str or Path) or None for the embedded "
+                                  f"model, got {type(path).__name__}")
         if path is not None and (Path(path) / "manifest.json").is_file():  # `codefusion export` output: no torch weights
             backend_cls = backends.get_backend(backend)
             if not hasattr(backend_cls, "load_export"):
@@ -176,7 +180,9 @@ class CodeFusion:
         max_length may differ. Every row keeps its own (seed, sample) noise key and each prompt runs at its
         own length bucket, the one the length head gives it (a request whose prompts fall in several buckets
         is split, and its answers joined back in prompt order; on the ``torch`` backend every bucket runs in
-        one loop, ``Backend.run_groups``), so each prompt's answer equals ``generate`` of that prompt alone.
+        one loop, ``Backend.run_groups``), so in fp32 each prompt's answer equals ``generate`` of that prompt
+        alone; in bf16 a product's rounding depends on its row count (the kernel the library picks), so a prompt
+        near a tie can change with its neighbours (README, "Python API": 1 of 64 Bash dev prompts here).
         ``on_trace(r, entry)``, if given, is called as soon as request r's loop reaches each of its
         ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming.
         ``progress(done, total)``, if given, is called as the denoising steps complete (the loop then runs in
@@ -184,11 +190,17 @@ class CodeFusion:
         early exit stops short of the total)."""
         t_start = time.perf_counter()
         # 1. validate
-        if not requests:
-            raise CodeFusionError("generate_many needs at least one (prompts, config) request")
-        reqs = [(check_prompts(p), self.resolve(c)) for p, c in requests]
+        if not isinstance(requests, (list, tuple)) or not requests:
+            raise CodeFusionError("generate_many needs a non-empty list of (prompts, config) requests")
+        if not all(isinstance(r, (list, tuple)) and len(r) == 2 for r in requests):
+            raise CodeFusionError("each request of generate_many is a (prompts, GenerationConfig) pair")
+        if progress is not None and not callable(progress):
+            raise CodeFusionError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
+        if on_trace is not None and not callable(on_trace):
+            raise CodeFusionError(f"on_trace must be a callable on_trace(r, entry), got {type(on_trace).__name__}")
+        reqs = [(check_prompts(p), check_config(c, self.cfg, self.backend.name)) for p, c in requests]
+        reqs = [(p, self.resolve(c)) for p, c in reqs]
         for _, c in reqs:
-            check_config(c, self.cfg, self.backend.name)
             if batch_key(c) != batch_key(reqs[0][1]):
                 raise CodeFusionError("requests batched together must share steps, solver, eta, clamp, early_exit "
                                       "and trace_steps: split them by batch_key(config)")

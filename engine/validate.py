@@ -4,6 +4,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,14 @@ def out_file(path, force: bool = False, flag: str = "--out") -> Path:
     return path
 
 
-def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
+def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> GenerationConfig:
+    """→ ``c`` in one canonical form: numbers as plain Python ints, floats and bools (NumPy's included),
+    ``trace_steps`` a sorted tuple without repeats (read once: an iterator is consumed by reading it), ``clamp``
+    its mode's name (True → "nearest"), so equal requests batch together; or a CodeFusionError naming the first
+    bad field."""
+    if not isinstance(c, GenerationConfig):
+        raise CodeFusionError(f"config must be a codefusion.GenerationConfig, got {type(c).__name__}: "
+                              "pass GenerationConfig(steps=…, …)")
     T = model.diffusion_steps
     if c.lang not in LANGS:
         raise CodeFusionError(f"unknown language {c.lang!r}: choose one of {', '.join(LANGS)}")
@@ -92,14 +100,19 @@ def check_config(c: GenerationConfig, model: ModelConfig, backend: str) -> None:
         raise CodeFusionError(f"early_exit must be True or False, got {c.early_exit!r}")
     if isinstance(c.trace_steps, (str, bytes)) or not isinstance(c.trace_steps, Iterable):
         raise CodeFusionError(f"trace_steps must be a list of step counts, got {c.trace_steps!r}")
-    bad = [s for s in c.trace_steps if not _is_int(s) or not 1 <= s <= c.steps]
+    trace = tuple(c.trace_steps)
+    bad = [s for s in trace if not _is_int(s) or not 1 <= s <= c.steps]
     if bad:
         raise CodeFusionError(f"trace_steps must be step counts in 1..{c.steps}, got {bad[0]!r}")
     if c.early_exit and backend == "reference":
         raise CodeFusionError("early_exit is not supported by the 'reference' backend (the oracle runs every "
                               "step): use backend='torch', or early_exit=False")
-    if c.early_exit and c.trace_steps:
+    if c.early_exit and trace:
         raise CodeFusionError("early_exit and trace_steps cannot be combined: ask for one of them")
+    return replace(c, steps=int(c.steps), num_samples=int(c.num_samples), seed=int(c.seed),
+                   max_length=None if c.max_length is None else int(c.max_length), eta=float(c.eta),
+                   early_exit=bool(c.early_exit), trace_steps=tuple(sorted({int(s) for s in trace})),
+                   clamp=None if c.clamp is None else clamp_mode(c.clamp))
 
 
 def native_bf16(device) -> bool:

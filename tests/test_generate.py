@@ -119,6 +119,32 @@ def test_numpy_numbers_and_any_iterable_of_steps_are_accepted(cf):
                                                        trace_steps=range(2, 5, 2)))
     assert [e["step"] for e in out.trace] == [2, 4]
     assert cf.generate(["list files"], GenerationConfig(steps=4, early_exit=np.bool_(False))).texts
+    # NumPy steps (was: "steps must be an integer …, got np.int64(4)" from the schedule), an iterator of trace
+    # steps (was: read up by the check, an empty trace), NumPy trace steps (was: to_json() not serialisable)
+    out = cf.generate(["list files"], GenerationConfig(steps=np.int64(4), trace_steps=iter([np.int64(4), 2, 2])))
+    assert [e["step"] for e in out.trace] == [2, 4] and json.dumps(out.to_json())
+    plain = cf.generate(["list files"], GenerationConfig(steps=4, trace_steps=(2, 4)))
+    assert (out.texts, out.scores, out.trace) == (plain.texts, plain.scores, plain.trace)
+
+
+def test_equal_configs_spelt_differently_batch_together(cf):
+    """clamp=True is clamp="nearest", trace steps in any order: one batch key, so generate_many takes them."""
+    a, b = cf.generate_many([(["list files"], GenerationConfig(steps=4, clamp=True, trace_steps=(4, 2))),
+                             (["count lines"], GenerationConfig(steps=4, clamp="nearest", trace_steps=(2, 4)))])
+    assert a.texts == cf.generate(["list files"], GenerationConfig(steps=4, clamp="nearest")).texts
+    assert [e["step"] for e in a.trace] == [e["step"] for e in b.trace] == [2, 4]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda cf: cf.generate(["x"], {"steps": 5}), "config must be a codefusion.GenerationConfig, got dict"),
+    (lambda cf: cf.generate_many([["x"]]), "each request of generate_many is a .prompts, GenerationConfig. pair"),
+    (lambda cf: cf.generate_many([]), "non-empty list of .prompts, config. requests"),
+    (lambda cf: cf.generate(["x"], GenerationConfig(steps=2), progress=5), "progress must be a callable"),
+    (lambda cf: CodeFusion.from_pretrained(5), "path must be a checkpoint directory .str or Path. or None"),
+])
+def test_api_misuse_is_one_clear_error(cf, call, message):
+    with pytest.raises(CodeFusionError, match=message):
+        call(cf)
 
 
 def test_default_backend_is_torch_and_early_exit_needs_it(tiny_model, tokenizer):
@@ -248,7 +274,7 @@ def test_generate_many_traces_per_request_and_checks_the_batch_key(ckpt):
     assert out_b.trace == cf.generate(*b).trace
     with pytest.raises(CodeFusionError, match="must share steps, solver"):
         cf.generate_many([a, (["pwd"], GenerationConfig(steps=5))])
-    with pytest.raises(CodeFusionError, match="at least one"):
+    with pytest.raises(CodeFusionError, match="non-empty list of .prompts, config. requests"):
         cf.generate_many([])
 
 

@@ -62,8 +62,8 @@ class NoiseSchedule:
         return self.timesteps.shape[0]
 
     def respace(self, kept_steps: int, spacing: str = "uniform") -> "NoiseSchedule":
-        """A schedule over ``kept_steps`` of the original T steps, always ending at t = 0 and,
-        for two or more steps, starting at t = T−1 (pure noise). ``spacing``: uniform | quadratic."""
+        """A schedule over ``kept_steps`` of the original T steps: for two or more, from t = T−1 (pure noise)
+        down to t = 0; one step is t = T−1 alone (x̂0 straight from pure noise). ``spacing``: uniform | quadratic."""
         T = self.T
         if not isinstance(kept_steps, int) or not 1 <= kept_steps <= T:
             raise CodeFusionError(f"steps must be an integer in 1..{T}, got {kept_steps!r}")

@@ -165,7 +165,7 @@ def aggregate(scored: list[dict], resamples: int = 1000, seed: int = 0):
 def evaluate(cf, rows: list[dict], lang: str, config: GenerationConfig, batch_size: int = 64,
              progress: bool | None = True, codebert: str | None = None) -> EvalResult:
     check_rows(rows, lang)
-    check_config(config, cf.cfg, cf.backend.name)  # before any generation: a bad flag fails in a second
+    config = check_config(config, cf.cfg, cf.backend.name)  # before any generation: a bad flag fails in a second
     if batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {batch_size}")
     if codebert:

@@ -363,7 +363,7 @@ def _validate(req: GenerateRequest, cf, limits: Limits) -> tuple[list[str], Gene
     names = {f.name for f in fields(GenerationConfig)}
     values = {k: v for k, v in req.model_dump().items() if k in names}
     values["trace_steps"] = tuple(values["trace_steps"])
-    config = cf.resolve(GenerationConfig(**values))  # the model's defaults now, so the batch key sees them
     prompts = check_prompts(req.prompts)
-    check_config(config, cf.cfg, cf.backend.name)
-    return prompts, config
+    # canonical (clamp true = "nearest", trace steps sorted) and with the model's defaults now, so the batch key
+    # sees what the loop will run
+    return prompts, cf.resolve(check_config(GenerationConfig(**values), cf.cfg, cf.backend.name))

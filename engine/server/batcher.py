@@ -22,7 +22,8 @@ on CPU, torch ops issued from a second thread start a second OpenMP team that co
 (measured here: one 20-step query 276 ms in a worker thread against 135 ms in the main thread).
 
 Jobs of another batch_key wait for a later batch, oldest first. Each row keeps its (seed, sample) noise
-key, so a batched answer equals the single-request answer (tests/test_server.py).
+key, so a batched answer equals the single-request answer in fp32 (tests/test_server.py); in bf16 the matrix
+products round by batch shape, and a prompt near a tie can differ (README, "Python API").
 """
 from __future__ import annotations
 
