@@ -150,6 +150,20 @@ def test_frozen_graphs_refuse_an_uncaptured_shape(tiny_model, tokenizer):
         run(backend, longer)
 
 
+def test_the_least_recently_used_chunk_is_dropped_past_max_chunks(tiny_model, tokenizer):
+    """A server whose requests vary the step count would capture without end; past max_chunks the chunk replayed
+    longest ago goes (and is captured again if it comes back), and replays stay correct."""
+    backend, state = _setup(tiny_model, tokenizer, 2, steps=8)
+    expected = {c: run(backend, state, 0, c).x_t for c in (2, 3, 4)}
+    capture = EagerCapture()
+    backend.graphs = StepGraphs(backend.step, capture, max_chunks=2)
+    for c in (2, 3, 2, 4):  # 2 is used again before 4 arrives: 3 is the least recently used
+        torch.testing.assert_close(run(backend, state, 0, c).x_t, expected[c], atol=1e-6, rtol=0)
+    assert capture.captures == 3 and [k[3] for k in backend.graphs.chunks] == [2, 4]
+    run(backend, state, 0, 3)  # captured again; 2 goes
+    assert capture.captures == 4 and [k[3] for k in backend.graphs.chunks] == [4, 3]
+
+
 def test_row_buckets():
     assert [row_bucket(r) for r in (1, 2, 3, 5, 8, 9, 64, 65)] == [1, 2, 4, 8, 8, 16, 64, 128]
 

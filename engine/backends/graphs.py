@@ -16,6 +16,9 @@ Rows are padded up to a power of two (``ROW_BUCKETS``) with copies of row 0, so 
 share one graph; the padded rows are computed and dropped. The noise of a row depends only on its
 (seed, sample) key, so padding never changes a real row's result.
 
+The chunks are kept least recently used first and at most ``max_chunks`` (32) of them: a server whose
+requests vary steps, trace steps and lengths would otherwise capture without end (each chunk holds its
+static buffers and its graph's memory pool; a 64-row chunk of the default model, ~40 MiB of buffers).
 ``freeze()`` turns capture off: a server warms the shapes it serves by running them and then
 gets a clear error for any other shape instead of a capture stall (hundreds of ms) mid-traffic.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -123,9 +127,9 @@ class StepGraphs:
     """Captured chunks of a backend's ``step``, keyed by (row bucket, n, K, chunk length, solver, clamp,
     signature)."""
 
-    def __init__(self, step_fn, capture=cuda_capture):
-        self.step_fn, self.capture = step_fn, capture
-        self.chunks: dict[tuple, _Chunk] = {}
+    def __init__(self, step_fn, capture=cuda_capture, max_chunks: int = 32):
+        self.step_fn, self.capture, self.max_chunks = step_fn, capture, max_chunks
+        self.chunks: OrderedDict[tuple, _Chunk] = OrderedDict()  # least recently replayed first
         self.frozen = False
         self.lock = threading.Lock()  # a chunk's static buffers serve one thread at a time
 
@@ -156,7 +160,10 @@ class StepGraphs:
                 shapes = ", ".join(_describe(k) for k in sorted(self.chunks, key=lambda k: k[:4])) or "none"
                 raise CodeFusionError(f"no CUDA graph for {_describe(key)} (captured: {shapes}); run that shape "
                                       "before freeze()")
+            while len(self.chunks) >= self.max_chunks:  # its graph and static buffers go with it
+                self.chunks.popitem(last=False)
             chunk = self.chunks[key] = _Chunk(padded, self.step_fn, stop - start, self.capture)
+        self.chunks.move_to_end(key)
         x_t, x0_hat = chunk(padded, start)
         return dataclasses.replace(state, x_t=x_t[:rows], x0_hat=x0_hat[:rows])
 
