@@ -11,7 +11,7 @@ import math
 import sys
 
 from .config import CLAMPS
-from .errors import CodeFusionError, OneLineParser
+from .errors import CodeFusionError, OneLineParser, Terminated, raise_on_sigterm
 
 DTYPE_HELP = ("float32 (default; the reference's numbers) | bfloat16 (fast on a GPU or a CPU with AMX / AVX512-BF16, "
               "slow elsewhere) | auto (bfloat16 where it is fast, else float32)")
@@ -329,6 +329,25 @@ def _resolve_dtype(args) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """SIGTERM ends every command as Ctrl-C does (errors.Terminated): by default it would kill the process on
+    the spot, leaving e.g. the onnxruntime backend's temporary export behind or a training step unsaved."""
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
+    try:
+        return _main(argv)
+    except Terminated:  # raised outside _main's own handler (e.g. while the bench or export parser loads)
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _triton_on_cpu(argv)
     if argv[:1] == ["bench"]:  # the bench suite parses its own flags (codefusion.bench.cli)
@@ -357,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: out of memory ({text[:120]}): ask for fewer prompts × --num-samples, a shorter --max-length "
               "or --dtype bfloat16", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -504,3 +504,30 @@ def test_codefusion_serve_on_a_busy_port_fails_in_one_line(cf):
         finally:
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
+
+
+def test_sigterm_while_serve_loads_leaves_no_temporary_export(overfit_dir, tmp_path):
+    """`codefusion serve --backend onnxruntime` exports the model to a temporary folder as it loads; SIGTERM
+    then (a process manager stopping it) used to kill the process on the spot and leave that folder behind.
+    Now SIGTERM ends any command like Ctrl-C: the folder is removed, exit status 143, one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "codefusion", "serve", "--model", str(overfit_dir), "--backend",
+                             "onnxruntime", "--dtype", "float32", "--port", str(_free_port())],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(tmp_path.glob("codefusion-ort-*/*")) or proc.poll() is not None,
+                  "the onnxruntime export did not start", seconds=120)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated"
+    assert not list(tmp_path.glob("codefusion-ort-*"))

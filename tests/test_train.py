@@ -397,3 +397,25 @@ def test_bad_repeat_is_refused_before_any_data_is_read(tmp_path, spec):
     with pytest.raises(CodeFusionError, match="drop it for --task pretrain"):
         train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
                           task="pretrain", repeat="cf=2"))
+
+
+@pytest.mark.parametrize("sig, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", "Terminated")])
+def test_a_signal_during_a_step_waits_for_the_step_to_end(sig, raised):
+    """Ctrl-C or SIGTERM inside DeferInterrupt (one optimizer step and its count) is raised when the block ends,
+    never inside it; the handlers before it are put back."""
+    import os
+    import signal
+
+    from codefusion.errors import Terminated
+    from codefusion.train.state import DeferInterrupt
+
+    raised = Terminated if raised == "Terminated" else raised
+    signum = getattr(signal, sig)
+    before = signal.getsignal(signum)
+    finished = []
+    with pytest.raises(raised) as caught:
+        with DeferInterrupt():
+            os.kill(os.getpid(), signum)
+            finished.append("the rest of the step")
+    assert finished == ["the rest of the step"] and type(caught.value) is raised
+    assert signal.getsignal(signum) is before

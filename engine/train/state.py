@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import replace_atomically
-from ..errors import CheckpointError, CodeFusionError
+from ..errors import CheckpointError, CodeFusionError, Terminated
 from .data import parse_repeat, select_datasets
 
 OPTIMIZER, STATE = "optimizer.safetensors", "trainer_state.json"
@@ -93,18 +93,21 @@ def check_resume(cfg, counters: dict, meta: dict) -> None:
 
 
 class DeferInterrupt:
-    """Ctrl-C while inside: held until the block ends, then raised, so an optimizer step is never half applied
-    (the AdamW update goes parameter by parameter). Only the main thread receives signals; elsewhere a no-op."""
+    """Ctrl-C (or SIGTERM) while inside: held until the block ends, then raised, so an optimizer step is never
+    half applied (the AdamW update goes parameter by parameter). Only the main thread receives signals; elsewhere
+    a no-op."""
 
     def __enter__(self):
-        self.pending, self.previous = False, None
+        self.pending, self.previous = None, {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, lambda *_: setattr(self, "pending", True))
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, lambda signum, _: setattr(self, "pending", signum))
         return self
 
     def __exit__(self, kind, value, tb):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        if self.pending and kind is None:
-            raise KeyboardInterrupt
+        for sig, handler in self.previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(sig, handler)
+        if self.pending is not None and kind is None:
+            raise Terminated if self.pending == signal.SIGTERM else KeyboardInterrupt
         return False
