@@ -290,3 +290,21 @@ def test_compiled_backend_matches_torch_and_compiles_once_per_shape(tiny_model, 
         if prompts[0] == "list all files":
             graphs = counters["stats"]["unique_graphs"]
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_compiled_backend_lifts_dynamos_recompile_limit(tiny_model):
+    """The denoiser and decoder share FastStack.forward, whose compilations Dynamo caps at recompile_limit (8):
+    past 4 shapes each a server ran uncompiled, silently. The backend lifts the cap (never lowers it)."""
+    import torch._dynamo.config as dynamo
+    before = dynamo.recompile_limit, dynamo.accumulated_recompile_limit
+    try:
+        dynamo.recompile_limit, dynamo.accumulated_recompile_limit = 8, 256
+        backend = get_backend("torch-compile")
+        backend(tiny_model, CPU, torch.float32)
+        assert dynamo.recompile_limit == backend.RECOMPILE_LIMIT >= 64
+        assert dynamo.accumulated_recompile_limit >= 2 * backend.RECOMPILE_LIMIT
+        dynamo.recompile_limit = 1000
+        backend(tiny_model, CPU, torch.float32)
+        assert dynamo.recompile_limit == 1000
+    finally:
+        dynamo.recompile_limit, dynamo.accumulated_recompile_limit = before

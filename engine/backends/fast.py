@@ -373,8 +373,16 @@ class CompiledTorchBackend(TorchBackend):
     eager_stacks = False  # Inductor packs the weights itself when it freezes them, and compiles one shape at a time
     parity_fp32 = False  # Inductor reorders the sums anyway: SDPA and the fused C++ step in every dtype
 
+    # Dynamo keeps at most recompile_limit (8) compilations per code object, and the denoiser and decoder share
+    # FastStack.forward's: past 4 shapes each, every new shape ran uncompiled, silently. A server meets dozens
+    # (rows × length bucket × source width); this raises the limit (process-wide, never lowers it).
+    RECOMPILE_LIMIT = 128
+
     def __init__(self, model, device: torch.device, dtype: torch.dtype):
         super().__init__(model, device, dtype)
+        import torch._dynamo.config as dynamo
+        dynamo.recompile_limit = max(dynamo.recompile_limit, self.RECOMPILE_LIMIT)
+        dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 2 * self.RECOMPILE_LIMIT)
         # the stacks are compiled as modules, so their weights are parameters Inductor can freeze
         options = {"freezing": True}
         self.denoiser = torch.compile(self.denoiser, options=options, dynamic=False)
