@@ -8,6 +8,7 @@ from codefusion.errors import OneLineParser
 
 from .prompts import PROMPTS
 
+DEFAULT_OUT = "bench/results"  # where a suite writes without --out, unless --json (then: stdout only)
 DESCRIPTION = "benchmarks of the engine: latency | parity | kernels | quality | trajectory | serve | compare | ranking"
 
 
@@ -30,7 +31,7 @@ def _dev_run_args(p: argparse.ArgumentParser) -> None:
                                                    "| bfloat16 | float32")
     p.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default=None, help="folder for the results (default: bench/results; with --json and no --out, none are written)")
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--json", action="store_true")
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="codefusion bench", description=DESCRIPTION)
     sub = p.add_subparsers(dest="suite", required=True)
     for name, backends, dtypes, batch, steps in (("latency", "reference,torch", "float32,bfloat16", "1,8,64", "20"),
-                                                 ("parity", "torch", "float32,bfloat16", "16", "1200")):
+                                                 ("parity", "torch", "float32,bfloat16", "16", "10")):
         s = sub.add_parser(name)
         g = s.add_mutually_exclusive_group()
         g.add_argument("--preset", default=None, help="random weights of a preset (engine timing)")
@@ -60,8 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         if name == "latency":  # parity runs each configuration once: its figures are errors, not times
             s.add_argument("--repeats", type=int, default=5)
+        else:
+            s.add_argument("--margin-eps", type=float, default=1e-3,
+                           help="decided_agreement leaves out positions whose reference top-2 logit margin is below "
+                                "this (fp32 rounding alone may flip them)")
         s.add_argument("--device", default="cpu")
-        s.add_argument("--out", default="bench/results", help="folder for <suite>.json / .md (/.png)")
+        s.add_argument("--out", default=None, help="folder for <suite>.json / .md (/.png) (default: bench/results; "
+                                                   "with --json and no --out, none are written)")
         s.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
         s.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     k = sub.add_parser("kernels", help="µs per call of each fused kernel against SDPA / eager PyTorch, with its error")
@@ -72,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "auto (bfloat16 where native, else float32) | bfloat16 | float32")
     k.add_argument("--repeats", type=int, default=30, help="timed calls per row, after 3 warm-up calls")
     k.add_argument("--device", default="cpu", help="cpu | cuda (cuda adds the Triton rows and CUDA-graph timings)")
-    k.add_argument("--out", default="bench/results", help="folder for kernels.json / .md")
+    k.add_argument("--out", default=None, help="folder for kernels.json / .md (default: bench/results; with --json "
+                                               "and no --out, none are written)")
     k.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     k.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     q = sub.add_parser("quality", help="dev metrics vs steps × solvers, early exit, length buckets (paired)")
@@ -115,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a server already running apart (codefusion serve) instead of one in this process")
     v.add_argument("--lang", default="bash", choices=[*sorted(PROMPTS), "mix"],
                    help="the built-in prompts of one language, or of all three in turn (mix)")
-    v.add_argument("--out", default="bench/results")
+    v.add_argument("--out", default=None, help="folder for the results (default: bench/results; with --json and no --out, none are written)")
     v.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     v.add_argument("--json", action="store_true")
     c = sub.add_parser("compare", help="two `codefusion eval --predictions` files of the same rows: paired "

@@ -12,13 +12,13 @@ from codefusion.errors import CodeFusionError
 from codefusion.validate import out_dir, resolve_dtypes
 
 from . import report
-from .arguments import build_parser
+from .arguments import DEFAULT_OUT, build_parser
 from .prompts import PROMPTS
 
 LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "solver", "clamp", "n", "ms_per_step_p50",
                    "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step"]
 PARITY_COLUMNS = ["backend", "device", "dtype", "steps", "solver", "prompts", "samples", "n", "max_abs_err",
-                  "max_step_err", "token_agreement", "program_agreement"]
+                  "max_step_err", "token_agreement", "decided_agreement", "near_ties", "program_agreement"]
 
 
 def _ints(text: str) -> list[int]:
@@ -99,8 +99,7 @@ def _serve(args, model, tok, config: dict) -> int:
         meta = {"suite": "serve", "server": "separate process", "url": args.url, "lang": args.lang, **health}
     columns = ["concurrency", "requests", "steps", "ok", "errors", "lost", "duplicated", "mismatched",
                "throughput_rps", "speedup_vs_first", "p50_ms", "p99_ms", "requests_per_batch"]
-    files = report.write(args.out, "serve", rows, columns, meta)
-    return _emit(args, meta, rows, columns, files + [plot_serve(rows, Path(args.out) / "serve.png")])
+    return _emit(args, meta, rows, columns, _files(args, "serve", rows, columns, meta, lambda f: plot_serve(rows, f)))
 
 
 def _quality(args, model, tok) -> int:
@@ -144,9 +143,8 @@ def _quality(args, model, tok) -> int:
     columns = ["solver", "steps", "clamp", "variant", "n", "ms_per_row"]
     for name in headline(args.lang):
         columns += [name, f"diff_{name}", f"diff_ci95_{name}"]
-    files = report.write(args.out, f"quality_{args.lang}", table, columns, meta)
-    return _emit(args, meta, table, columns, files + [plot_quality(table, args.lang,
-                                                                   Path(args.out) / f"quality_{args.lang}.png")])
+    return _emit(args, meta, table, columns, _files(args, f"quality_{args.lang}", table, columns, meta,
+                                                    lambda f: plot_quality(table, args.lang, f)))
 
 
 def _trajectory(args, model, tok) -> int:
@@ -178,9 +176,8 @@ def _trajectory(args, model, tok) -> int:
     columns = ["model", "step", "timestep", "n"]
     for name in headline(args.lang):
         columns += [name, f"ci95_{name}"]
-    files = report.write(args.out, f"trajectory_{args.lang}", table, columns, meta)
-    return _emit(args, meta, table, columns,
-                 files + [plot_trajectory(table, args.lang, Path(args.out) / f"trajectory_{args.lang}.png")])
+    return _emit(args, meta, table, columns, _files(args, f"trajectory_{args.lang}", table, columns, meta,
+                                                    lambda f: plot_trajectory(table, args.lang, f)))
 
 
 def _check(args, model) -> None:
@@ -208,7 +205,7 @@ def _compare(args) -> int:
     _claim_out(args)
     table = compare(base, read_predictions(args.other), args.seed, (args.base, args.other))
     meta = {"suite": "compare", "base": args.base, "other": args.other, "seed": args.seed, "examples": len(base)}
-    files = report.write(args.out, "compare", table, COLUMNS, meta) if args.out else []
+    files = _files(args, "compare", table, COLUMNS, meta)
     return _emit(args, meta, table, COLUMNS, files)
 
 
@@ -221,7 +218,7 @@ def _ranking(args) -> int:
     table = ranking(rows, args.lang, args.seed, args.predictions)
     meta = {"suite": "ranking", "predictions": args.predictions, "lang": args.lang, "seed": args.seed,
             "examples": len(rows)}
-    files = report.write(args.out, "ranking", table, COLUMNS, meta) if args.out else []
+    files = _files(args, "ranking", table, COLUMNS, meta)
     return _emit(args, meta, table, COLUMNS, files)
 
 
@@ -245,7 +242,7 @@ def _kernels(args) -> int:
             "statistic": "median (p10, p90) µs per call after 3 warm-up calls: perf_counter on CPU, CUDA events on "
                          f"a GPU; graph_us_p50 = {GRAPH_CALLS} calls replayed from one CUDA graph, per call; "
                          "fused_speedup = this row's p50 / the fused implementation's (the case's first row)"}
-    files = report.write(args.out, "kernels", rows, COLUMNS, meta) if args.out else []
+    files = _files(args, "kernels", rows, COLUMNS, meta)
     return _emit(args, meta, rows, COLUMNS, files)
 
 
@@ -256,6 +253,8 @@ def main(argv: list[str]) -> int:
         args.lang = DATASET_LANG.get(Path(args.data).parent.name)
         if args.lang is None:
             raise CodeFusionError(f"cannot tell the language of {args.data}: pass --lang bash|python|cf")
+    if args.suite not in ("compare", "ranking") and args.out is None and not args.json:
+        args.out = DEFAULT_OUT  # --json alone prints the rows and writes nothing
     if getattr(args, "out", None) is not None:  # a bad --out fails now, not after the run (created when written)
         out_dir(args.out, create=False)
     if args.suite == "compare":  # scores two files: no model to load
@@ -285,14 +284,13 @@ def main(argv: list[str]) -> int:
         rows = latency(model, tok, prompts, args.lang, backends, dtypes, _ints(args.batch), _ints(args.steps),
                        args.solver, args.num_samples, args.max_length, args.repeats, args.device, not args.json,
                        clamp=args.clamp, config=config, seed=args.seed)
-        files = report.write(args.out, "latency", rows, LATENCY_COLUMNS, meta)
-        png = report.plot_latency(rows, Path(args.out) / "latency.png")
-        files += [png] if png else []
+        files = _files(args, "latency", rows, LATENCY_COLUMNS, meta, lambda f: report.plot_latency(rows, f))
     else:
         from .parity import parity
         rows = parity(model, tok, prompts, args.lang, backends, dtypes, _ints(args.steps)[0], args.solver, args.seed,
-                      args.num_samples, args.max_length, _ints(args.batch)[0], args.device, not args.json)
-        files = report.write(args.out, "parity", rows, PARITY_COLUMNS, meta)
+                      args.num_samples, args.max_length, _ints(args.batch)[0], args.device, not args.json,
+                      args.margin_eps)
+        files = _files(args, "parity", rows, PARITY_COLUMNS, meta)
     return _emit(args, meta, rows, LATENCY_COLUMNS if args.suite == "latency" else PARITY_COLUMNS, files)
 
 
@@ -306,6 +304,14 @@ def _claim_out(args) -> None:
     if earlier and not args.force:
         raise CodeFusionError(f"{earlier[0]} holds an earlier run's results: pass --force to replace them, or "
                               "--out another folder")
+
+
+def _files(args, name: str, rows: list[dict], columns: list[str], meta: dict, plot=None) -> list:
+    """<name>.json / .md (and ``plot(<name>.png)``'s figure) in --out → the files written; none without --out."""
+    if args.out is None:
+        return []
+    files = report.write(args.out, name, rows, columns, meta)
+    return files + ([plot(Path(args.out) / f"{name}.png")] if plot else [])
 
 
 def _emit(args, meta: dict, rows: list[dict], columns: list[str], files: list) -> int:

@@ -49,9 +49,20 @@ def test_parity_one_step_error_starts_from_the_reference_state(tiny_model, token
 
     drifting = Drifting(tiny_model, torch.device("cpu"), torch.float32)
     table = step_table(NoiseSchedule.sqrt().respace(6), "ddpm")
-    worst, step_worst, _, _ = _lockstep(ref, [drifting], tokenizer, ["list all files"], "bash", 16, table, [table],
-                                        seed=0, k=1)
+    worst, step_worst, _, _, _ = _lockstep(ref, [drifting], tokenizer, ["list all files"], "bash", 16, table,
+                                           [table], seed=0, k=1)
     assert worst[0] > 1e-4 and step_worst[0] == 0.0
+
+
+def test_parity_decided_agreement_leaves_out_the_reference_near_ties(tiny_model, tokenizer):
+    """decided_agreement counts the positions whose reference top-2 logit margin is at least margin_eps: all of
+    them at 0 (then it is token_agreement), none above every margin (then there is nothing to judge)."""
+    from codefusion.bench.parity import parity
+
+    rows = {eps: parity(tiny_model, tokenizer, ["list all files", "sum a list"], "bash", ["torch"], ["bfloat16"],
+                        steps=3, n=16, progress=False, margin_eps=eps)[0] for eps in (0.0, 1e9)}
+    assert rows[0.0]["near_ties"] == 0 and rows[0.0]["decided_agreement"] == rows[0.0]["token_agreement"]
+    assert rows[1e9]["near_ties"] == 2 * 16 and rows[1e9]["decided_agreement"] is None
 
 
 def test_bench_latency_rows_and_plot(tmp_path, capsys):
