@@ -20,12 +20,13 @@ import triton
 import triton.language as tl
 
 from ._common import check, interpreting, same_device
+from ._interp import round_to_bf16
 
 
 @triton.jit
 def _add_layernorm_kernel(x_ptr, res_ptr, pos_ptr, table_ptr, t_ptr, w_ptr, b_ptr, s_ptr, y_ptr, rows, n, d, eps,
                           HAS_RES: tl.constexpr, HAS_POS: tl.constexpr, HAS_TIME: tl.constexpr,
-                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, ROUND_BF16: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_D)
     col_ok = cols < d
@@ -40,6 +41,8 @@ def _add_layernorm_kernel(x_ptr, res_ptr, pos_ptr, table_ptr, t_ptr, w_ptr, b_pt
     if HAS_TIME:
         t = tl.load(t_ptr)
         s += tl.load(table_ptr + t * d + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if ROUND_BF16:  # the interpreter's bf16 cast truncates: round as a GPU's does
+        s = round_to_bf16(s)
     s_out = s.to(s_ptr.dtype.element_ty)
     tl.store(s_ptr + offs, s_out, mask=ok)
 
@@ -50,6 +53,8 @@ def _add_layernorm_kernel(x_ptr, res_ptr, pos_ptr, table_ptr, t_ptr, w_ptr, b_pt
     w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     y = diff * rstd[:, None] * w[None, :] + b[None, :]
+    if ROUND_BF16:
+        y = round_to_bf16(y)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
@@ -85,7 +90,7 @@ def _launch(x, residual, pos, time_table, t, weight, bias, eps: float) -> tuple[
         x, residual if residual is not None else x, pos if pos is not None else x,
         time_table if time_table is not None else x, t if t is not None else x, weight, bias, s, y, rows, n, d, eps,
         HAS_RES=residual is not None, HAS_POS=pos is not None, HAS_TIME=time_table is not None,
-        BLOCK_R=block_r, BLOCK_D=block_d, num_warps=4)
+        BLOCK_R=block_r, BLOCK_D=block_d, ROUND_BF16=interpreting() and x.dtype == torch.bfloat16, num_warps=4)
     return s, y
 
 

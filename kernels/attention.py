@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ._common import check, interpreting, same_device
+from ._interp import round_to_bf16
 
 LOG2E = 1.4426950408889634
 HEAD_DIMS = (16, 32, 64, 128)
@@ -35,7 +36,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr,
                       sq_b, sq_h, sq_n, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_s, so_b, so_h, so_n,
                       H, n, S, qk_scale,
                       HAS_MASK: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      UPCAST: tl.constexpr, IEEE: tl.constexpr):
+                      UPCAST: tl.constexpr, IEEE: tl.constexpr, ROUND_BF16: tl.constexpr):
     pid_m, bh = tl.program_id(0), tl.program_id(1)
     b, h = (bh // H).to(tl.int64), bh % H
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -80,6 +81,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr,
         m_i = m_new
 
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    if ROUND_BF16:  # the interpreter's bf16 cast truncates: round as a GPU's does
+        out = round_to_bf16(out)
     tl.store(o_ptr + b * so_b + h * so_h + rows[:, None] * so_n + dims[None, :], out.to(o_ptr.dtype.element_ty),
              mask=row_ok[:, None])
 
@@ -120,7 +123,8 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.T
                             k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, sm_s, out.stride(0),
                             out.stride(2), out.stride(1), H, n, S, LOG2E / math.sqrt(D),
                             HAS_MASK=key_mask is not None, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n,
-                            UPCAST=interp, IEEE=q.dtype == torch.float32, num_warps=4)
+                            UPCAST=interp, IEEE=q.dtype == torch.float32,
+                            ROUND_BF16=interp and q.dtype == torch.bfloat16, num_warps=4)
     return out
 
 

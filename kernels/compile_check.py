@@ -43,7 +43,8 @@ def _attrs(kernel, names: list[str]) -> dict:
 def _attention_cases(kernel, blocks):
     q_strides = ("sq_b", "sq_h", "sq_n", "sk_b", "sk_h", "sk_s", "sv_b", "sv_h", "sv_s", "so_b", "so_h", "so_n")
     out = []
-    for dt, d in (("bf16", 64), ("fp16", 128), ("fp32", 64)):
+    # the presets' head dims: tiny 32, small 64, paper 64; 128 is the kernel's widest
+    for dt, d in (("bf16", 32), ("bf16", 64), ("bf16", 128), ("fp16", 128), ("fp32", 32), ("fp32", 64)):
         types = {p: f"*{dt}" for p in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")} | {"mask_ptr": "*u8", "qk_scale": "fp32"}
         seen = set()
         for n in ATTENTION_SIZES:
@@ -52,7 +53,8 @@ def _attention_cases(kernel, blocks):
                 if (bm, bn, mask) in seen:
                     continue
                 seen.add((bm, bn, mask))
-                cx = dict(HAS_MASK=mask, HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False, IEEE=dt == "fp32")
+                cx = dict(HAS_MASK=mask, HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, UPCAST=False, IEEE=dt == "fp32",
+                          ROUND_BF16=False)
                 # a (B, S) bool mask has unit stride along S: launched, that argument is the constant 1
                 hints = [*q_strides, "n", "S", "sm_b"] + ([] if mask else ["sm_s"])
                 cx |= {"sm_s": 1} if mask else {}
@@ -72,7 +74,8 @@ def cases():
         types = {p: f"*{dt}" for p in ptrs} | {"t_ptr": "*i64", "eps": "fp32"}
         block_d = 1 << (d - 1).bit_length()
         for res, pos, time_ in ((False, True, True), (True, False, False)):  # a stack's first add, every later one
-            cx = dict(HAS_RES=res, HAS_POS=pos, HAS_TIME=time_, BLOCK_R=block_rows(block_d, False), BLOCK_D=block_d)
+            cx = dict(HAS_RES=res, HAS_POS=pos, HAS_TIME=time_, BLOCK_R=block_rows(block_d, False), BLOCK_D=block_d,
+                      ROUND_BF16=False)
             out.append((f"add_layernorm[{dt},d={d},{'res' if res else 'pos+time'}]", _add_layernorm_kernel, types, cx,
                         [*ptrs, "t_ptr", "rows", "n", "d"]))
     types = {p: "*fp32" for p in ("xt_ptr", "x0_ptr", "xp_ptr", "out_ptr", "a_ptr", "b_ptr", "c_ptr", "sigma_ptr")}

@@ -2,7 +2,8 @@
 (TRITON_INTERPRET=1, set by conftest) or compiled on a GPU; the C++ CPU solver step against both; a
 compile-only sm_90 build of every kernel; fake implementations for torch.compile / export.
 
-Rule (flash-attention's): |kernel − fp32 oracle| ≤ 2·|same-dtype torch − fp32 oracle| + atol + rtol·|oracle|.
+Rule (the issue's, flash-attention's): max |kernel − oracle| ≤ 2 · max |same-dtype torch − oracle| + atol, with
+the oracle in float64 (so the fp32 rule is not vacuous) and atol 1e-6 / 1e-3 / 1e-4 for fp32 / bf16 / fp16.
 """
 import json
 import os
@@ -26,33 +27,37 @@ from codefusion.kernels.solver_step import solver_step  # noqa: E402
 from codefusion.noise import gaussian  # noqa: E402
 
 DEV = torch.device("cuda" if GPU else "cpu")
-DTYPES = [(torch.float32, 1e-5, 1e-5), (torch.bfloat16, 2e-2, 2e-2)]
-if GPU:
-    DTYPES.append((torch.float16, 2e-3, 2e-3))  # fp16 matmuls on CPU are slow and not what the GPU runs
+# (dtype, atol) of the rule; fp16 runs on CPU too (interpreted, the kernels upcast their dots to fp32 there)
+DTYPES = [(torch.float32, 1e-6), (torch.bfloat16, 1e-3), (torch.float16, 1e-4)]
 
 
-def assert_rule(out, oracle, same_dtype, atol, rtol, what=""):
-    """Kernel error within 2 × the same-dtype torch error (+ atol + rtol·|oracle|); a readable failure."""
-    out, oracle, same_dtype = out.float(), oracle.float(), same_dtype.float()
-    err = (out - oracle).abs()
-    allowed = 2 * (same_dtype - oracle).abs() + atol + rtol * oracle.abs()
-    bad = err > allowed
-    if bad.any():
-        first = tuple(int(i) for i in bad.nonzero()[0])
-        pytest.fail(f"{what}: max error {err.max():.3g} (same-dtype torch {(same_dtype - oracle).abs().max():.3g}), "
-                    f"{int(bad.sum())}/{bad.numel()} over the bound, first at {first}: "
-                    f"kernel {out[first]:.6g} vs oracle {oracle[first]:.6g}")
+def oracle64(fn, *args, **kw):
+    """``fn`` (a kernels.reference function) in float64 on float64 copies of its floating-point tensors: the
+    accuracy oracle every dtype is judged against (an fp32 oracle would make the fp32 rule vacuous)."""
+    wide = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    return fn(*wide, **kw, upcast=False)
+
+
+def assert_rule(out, oracle, same_dtype, atol, what=""):
+    """The issue's rule as written: max |kernel − oracle| ≤ 2 · max |same-dtype torch − oracle| + atol, the oracle
+    in float64; a readable failure."""
+    out, oracle, same_dtype = out.double(), oracle.double(), same_dtype.double()
+    err, base = float((out - oracle).abs().max()), float((same_dtype - oracle).abs().max())
+    if not err <= 2 * base + atol:
+        first = tuple(int(i) for i in ((out - oracle).abs() == err).nonzero()[0])
+        pytest.fail(f"{what}: max error {err:.3g} > 2 × same-dtype torch {base:.3g} + {atol:g}, at {first}: "
+                    f"kernel {float(out[first]):.6g} vs oracle {float(oracle[first]):.6g}")
 
 
 ATTENTION_SHAPES = [  # B, h, n, S, D, masked
-    (1, 1, 1, 1, 32, False), (2, 3, 17, 33, 64, True), (1, 2, 128, 64, 64, True),
-    (2, 1, 65, 130, 128, True), (3, 2, 5, 1, 16, False), (1, 6, 31, 31, 64, False),
+    (1, 1, 1, 1, 32, False), (2, 2, 9, 40, 32, True), (2, 3, 17, 33, 64, True), (1, 2, 128, 64, 64, True),
+    (2, 1, 65, 130, 128, True), (1, 3, 16, 16, 128, False), (3, 2, 5, 1, 16, False), (1, 6, 31, 31, 64, False),
 ]
 
 
-@pytest.mark.parametrize("dtype,atol,rtol", DTYPES, ids=lambda x: str(x).replace("torch.", ""))
+@pytest.mark.parametrize("dtype,atol", DTYPES, ids=lambda x: str(x).replace("torch.", ""))
 @pytest.mark.parametrize("B,h,n,S,D,masked", ATTENTION_SHAPES)
-def test_attention(B, h, n, S, D, masked, dtype, atol, rtol):
+def test_attention(B, h, n, S, D, masked, dtype, atol):
     g = torch.Generator().manual_seed(B * 1000 + n + S)
     q, k, v = (torch.randn(B, h, m, D, generator=g).to(DEV, dtype) for m in (n, S, S))
     mask = None
@@ -62,8 +67,8 @@ def test_attention(B, h, n, S, D, masked, dtype, atol, rtol):
         mask = mask.to(DEV)
     out = attention(q, k, v, mask)
     assert out.shape == (B, n, h, D) and out.dtype == dtype
-    assert_rule(out, ref.attention(q, k, v, mask, upcast=True), ref.attention(q, k, v, mask, upcast=False), atol,
-                rtol, f"attention {B, h, n, S, D} {dtype}")
+    assert_rule(out, oracle64(ref.attention, q, k, v, mask), ref.attention(q, k, v, mask, upcast=False), atol,
+                f"attention {B, h, n, S, D} {dtype}")
 
 
 def test_attention_reads_strided_qkv_and_returns_zero_for_fully_masked_rows():
@@ -94,23 +99,23 @@ LN_CASES = [  # B, n, d, residual, pos, time
 ]
 
 
-@pytest.mark.parametrize("dtype,atol,rtol", DTYPES, ids=lambda x: str(x).replace("torch.", ""))
+@pytest.mark.parametrize("dtype,atol", DTYPES, ids=lambda x: str(x).replace("torch.", ""))
 @pytest.mark.parametrize("B,n,d,res,pos,time", LN_CASES)
-def test_add_layernorm(B, n, d, res, pos, time, dtype, atol, rtol):
+def test_add_layernorm(B, n, d, res, pos, time, dtype, atol):
     g = torch.Generator().manual_seed(n * d)
     rnd = lambda *s: torch.randn(*s, generator=g).to(DEV, dtype)  # noqa: E731
     x, w, b = rnd(B, n, d), rnd(d), rnd(d)
     args = (x, rnd(B, n, d) if res else None, rnd(n + 3, d) if pos else None, rnd(11, d) if time else None,
             torch.tensor([7], device=DEV) if time else None, w, b, 1e-5)
     s, y = add_layernorm(*args)
-    s32, y32 = ref.add_layernorm(*args, upcast=True)
-    s_lo, y_lo = ref.add_layernorm(*args, upcast=False)
-    assert_rule(s, s32, s_lo, atol, rtol, f"residual sum {B, n, d} {dtype}")
-    # y's oracle normalises the kernel's own s (rounded like the kernel): LN amplifies one ulp of s by 1/std
-    y_of_s = ref.add_layernorm(s, None, None, None, None, w, b, 1e-5, upcast=True)[1]
-    assert_rule(y, y_of_s, ref.add_layernorm(s, None, None, None, None, w, b, 1e-5, upcast=False)[1], atol, rtol,
+    assert_rule(s, oracle64(ref.add_layernorm, *args)[0], ref.add_layernorm(*args, upcast=False)[0], atol,
+                f"residual sum {B, n, d} {dtype}")
+    # y normalises the stored s (rounded to x's dtype, as the unfused model stores it; s is judged above): its
+    # oracle is LN of the kernel's own s. Against LN of the unrounded s, the ½-ulp rounding of s, amplified by
+    # 1/std, would dominate, and differ from the torch path's (which rounds after each of its adds).
+    norm = (None, None, None, None, w, b, 1e-5)
+    assert_rule(y, oracle64(ref.add_layernorm, s, *norm)[1], ref.add_layernorm(s, *norm, upcast=False)[1], atol,
                 f"layernorm {B, n, d} {dtype}")
-    assert_rule(y32, y32, y_lo, 0, 0, "sanity")
 
 
 def _table_inputs(solver, B, n, d, seed=0):
@@ -122,7 +127,16 @@ def _table_inputs(solver, B, n, d, seed=0):
     return table, x_t, x0, x0_prev, seeds, samples
 
 
-ULP_ATOL, ULP_RTOL = 2e-6, 2e-6  # "a few ulps" of fp32 at the O(1)–O(4) magnitudes of x and z
+ULPS = 8  # "a few ulps": measured here (interpreted Triton, C++ with glibc, torch) ≤ 2 apart on the steps below and
+# ≤ 4 on z alone; a GPU's libdevice log/sin/cos differ from torch's again
+
+
+def assert_ulps(out, expected, ulps: int = ULPS, what: str = ""):
+    """|out − expected| ≤ ulps fp32 ulps of max(|expected|, 1): relative where values are large, and one scale
+    near 0 (where a difference of a few ulps of the O(1) inputs can cancel down to a tiny value)."""
+    err = (out.double() - expected.double()).abs() / expected.double().abs().clamp(min=1.0)
+    worst = float(err.max()) / torch.finfo(torch.float32).eps
+    assert worst <= ulps, f"{what}: {worst:.2f} ulps apart (at most {ulps})"
 
 
 @pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp_2m"])
@@ -133,7 +147,7 @@ def test_solver_step_equals_the_torch_step(solver, B, n, d):
         step = torch.tensor([i], device=DEV)
         args = (x_t, x0, x0_prev, table.a, table.b, table.c, table.sigma, table.timesteps, step, seeds, samples)
         out = solver_step(*args, solver == "dpmpp_2m")
-        torch.testing.assert_close(out, ref.solver_step(*args), atol=ULP_ATOL, rtol=ULP_RTOL)
+        assert_ulps(out, ref.solver_step(*args), what=f"{solver} step {i}")
 
 
 def test_in_kernel_noise_is_the_project_noise():
@@ -144,7 +158,7 @@ def test_in_kernel_noise_is_the_project_noise():
     timesteps, step = torch.tensor([1199, 17], device=DEV), torch.tensor([1], device=DEV)
     z = solver_step(x_t, x_t, x_t, zero, zero, zero, one, timesteps, step, seeds, samples, False)
     expected = gaussian(seeds, samples, torch.tensor(17, device=DEV), (n, d))
-    torch.testing.assert_close(z, expected, atol=ULP_ATOL, rtol=ULP_RTOL)
+    assert_ulps(z, expected, what="z")
     assert not torch.equal(z[0], z[1])
 
 
@@ -153,15 +167,17 @@ def test_cpp_torch_and_triton_solver_steps_agree():
     from codefusion.kernels.solver_step_cpu import extension, solver_step_cpu
     if extension() is None:
         pytest.skip("no C++ compiler: the CPU path is the torch version itself")
-    for solver in ("ddpm", "dpmpp_2m"):
-        table, x_t, x0, x0_prev, seeds, samples = _table_inputs(solver, 3, 33, 17, seed=5)
+    # 3 × 33 × 17: a partial Philox block and tile, one thread; 8 × 64 × 128: 8 tiles per row, OpenMP on
+    for solver, (B, n, d) in (("ddpm", (3, 33, 17)), ("dpmpp_2m", (3, 33, 17)), ("ddim", (8, 64, 128))):
+        table, x_t, x0, x0_prev, seeds, samples = _table_inputs(solver, B, n, d, seed=5)
         step = torch.tensor([2], device=DEV)
         args = (x_t, x0, x0_prev, table.a, table.b, table.c, table.sigma, table.timesteps, step, seeds, samples)
         cpp = solver_step_cpu(*(a.cpu() for a in args), solver == "dpmpp_2m")
         torch_ = ref.solver_step(*args).cpu()
         triton_ = solver_step(*args, solver == "dpmpp_2m").cpu()
-        torch.testing.assert_close(cpp, torch_, atol=ULP_ATOL, rtol=ULP_RTOL)
-        torch.testing.assert_close(cpp, triton_, atol=ULP_ATOL, rtol=ULP_RTOL)
+        assert_ulps(cpp, torch_, what=f"C++ vs torch, {solver} {B, n, d}")
+        assert_ulps(cpp, triton_, what=f"C++ vs Triton, {solver} {B, n, d}")
+        assert_ulps(triton_, torch_, what=f"Triton vs torch, {solver} {B, n, d}")
 
 
 @pytest.mark.parametrize("B,shape,step,stream", [
@@ -213,17 +229,20 @@ def test_sm90_compile_only():
     memory): in a subprocess, since the interpreter replaces the jit functions in this one."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton 3.9 warns when unset; 1 is the default it keeps
+    import importlib.util
+    if importlib.util.find_spec("triton.backends.nvidia") is None:
+        pytest.skip("this Triton has no NVIDIA backend to compile for sm_90 with")
     proc = subprocess.run([sys.executable, "-m", "codefusion.kernels.compile_check", "--arch", "90"], env=env,
                           capture_output=True, text=True, timeout=600)
     try:
         report = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        pytest.skip(f"this Triton cannot compile for sm_90 without a driver: {proc.stderr.strip()[-300:]}")
+    except (IndexError, json.JSONDecodeError):  # a crash before the report (each kernel's failure is in it)
+        pytest.fail(f"compile_check ended without a report: {proc.stderr.strip()[-600:]}")
     failed = [r for r in report["kernels"] if not r["ok"]]
     assert not failed, failed
     names = {r["name"] for r in report["kernels"]}  # what the launchers pick at the presets' shapes
-    assert {"attention[bf16,D=64,64x64,mask]", "attention[fp32,D=64,32x32,mask]", "add_layernorm[bf16,d=384,res]",
-            "solver_step[dpmpp_2m]"} <= names
+    assert {"attention[bf16,D=64,64x64,mask]", "attention[fp32,D=64,32x32,mask]", "attention[bf16,D=32,16x64,mask]",
+            "attention[bf16,D=128,64x64]", "add_layernorm[bf16,d=384,res]", "solver_step[dpmpp_2m]"} <= names
     measured = [r for r in report["kernels"] if r["spill_bytes"] is not None]
     assert all(r["spill_bytes"] == 0 and r["registers"] <= 255 for r in measured), measured
 
@@ -234,7 +253,7 @@ def test_compile_check_sees_register_spills():
     code = ("import json; from codefusion.kernels import compile_check as cc; from codefusion.kernels import attention;"
             "import triton; from triton.backends.compiler import GPUTarget; from triton.compiler import ASTSource;"
             "name, k, types, cx, hinted = [c for c in cc._attention_cases(attention._attention_kernel, "
-            "lambda n, S, i, f: (64, 64)) if c[0].startswith('attention[fp32') and c[0].endswith('mask]')][0];"
+            "lambda n, S, i, f: (64, 64)) if c[0].startswith('attention[fp32,D=64') and c[0].endswith('mask]')][0];"
             "src = ASTSource(k, cc._signature(k, types, cx), constexprs=cx, attrs=cc._attrs(k, hinted));"
             "c = triton.compile(src, target=GPUTarget('cuda', 90, 32), options={'num_warps': 4});"
             "print(json.dumps(cc._ptxas_report(c.asm['ptx'], 90)))")
