@@ -100,7 +100,8 @@ def pooled_model(cfg, seed: int = 1) -> CodeFusionModel:
 
 @pytest.fixture(scope="session")
 def overfit_dir(tmp_path_factory) -> Path:
-    """A tiny model trained (fp32, ~15 s) on the 8 Bash pairs until it reproduces them."""
+    """A tiny model trained (fp32, 600 steps: ~30–80 s on 2 cores, longer when they are shared) on the 8 Bash pairs
+    until it reproduces them; once per session, shared by every test that needs a trained model."""
     from codefusion.train.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("overfit")

@@ -224,6 +224,24 @@ def test_export_keeps_the_custom_op():
     assert any("codefusion.attention" in str(node.target) for node in graph.nodes)
 
 
+def test_torch_compile_traces_the_three_ops_whole():
+    """torch.compile with fullgraph=True (no graph break at the custom ops) over all three, equal to eager;
+    aot_eager: the trace through the fake impls and the op boundaries, without Inductor's C++ build time."""
+    def step(q, kv, mask, x, res, w, b, col, idx):
+        att = attention(q, kv, kv, mask)
+        s, y = add_layernorm(x, res, None, None, None, w, b, 1e-5)
+        out = solver_step(y, s, x, col, col, col, col, idx, idx[:1], idx[:2], idx[:2], False)
+        return att, out
+
+    g = torch.Generator().manual_seed(3)
+    rnd = lambda *shape: torch.randn(*shape, generator=g).to(DEV)  # noqa: E731
+    args = (rnd(2, 3, 5, 32), rnd(2, 3, 7, 32), torch.ones(2, 7, dtype=torch.bool, device=DEV), rnd(2, 5, 64),
+            rnd(2, 5, 64), rnd(64), rnd(64), rnd(4).abs(), torch.arange(4, device=DEV))
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(*args), step(*args)):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_sm90_compile_only():
     """Every kernel compiled for sm_90 with the wheel's ptxas, no GPU needed (bf16 dots, libdevice, shared
     memory): in a subprocess, since the interpreter replaces the jit functions in this one."""

@@ -86,13 +86,19 @@ def test_bf16_stays_close_to_the_fp32_reference(tiny_model, tokenizer):
     assert row["max_abs_err"] < 0.1 and row["token_agreement"] >= 0.9, row
 
 
-def test_fuse_shares_weights_and_leaves_the_models_untouched(tiny_model):
-    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    torch_backend = get_backend("torch")(copy.deepcopy(tiny_model), DEV, torch.float32)
-    fused = get_backend("triton")(copy.deepcopy(tiny_model), DEV, torch.float32)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fuse_shares_weights_and_leaves_the_models_untouched(tiny_model, dtype):
+    """The model handed to the backends (itself, not a copy) keeps every weight's value and dtype, and its
+    modules' types: the backends build their twins on copies (bf16 casts included)."""
+    model = copy.deepcopy(tiny_model).to(DEV)  # handed over as is below; a copy only to keep the fixture on CPU
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kinds = [type(m) for m in model.modules()]
+    torch_backend = get_backend("torch")(model, DEV, dtype)
+    fused = get_backend("triton")(model, DEV, dtype)
     assert isinstance(torch_backend.denoiser, FastStack) and isinstance(fused.denoiser, FusedStack)
-    after = tiny_model.state_dict()
+    after = model.state_dict()
     assert all(after[k].dtype == torch.float32 and torch.equal(before[k], after[k]) for k in before)
+    assert [type(m) for m in model.modules()] == kinds
     twin = fuse(torch_backend.denoiser)
     assert twin.fast is torch_backend.denoiser
     assert twin.blocks[0].fast.qkv.weight is torch_backend.denoiser.blocks[0].qkv.weight
