@@ -129,7 +129,16 @@ def _layernorm_case(B: int, n: int, d: int, dev: torch.device, dtype: torch.dtyp
         impls["triton"] = (lambda: add_layernorm(*args), second)
     impls["eager"] = (lambda: F.layer_norm(x + r, (d,), w, b, 1e-5), lambda y: y)
     impls["_oracle"] = (lambda: ref.add_layernorm(*args), second)
-    return {"add_layernorm": impls}
+    # the denoiser's first block: its input is inp(x) + pos[:n] + time_table[t] (t a device index), then LN1
+    pos, table = torch.randn(n + 3, d, generator=g).to(dev, dtype), torch.randn(1200, d, generator=g).to(dev, dtype)
+    t = torch.tensor([417], device=dev)
+    first_args = (x, None, pos, table, t, w, b, 1e-5)
+    first = {}
+    if triton:
+        first["triton"] = (lambda: add_layernorm(*first_args), second)
+    first["eager"] = (lambda: F.layer_norm(x + pos[:n] + table.index_select(0, t), (d,), w, b, 1e-5), lambda y: y)
+    first["_oracle"] = (lambda: ref.add_layernorm(*first_args), second)
+    return {"add_layernorm": impls, "add_layernorm_pos_time": first}
 
 
 def _solver_case(B: int, n: int, d_embed: int, dev: torch.device, triton: bool) -> Cases:

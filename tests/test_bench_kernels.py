@@ -28,7 +28,8 @@ def test_cli_rows_on_cpu(tmp_path, capsys):
     assert out["suite"] == "kernels" and out["preset"] == "tiny"
     for batch in (1, 3):
         assert _by(rows, batch) == {"self_attention": ATTENTION, "cross_attention_masked": ATTENTION,
-                                    "add_layernorm": ["eager"], "solver_step": solver}
+                                    "add_layernorm": ["eager"], "add_layernorm_pos_time": ["eager"],
+                                    "solver_step": solver}
     for r in rows:
         assert r["device"] == "cpu" and r["dtype"] == "float32" and 0 < r["us_p10"] <= r["us_p50"] <= r["us_p90"]
         first = r["impl"] == _by(rows, r["batch"])[r["kernel"]][0]
@@ -46,7 +47,7 @@ def test_triton_rows_are_wired_like_the_oracle():
                          triton=True)
     table = _by(rows, 2)
     assert all(impls[0] == "triton" for impls in table.values()) and set(table) == {
-        "self_attention", "cross_attention_masked", "add_layernorm", "solver_step"}
+        "self_attention", "cross_attention_masked", "add_layernorm", "add_layernorm_pos_time", "solver_step"}
     for r in rows:
         assert r["max_abs_err"] <= 2e-5, r
         assert (r["impl"] == "triton") == ("fused_speedup" not in r)
