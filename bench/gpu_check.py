@@ -9,8 +9,9 @@ Sections, in order (a failed section prints its traceback and the next one runs)
     kernels       `codefusion bench kernels --device cuda --dtype bfloat16` at the paper shapes (d 384, 6 heads × 64,
                   n 128, S 64, d_embed 128), batch 1/8/64: µs per call, eager (CUDA events) and CUDA-graph replayed
                   (GPU time alone), fused attention vs SDPA (+ the head-merge copy the torch backend pays) vs the
-                  written-out softmax; add_layernorm vs add + F.layer_norm (and the first block's pos + time-table row, whether fusing it pays); solver_step vs noise.gaussian + (★);
-                  max error of each against the fp32 oracle
+                  written-out softmax; add_layernorm vs add + F.layer_norm, also at the first block (pos + the
+                  time-table row: whether fusing them pays); solver_step vs noise.gaussian + (★); max error of each
+                  against the fp32 oracle
     rates         this GPU's measured bf16 matmul TFLOP/s and device-memory GB/s (the floor's denominators)
     e2e           ms per denoising step (median, p10, p90 of CUDA events and of host wall time), `paper`
                   preset, random weights, bf16, batch 1/8/64, `reference`, `torch` and `triton` backends,
