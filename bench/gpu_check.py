@@ -121,14 +121,15 @@ def rates() -> dict:
     return out
 
 
-def paper_state(be, cfg, B: int):
-    """A sampler state of B random requests for backend ``be`` on the GPU: DDPM on a 50-step respacing."""
+def paper_state(be, cfg, B: int, device: str = "cuda"):
+    """A sampler state of B random requests for backend ``be`` on the GPU (``device``: the CPU test runs it
+    too): DDPM on a 50-step respacing."""
     from codefusion.diffusion.loop import initial_state
     from codefusion.diffusion.schedule import NoiseSchedule
     from codefusion.diffusion.solvers import step_table
     from codefusion.tokenizer import SourceBatch
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     src = SourceBatch(torch.randint(7, cfg.vocab_size, (B, cfg.max_source_len)),
                       torch.ones(B, cfg.max_source_len, dtype=torch.bool), [])
     table = step_table(NoiseSchedule.sqrt(cfg.diffusion_steps, dev).respace(50), "ddpm")

@@ -59,3 +59,22 @@ def test_targets_skip_what_was_not_measured():
     assert t == {}
     t = targets([_row("reference", 1, 8.0, None), _row("triton", 1, 11.0, 0.5)])
     assert set(t) == {"b1_triton_graph_vs_reference_eager", "b1_triton_graph_us_per_step"}
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_the_e2e_state_steps_on_every_backend(tiny_model, backend):
+    """What gpu_check's e2e and profile sections build before they time anything: a random batch's sampler state
+    for each backend, stepped; run here on the CPU (triton interpreted) so a Python error shows before GPU time."""
+    import copy
+
+    import torch
+
+    from codefusion.backends import get_backend
+    from codefusion.bench.gpu_check import paper_state
+
+    be = get_backend(backend)(copy.deepcopy(tiny_model), torch.device("cpu"), torch.float32)
+    state = paper_state(be, tiny_model.cfg, 2, device="cpu")
+    assert len(state.table) == 50 and state.x_t.shape == (2, tiny_model.cfg.max_target_len, tiny_model.cfg.d_embed)
+    for i in range(3):
+        state = be.step(state, i)
+    assert bool(torch.isfinite(state.x_t).all())
