@@ -68,6 +68,11 @@ def _check_same_lineage(path, model, tokenizer, other, other_tok) -> None:
         raise CodeFusionError(f"cannot blend {path}: its model config differs from --model's in {field!r} "
                               f"({getattr(other.cfg, field)!r} against {getattr(model.cfg, field)!r}); "
                               "blend only checkpoints of one architecture")
-    if other_tok.tok.get_vocab() != tokenizer.tok.get_vocab() or other_tok.split_brackets != tokenizer.split_brackets:
-        raise CodeFusionError(f"cannot blend {path}: its tokenizer differs from --model's; "
+    if other_tok.tok.get_vocab() != tokenizer.tok.get_vocab():
+        raise CodeFusionError(f"cannot blend {path}: its tokenizer's vocabulary differs from --model's; "
                               "blend only checkpoints trained with one tokenizer")
+    if other_tok.split_brackets != tokenizer.split_brackets:
+        show = lambda langs: ",".join(langs) or "none"  # noqa: E731
+        raise CodeFusionError(f"cannot blend {path}: its tokenizer splits brackets for {show(other_tok.split_brackets)} "
+                              f"against {show(tokenizer.split_brackets)} for --model's (train --split-brackets); "
+                              "blend only checkpoints that read code the same way")

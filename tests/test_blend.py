@@ -104,5 +104,13 @@ def test_other_tokenizer_is_refused(tmp_path, three, tokenizer, capsys):
     other_tok = CodeTokenizer.train(["echo one two three", "ls -la /tmp", "print(x)"] * 8, vocab_size=a.cfg.vocab_size)
     pt = save_checkpoint(tmp_path / "tok", a, other_tok)
     assert main(["pack", "--model", str(pa), "--blend", f"{pt}=0.5", "--out", str(tmp_path / "x")]) == 2
-    assert "tokenizer differs" in capsys.readouterr().err
+    assert "tokenizer's vocabulary differs from --model's" in capsys.readouterr().err
     assert json.loads((pa / "config.json").read_text())["meta"]["history"] == [{"task": "finetune", "seed": 0}]
+
+
+def test_other_bracket_spelling_is_refused_naming_it(tmp_path, three, tokenizer, capsys):
+    """Same vocabulary, but one checkpoint was trained with --split-brackets cf: the refusal says so."""
+    (a, _, _), (pa, _, _) = three
+    pt = save_checkpoint(tmp_path / "split", a, CodeTokenizer(tokenizer.tok, split_brackets=["cf"]))
+    assert main(["pack", "--model", str(pa), "--blend", f"{pt}=0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "splits brackets for cf against none for --model's (train --split-brackets)" in capsys.readouterr().err
