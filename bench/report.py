@@ -31,7 +31,7 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
             return f"{v:.4g}"
         if isinstance(v, list):  # an interval
             return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return str(v)
+        return "–" if v is None else str(v)  # None: nothing to measure (e.g. no decided position)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"

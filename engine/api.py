@@ -190,10 +190,12 @@ class CodeFusion:
         early exit stops short of the total)."""
         t_start = time.perf_counter()
         # 1. validate
-        if not isinstance(requests, (list, tuple)) or not requests:
+        try:  # any iterable of pairs: a list, zip(prompts, configs), a generator
+            requests = [(p, c) for p, c in requests]
+        except (TypeError, ValueError):
+            raise CodeFusionError("each request of generate_many is a (prompts, GenerationConfig) pair") from None
+        if not requests:
             raise CodeFusionError("generate_many needs a non-empty list of (prompts, config) requests")
-        if not all(isinstance(r, (list, tuple)) and len(r) == 2 for r in requests):
-            raise CodeFusionError("each request of generate_many is a (prompts, GenerationConfig) pair")
         if progress is not None and not callable(progress):
             raise CodeFusionError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
         if on_trace is not None and not callable(on_trace):

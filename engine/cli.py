@@ -335,13 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     previous = None
-    if threading.current_thread() is threading.main_thread():
+    current = signal.getsignal(signal.SIGTERM)  # an ignored SIGTERM (SIG_IGN) stays ignored; None: set outside Python
+    if threading.current_thread() is threading.main_thread() and current not in (signal.SIG_IGN, None):
         previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
         return _main(argv)
-    except Terminated:  # raised outside _main's own handler (e.g. while the bench or export parser loads)
+    except Terminated:  # outside _main's own handler (bench and export parse and run their own commands)
         print("terminated", file=sys.stderr)
         return 143
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

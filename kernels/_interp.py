@@ -13,4 +13,4 @@ def round_to_bf16(x):
     where a GPU's cast is within half of one. Cast after this, the result is the GPU's. NaN and ±inf pass."""
     bits = x.to(tl.uint32, bitcast=True)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.to(tl.float32, bitcast=True)
+    return tl.where(x != x, x, bits.to(tl.float32, bitcast=True))  # a NaN's payload must not carry into ±0 / inf

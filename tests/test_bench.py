@@ -310,3 +310,15 @@ def test_bench_trajectory_bad_input_is_one_line(data_dir, capsys):
     assert "--limit and --batch must be at least 1" in capsys.readouterr().err
     assert main(["bench", "trajectory", "--preset", "tiny", "--data", dev, "--at", "1,x"]) == 2
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_bench_run_is_one_line_and_130(monkeypatch, capsys):
+    """bench (and export) parse and run their own commands: Ctrl-C there ended in an 85-line traceback, exit 1."""
+    from codefusion import cli
+    from codefusion.bench import cli as bench_cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench_cli, "main", interrupted)
+    assert cli.main(["bench", "latency", "--preset", "tiny"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

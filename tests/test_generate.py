@@ -127,6 +127,13 @@ def test_numpy_numbers_and_any_iterable_of_steps_are_accepted(cf):
     assert (out.texts, out.scores, out.trace) == (plain.texts, plain.scores, plain.trace)
 
 
+def test_generate_many_takes_any_iterable_of_pairs(cf):
+    prompts, configs = [["list files"], ["pwd"]], [GenerationConfig(steps=3), GenerationConfig(steps=3, seed=2)]
+    listed = cf.generate_many(list(zip(prompts, configs)))
+    for got in (cf.generate_many(zip(prompts, configs)), cf.generate_many((p, c) for p, c in zip(prompts, configs))):
+        assert [o.texts for o in got] == [o.texts for o in listed]
+
+
 def test_equal_configs_spelt_differently_batch_together(cf):
     """clamp=True is clamp="nearest", trace steps in any order: one batch key, so generate_many takes them."""
     a, b = cf.generate_many([(["list files"], GenerationConfig(steps=4, clamp=True, trace_steps=(4, 2))),
@@ -138,6 +145,7 @@ def test_equal_configs_spelt_differently_batch_together(cf):
 @pytest.mark.parametrize("call, message", [
     (lambda cf: cf.generate(["x"], {"steps": 5}), "config must be a codefusion.GenerationConfig, got dict"),
     (lambda cf: cf.generate_many([["x"]]), "each request of generate_many is a .prompts, GenerationConfig. pair"),
+    (lambda cf: cf.generate_many(5), "each request of generate_many is a .prompts, GenerationConfig. pair"),
     (lambda cf: cf.generate_many([]), "non-empty list of .prompts, config. requests"),
     (lambda cf: cf.generate(["x"], GenerationConfig(steps=2), progress=5), "progress must be a callable"),
     (lambda cf: CodeFusion.from_pretrained(5), "path must be a checkpoint directory .str or Path. or None"),

@@ -24,7 +24,10 @@ from codefusion.kernels import reference as ref  # noqa: E402
 from codefusion.kernels.add_layernorm import add_layernorm  # noqa: E402
 from codefusion.kernels.attention import attention  # noqa: E402
 from codefusion.kernels.solver_step import solver_step  # noqa: E402
+from codefusion.kernels._interp import round_to_bf16  # noqa: E402
 from codefusion.noise import gaussian  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 DEV = torch.device("cuda" if GPU else "cpu")
 # (dtype, atol) of the rule; fp16 runs on CPU too (interpreted, the kernels upcast their dots to fp32 there)
@@ -116,6 +119,27 @@ def test_add_layernorm(B, n, d, res, pos, time, dtype, atol):
     norm = (None, None, None, None, w, b, 1e-5)
     assert_rule(y, oracle64(ref.add_layernorm, s, *norm)[1], ref.add_layernorm(s, *norm, upcast=False)[1], atol,
                 f"layernorm {B, n, d} {dtype}")
+
+
+@triton.jit
+def _round(x_ptr, y_ptr, N: tl.constexpr):
+    offs = tl.arange(0, N)
+    tl.store(y_ptr + offs, round_to_bf16(tl.load(x_ptr + offs)))
+
+
+def test_interpreted_bf16_outputs_round_to_nearest_even():
+    """The interpreter's fp32 → bf16 cast truncates; kernels round first (kernels/_interp.py) to what a GPU's cast
+    gives: torch's own rounding, on ties, negatives, the largest finite values (→ inf), ±inf and NaNs whose
+    payload would otherwise carry into the sign or exponent."""
+    words = [0x3F808000, 0x3F818000, 0xBF808001, 0x3F80FFFF, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000,
+             0x00008000, 0x80018000, 0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001, 0x7FC00000, 0x41110A3D, 0xC1110A3D]
+    x = torch.tensor(words, dtype=torch.int64).to(torch.int32).view(torch.float32).to(DEV)
+    y = torch.empty_like(x)
+    _round[(1,)](x, y, len(words))
+    expected = x.to(torch.bfloat16).float()
+    finite = torch.isfinite(expected) | torch.isinf(expected)
+    assert torch.equal(y[finite], expected[finite]), (y, expected)
+    assert torch.isnan(y[torch.isnan(x)]).all()
 
 
 def _table_inputs(solver, B, n, d, seed=0):

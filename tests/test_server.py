@@ -252,18 +252,19 @@ def test_an_engine_failure_is_a_json_500_for_that_request_only(cf):
 
 
 def test_a_stream_whose_client_leaves_is_still_counted(cf):
+    """The client hangs up after the first trace event, while its job runs: counted once, as 499, when it ends."""
     server = Server(create_app(Slow(cf, 0.3)))
     try:
         body = {"prompts": ["list all files"], "steps": STEPS, "trace_steps": [1, STEPS]}
         with httpx.stream("POST", server.url + "/v1/generate/stream", json=body, timeout=60) as resp:
             next(resp.iter_lines())  # the first line of the first event, then the client hangs up
         deadline, metrics = time.monotonic() + 30, ""
-        while 'codefusion_requests_total{status="200"} 1.0' not in metrics and time.monotonic() < deadline:
+        while 'codefusion_requests_total{status="499"} 1.0' not in metrics and time.monotonic() < deadline:
             time.sleep(0.05)
             metrics = httpx.get(server.url + "/metrics").text
     finally:
         server.stop()
-    assert 'codefusion_requests_total{status="200"} 1.0' in metrics
+    assert 'codefusion_requests_total{status="499"} 1.0' in metrics and 'status="200"' not in metrics
 
 
 def test_a_request_cancelled_while_queued_does_not_stop_the_worker(cf):

@@ -419,3 +419,29 @@ def test_a_signal_during_a_step_waits_for_the_step_to_end(sig, raised):
             finished.append("the rest of the step")
     assert finished == ["the rest of the step"] and type(caught.value) is raised
     assert signal.getsignal(signum) is before
+
+
+def test_an_ignored_sigterm_stays_ignored():
+    """A process started with SIGTERM ignored (nohup-like supervisors) is not stopped by it inside a step, and
+    the CLI's main leaves the ignore in place."""
+    import os
+    import signal
+
+    from codefusion import cli
+    from codefusion.train.state import DeferInterrupt
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with DeferInterrupt():
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored: nothing is raised when the block ends
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        seen = []
+        real_main = cli._main
+        cli._main = lambda argv: seen.append(signal.getsignal(signal.SIGTERM)) or 0
+        try:
+            assert cli.main([]) == 0
+        finally:
+            cli._main = real_main
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)

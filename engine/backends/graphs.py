@@ -161,7 +161,9 @@ class StepGraphs:
                 raise CodeFusionError(f"no CUDA graph for {_describe(key)} (captured: {shapes}); run that shape "
                                       "before freeze()")
             while len(self.chunks) >= self.max_chunks:  # its graph and static buffers go with it
-                self.chunks.popitem(last=False)
+                _, evicted = self.chunks.popitem(last=False)
+                if evicted.done is not None:  # its memory may go to another stream next: its last work ends first
+                    evicted.done.synchronize()
             chunk = self.chunks[key] = _Chunk(padded, self.step_fn, stop - start, self.capture)
         self.chunks.move_to_end(key)
         x_t, x0_hat = chunk(padded, start)

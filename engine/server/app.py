@@ -308,8 +308,10 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
             return future  # refused before queueing: a plain error response, not a stream
         request.state.counts_itself = True  # the stream's status is known only at its end
         done = asyncio.ensure_future(outcome(future, t0))
-        # counted when the job ends, even if the client has gone and the stream below was cancelled
-        done.add_done_callback(lambda d: d.cancelled() or metrics.requests.labels(str(d.result()[0])).inc())
+        left = []  # set when the client leaves before the result event: that stream counts as 499, once
+        # counted when the job ends (as 499 if the client had left), even though the stream below was cancelled
+        done.add_done_callback(lambda d: d.cancelled() or metrics.requests.labels(
+            "499" if left else str(d.result()[0])).inc())
 
         async def stream():
             getter = None
@@ -325,6 +327,7 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
                 if getter is not None:
                     getter.cancel()
                 if not done.done():
+                    left.append(True)
                     batcher.withdraw(future)
             status, body = done.result()
             yield _sse("result", body) if status == 200 else _sse("error", {"status": status, **body})

@@ -62,7 +62,8 @@ class Job:
 
     def publish(self, entry: dict) -> None:
         """Hand a trace entry to on_trace once per step: a job rerun alone after its batch failed reaches the
-        steps the batch already streamed again (the same texts: its noise keys are its own)."""
+        steps the batch already streamed again (the same texts in fp32, its noise keys being its own; in bf16 the
+        rerun's own rounding may differ, and its result, not the earlier trace, is what counts)."""
         if self.on_trace is not None and entry["step"] not in self.sent:
             self.sent.add(entry["step"])
             self.on_trace(entry)

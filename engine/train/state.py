@@ -101,13 +101,14 @@ class DeferInterrupt:
         self.pending, self.previous = None, {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, lambda signum, _: setattr(self, "pending", signum))
+                # an ignored signal stays ignored; one handled outside Python (None) could not be put back
+                if signal.getsignal(sig) not in (signal.SIG_IGN, None):
+                    self.previous[sig] = signal.signal(sig, lambda signum, _: setattr(self, "pending", signum))
         return self
 
     def __exit__(self, kind, value, tb):
         for sig, handler in self.previous.items():
-            if handler is not None:  # None: a handler set outside Python, which cannot be put back
-                signal.signal(sig, handler)
+            signal.signal(sig, handler)
         if self.pending is not None and kind is None:
             raise Terminated if self.pending == signal.SIGTERM else KeyboardInterrupt
         return False
