@@ -69,6 +69,8 @@ def _verify(args) -> int:
             raise CodeFusionError(f"--data {args.data} holds no rows")
     if args.steps < 1:
         raise CodeFusionError(f"--steps must be at least 1, got {args.steps}")
+    if not 0 <= args.seed < 2 ** 63:
+        raise CodeFusionError(f"--seed must be an integer in 0..2^63-1, got {args.seed}")
     report = verify(args.export, args.model, prompts, args.lang, args.steps, args.solver, args.seed)
     if args.json:
         print(json.dumps(report))

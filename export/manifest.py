@@ -66,11 +66,21 @@ def read_manifest(path: str | Path, check_files: bool = True) -> dict:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"{file} is not valid JSON ({e}); export again") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or manifest.get("format_version") != FORMAT_VERSION:
         raise ExportError(f"{file} is not a {FORMAT} v{FORMAT_VERSION} manifest; export again with this engine")
+    kinds = {"files": dict, "graphs": dict, "model": dict, "dtype": str, "opset": int}
+    bad = next((k for k, kind in kinds.items() if not isinstance(manifest.get(k), kind)), None)
+    if bad is not None:
+        raise ExportError(f"{file} has no valid {bad!r} entry (a damaged manifest); export again")
     config = path / "config.json"
-    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model") != manifest["model"]:
-        raise ExportError(f"{config} describes another model than {file}: the directory mixes two exports")
+    if config.is_file():
+        try:
+            described = json.loads(config.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ExportError(f"{config} is not valid JSON ({e}); export again") from None
+        if not isinstance(described, dict) or described.get("model") != manifest["model"]:
+            raise ExportError(f"{config} describes another model than {file}: the directory mixes two exports")
     if check_files:
         for name, digest in manifest["files"].items():
             if not (path / name).is_file():

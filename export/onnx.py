@@ -134,9 +134,13 @@ def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp3
     building = out.with_name(f".{out.name}.partial")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    for name in (CONFIG, TOKENIZER):
-        shutil.copyfile(model_dir / name, building / name)
-    export_graphs(model, building, dtype, opset, {CONFIG: "", TOKENIZER: ""})
+    try:
+        for name in (CONFIG, TOKENIZER):
+            shutil.copyfile(model_dir / name, building / name)
+        export_graphs(model, building, dtype, opset, {CONFIG: "", TOKENIZER: ""})
+    except BaseException:  # a failed or interrupted export (Ctrl-C, SIGTERM) leaves no hidden half folder either
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     if out.exists():  # --force: the earlier export goes once the new one is whole
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)

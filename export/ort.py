@@ -33,6 +33,8 @@ from .manifest import ExportedModel, ExportError, ProviderError
 from .specs import GraphSpec, graph_specs
 
 NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.bool: np.bool_}
+ORT_TYPES = {torch.float32: "tensor(float)", torch.float16: "tensor(float16)", torch.int64: "tensor(int64)",
+             torch.bool: "tensor(bool)"}
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -69,6 +71,13 @@ class Graph:
         options.log_severity_level = 3  # warnings about unused initializers are noise here
         self.session = ort.InferenceSession(str(file), options, providers=providers)
         self.spec, self.device = spec, device
+        # the manifest's dtype (not hashed) must be the graphs' own: else the first run fails deep inside ORT
+        have = {i.name: i.type for i in self.session.get_inputs()}
+        for t in spec.inputs:
+            want = ORT_TYPES[t.torch_dtype(spec.dtype)]
+            if have.get(t.name, want) != want:
+                raise ExportError(f"{file}: input {t.name} is {have[t.name]}, but the manifest's dtype {spec.dtype} "
+                                  f"needs {want}: the manifest does not describe its graphs; export again")
 
     def empty(self, name: str, sizes: dict) -> torch.Tensor:
         t = next(t for t in self.spec.outputs if t.name == name)

@@ -161,6 +161,8 @@ def test_bad_inputs_are_one_line_errors(export_dir, ckpt, tiny_model, tokenizer,
          "--limit must be at least 1"),
         (["export", "verify", "--export", str(export_dir), "--model", str(ckpt), "--data", str(empty_rows)],
          "holds no rows"),
+        (["export", "verify", "--export", str(export_dir), "--model", str(ckpt), "--seed", str(2 ** 64)],
+         "--seed must be an integer in 0..2^63-1"),
     ]
     for argv, match in cases:
         _one_line_error(capsys, argv, match)
@@ -187,6 +189,40 @@ def test_manifest_catches_mixed_exports(export_dir, tmp_path):
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExportError, match="describes another model"):
         CodeFusion.from_pretrained(d, backend="onnxruntime")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "config.json").write_text("{not json"), r"config.json is not valid JSON"),
+    (lambda d: (d / "config.json").write_text("[1, 2]"), "describes another model"),
+    (lambda d: _edit_manifest(d, lambda m: m.pop("files")), r"has no valid 'files' entry"),
+    (lambda d: (d / "manifest.json").write_text("[]"), "is not a codefusion-export v1 manifest"),
+    (lambda d: _edit_manifest(d, lambda m: m.update(dtype="float16")),
+     r"denoiser.onnx: input \w+ is tensor\(float\), but the manifest's dtype float16 needs tensor\(float16\)"),
+])
+def test_a_damaged_export_folder_is_one_line(export_dir, tmp_path, damage, message):
+    """Damage the hashes do not cover (the manifest itself, config.json read before them): a one-line ExportError
+    where there were KeyError / JSONDecodeError tracebacks, or an ORT type error at the first step."""
+    d = shutil.copytree(export_dir, tmp_path / "d")
+    damage(d)
+    with pytest.raises(ExportError, match=message):
+        CodeFusion.from_pretrained(d, backend="onnxruntime")
+
+
+def _edit_manifest(d, edit):
+    manifest = json.loads((d / "manifest.json").read_text())
+    edit(manifest)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_failed_export_leaves_no_hidden_partial_folder(ckpt, tmp_path, monkeypatch):
+    from codefusion.export import onnx as export_onnx_module
+
+    def fail(*args, **kw):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the exporter
+    monkeypatch.setattr(export_onnx_module, "export_graphs", fail)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx_module.export_onnx(str(ckpt), str(tmp_path / "exp"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_providers():
