@@ -59,9 +59,18 @@ def replace_atomically(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
+        readable_by_all(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def readable_by_all(path: Path) -> None:
+    """The mode a plain ``open()`` would have given ``path`` (0o666 less the umask): safetensors ≥ 0.8 writes its
+    files 0o600, so a model saved by one user could not be served by another (PermissionError on load)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -95,7 +95,7 @@ def _mismatch(file: Path, manifest: dict) -> str:
     head = f"{file} does not match {MANIFEST}"
     graph = next((g for g in manifest["graphs"].values() if g["file"] == file.name), None)
     if graph is None:
-        return f"{head} (sha256 differs): the directory mixes two exports; export again"
+        return f"{head} (sha256 differs): it was modified, or comes from another export; export again"
     import onnx
     try:
         proto = onnx.load(str(file), load_external_data=False)

@@ -93,6 +93,8 @@ def export_graphs(model, out: Path, dtype: str = "float32", opset: int = DEFAULT
     """Graphs + embedding + manifest of ``model`` (a CodeFusionModel) into ``out`` (an existing directory)."""
     from safetensors.torch import save_file
 
+    from codefusion.checkpoint import readable_by_all
+
     check_opset(opset)
     t0 = time.perf_counter()
     specs = graph_specs(model.cfg, dtype)
@@ -103,6 +105,7 @@ def export_graphs(model, out: Path, dtype: str = "float32", opset: int = DEFAULT
         export_graph(module, specs[name], out / specs[name].file, opset)
         timings[name] = round(time.perf_counter() - t, 2)
     save_file({"embed": model.embed.weight.detach().float().contiguous()}, str(out / EMBEDDING))
+    readable_by_all(out / EMBEDDING)
     files = [specs[n].file for n in graphs] + [EMBEDDING] + sorted(extra_files or {})
     write_manifest(out, {
         "opset": opset, "dtype": dtype, "encoder_dtype": "float32",

@@ -180,3 +180,18 @@ def test_bad_generation_defaults(ckpt, block, message):
     (ckpt / "config.json").write_text(json.dumps({**config, "generation": block}))
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(ckpt)
+
+
+def test_saved_files_are_readable_by_other_users(tmp_path, tiny_model, tokenizer):
+    """safetensors >= 0.8 writes its files 0o600; a checkpoint saved by one user must load for another (a
+    service account): every file gets the mode a plain open() gives (0o666 less the umask)."""
+    import os
+
+    from codefusion.checkpoint import save_checkpoint
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ck", tiny_model, tokenizer)
+    finally:
+        os.umask(umask)
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in path.iterdir()} == {
+        "config.json": "0o644", "model.safetensors": "0o644", "tokenizer.json": "0o644"}

@@ -26,6 +26,7 @@ from torch import nn
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
+from ..checkpoint import readable_by_all
 from ..errors import CheckpointError, CodeFusionError
 from ..model import CodeFusionModel
 from ..model.encoder import t5_config
@@ -122,6 +123,7 @@ class Seq2SeqTask(nn.Module):
 
     def save(self, out: Path) -> None:
         save_file(self.decoder_state(), str(out / SEQ2SEQ), metadata={"decoder": self.kind})
+        readable_by_all(out / SEQ2SEQ)
 
     def load(self, out: Path) -> None:
         path = out / SEQ2SEQ
