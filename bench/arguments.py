@@ -9,6 +9,7 @@ from codefusion.errors import OneLineParser
 from .prompts import PROMPTS
 
 DEFAULT_OUT = "bench/results"  # where a suite writes without --out, unless --json (then: stdout only)
+OUT_HELP = "folder for the results (default: bench/results; with --json and no --out, none are written)"
 DESCRIPTION = "benchmarks of the engine: latency | parity | kernels | quality | trajectory | serve | compare | ranking"
 
 
@@ -31,7 +32,7 @@ def _dev_run_args(p: argparse.ArgumentParser) -> None:
                                                    "| bfloat16 | float32")
     p.add_argument("--batch", type=int, default=64, help="sequences per denoising batch")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="folder for the results (default: bench/results; with --json and no --out, none are written)")
+    p.add_argument("--out", default=None, help=OUT_HELP)
     p.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--json", action="store_true")
 
@@ -41,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="suite", required=True)
     for name, backends, dtypes, batch, steps in (("latency", "reference,torch", "float32,bfloat16", "1,8,64", "20"),
                                                  ("parity", "torch", "float32,bfloat16", "16", "10")):
-        s = sub.add_parser(name, help={"latency": "ms per denoising step and per request, per backend × dtype × batch",
-                                       "parity": "every backend × dtype in lockstep with the fp32 reference: x̂0 "
-                                                 "errors, token and program agreement"}[name])
+        s = sub.add_parser(name, help={
+            "latency": "ms per denoising step and per request, per backend × dtype × batch",
+            "parity": "every backend × dtype in lockstep with the fp32 reference: x̂0 errors, token and program "
+                      "agreement"}[name])
         g = s.add_mutually_exclusive_group()
         g.add_argument("--preset", default=None, help="random weights of a preset (engine timing)")
         g.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a server already running apart (codefusion serve) instead of one in this process")
     v.add_argument("--lang", default="bash", choices=[*sorted(PROMPTS), "mix"],
                    help="the built-in prompts of one language, or of all three in turn (mix)")
-    v.add_argument("--out", default=None, help="folder for the results (default: bench/results; with --json and no --out, none are written)")
+    v.add_argument("--out", default=None, help=OUT_HELP)
     v.add_argument("--force", action="store_true", help="replace the results of an earlier run in --out")
     v.add_argument("--json", action="store_true")
     c = sub.add_parser("compare", help="two `codefusion eval --predictions` files of the same rows: paired "

@@ -170,7 +170,7 @@ class CodeFusion:
 
     def generate(self, prompts: list[str] | str, config: GenerationConfig | None = None,
                  progress=None) -> GenerationOutput:
-        return self.generate_many([(prompts, config or GenerationConfig())], progress=progress)[0]
+        return self.generate_many([(prompts, GenerationConfig() if config is None else config)], progress=progress)[0]
 
     def generate_many(self, requests: list[tuple[list[str] | str, GenerationConfig]],
                       on_trace=None, progress=None) -> list[GenerationOutput]:

@@ -73,6 +73,6 @@ def _check_same_lineage(path, model, tokenizer, other, other_tok) -> None:
                               "blend only checkpoints trained with one tokenizer")
     if other_tok.split_brackets != tokenizer.split_brackets:
         show = lambda langs: ",".join(langs) or "none"  # noqa: E731
-        raise CodeFusionError(f"cannot blend {path}: its tokenizer splits brackets for {show(other_tok.split_brackets)} "
-                              f"against {show(tokenizer.split_brackets)} for --model's (train --split-brackets); "
-                              "blend only checkpoints that read code the same way")
+        raise CodeFusionError(f"cannot blend {path}: its tokenizer splits brackets for "
+                              f"{show(other_tok.split_brackets)} against {show(tokenizer.split_brackets)} for "
+                              "--model's (train --split-brackets); blend only checkpoints that read code the same way")

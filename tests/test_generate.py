@@ -144,6 +144,7 @@ def test_equal_configs_spelt_differently_batch_together(cf):
 
 @pytest.mark.parametrize("call, message", [
     (lambda cf: cf.generate(["x"], {"steps": 5}), "config must be a codefusion.GenerationConfig, got dict"),
+    (lambda cf: cf.generate(["x"], {}), "config must be a codefusion.GenerationConfig, got dict"),
     (lambda cf: cf.generate_many([["x"]]), "each request of generate_many is a .prompts, GenerationConfig. pair"),
     (lambda cf: cf.generate_many(5), "each request of generate_many is a .prompts, GenerationConfig. pair"),
     (lambda cf: cf.generate_many([]), "non-empty list of .prompts, config. requests"),

@@ -42,8 +42,8 @@ def oracle64(fn, *args, **kw):
 
 
 def assert_rule(out, oracle, same_dtype, atol, what=""):
-    """The issue's rule as written: max |kernel − oracle| ≤ 2 · max |same-dtype torch − oracle| + atol, the oracle
-    in float64; a readable failure."""
+    """The issue's rule as written: max |kernel − oracle| ≤ 2 · max |same-dtype torch − oracle| + atol, the
+    oracle in float64; a readable failure."""
     out, oracle, same_dtype = out.double(), oracle.double(), same_dtype.double()
     err, base = float((out - oracle).abs().max()), float((same_dtype - oracle).abs().max())
     if not err <= 2 * base + atol:
