@@ -200,8 +200,7 @@ class CodeFusion:
             raise CodeFusionError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
         if on_trace is not None and not callable(on_trace):
             raise CodeFusionError(f"on_trace must be a callable on_trace(r, entry), got {type(on_trace).__name__}")
-        reqs = [(check_prompts(p), check_config(c, self.cfg, self.backend.name)) for p, c in requests]
-        reqs = [(p, self.resolve(c)) for p, c in reqs]
+        reqs = [(check_prompts(p), self.resolve(check_config(c, self.cfg, self.backend.name))) for p, c in requests]
         for _, c in reqs:
             if batch_key(c) != batch_key(reqs[0][1]):
                 raise CodeFusionError("requests batched together must share steps, solver, eta, clamp, early_exit "

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, raise_on_sigterm)
     try:
         return _main(argv)
-    except Terminated:  # outside _main's own handler (bench and export parse and run their own commands)
+    except Terminated:  # every command's, bench and export (which parse and run their own) included
         print("terminated", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
@@ -380,12 +380,6 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: out of memory ({text[:120]}): ask for fewer prompts × --num-samples, a shorter --max-length "
               "or --dtype bfloat16", file=sys.stderr)
         return 2
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

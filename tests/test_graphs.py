@@ -5,6 +5,7 @@ eager stand-in with the same contract — the body runs once at capture, a repla
 overwrites the same output tensors — so what is tested is everything around the graph: static
 buffers refreshed before each replay, the device-side step counter, row padding, keys, freeze.
 """
+import contextlib
 import dataclasses
 import threading
 import time
@@ -112,21 +113,31 @@ def test_threads_sharing_a_chunk_get_their_own_results(tiny_model, tokenizer):
     expected = [run(backend, first).x_t, run(backend, second).x_t]
     backend.graphs = StepGraphs(backend.step, SlowCapture())
     run(backend, first)  # captured before the threads start: they share it
-    results = [[], []]
+    states = (first, second)
+    _each_thread_gets_its_own(lambda k: run(backend, states[k]).x_t, expected, reps=3, atol=1e-6)
 
-    def work(k, state):
-        for _ in range(3):
-            results[k].append(run(backend, state).x_t)
 
-    threads = [threading.Thread(target=work, args=(k, s)) for k, s in enumerate((first, second))]
+def _each_thread_gets_its_own(replay, expected: list, reps: int, atol: float, context=contextlib.nullcontext):
+    """Thread k (one per entry of ``expected``) calls ``replay(k)`` ``reps`` times inside ``context()``, all at
+    once; every result must equal ``expected[k]``."""
+    results = [[] for _ in expected]
+
+    def work(k):
+        with context():
+            for _ in range(reps):
+                results[k].append(replay(k))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(expected))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for k in range(2):
-        assert len(results[k]) == 3
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the threads' streams have finished before their results are read
+    for k, want in enumerate(expected):
+        assert len(results[k]) == reps
         for got in results[k]:
-            torch.testing.assert_close(got, expected[k], atol=1e-6, rtol=0)
+            torch.testing.assert_close(got, want, atol=atol, rtol=0)
 
 
 def test_padded_rows_do_not_change_real_rows(tiny_model, tokenizer):
@@ -198,20 +209,5 @@ def test_cuda_threads_on_their_own_streams_get_their_own_results(tiny_model, tok
                             torch.arange(2, device=cuda), 16) for s in (0, 7)]
     expected = [run(backend, s).x_t.clone() for s in states]  # captures the chunk; both threads replay it
     torch.cuda.synchronize()  # the states were made on the default stream
-    results = [[], []]
-
-    def work(k):
-        with torch.cuda.stream(torch.cuda.Stream()):
-            for _ in range(20):
-                results[k].append(run(backend, states[k]).x_t)
-            torch.cuda.current_stream().synchronize()
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for k in range(2):
-        assert len(results[k]) == 20
-        for got in results[k]:
-            torch.testing.assert_close(got, expected[k], atol=0, rtol=0)
+    _each_thread_gets_its_own(lambda k: run(backend, states[k]).x_t, expected, reps=20, atol=0,
+                              context=lambda: torch.cuda.stream(torch.cuda.Stream()))

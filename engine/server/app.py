@@ -365,7 +365,6 @@ def _validate(req: GenerateRequest, cf, limits: Limits) -> tuple[list[str], Gene
         raise CodeFusionError(f"steps: at most {limits.max_steps} on this server, got {req.steps}")
     names = {f.name for f in fields(GenerationConfig)}
     values = {k: v for k, v in req.model_dump().items() if k in names}
-    values["trace_steps"] = tuple(values["trace_steps"])
     prompts = check_prompts(req.prompts)
     # canonical (clamp true = "nearest", trace steps sorted) and with the model's defaults now, so the batch key
     # sees what the loop will run
