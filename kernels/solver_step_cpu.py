@@ -8,8 +8,8 @@ would have to become a hard build requirement. Building at first use keeps ``pip
 and picks the host's instruction set (-march=native: AVX-512 where present), which a wheel could not.
 Set CODEFUSION_NO_CPP=1 to force the torch fallback.
 
-Same signature and numbers as the Triton op (up to a few ulps of log/cos/sin): tests/test_kernels.py
-checks C++, torch and interpreted Triton against each other.
+Same signature and numbers as the Triton op, up to a few ulps of torch's and the GPU's log/cos/sin (the C++ ones
+are correctly rounded): tests/test_kernels.py checks C++, torch and interpreted Triton against each other.
 """
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ from ._common import check
 from .reference import solver_step as _torch_solver_step
 
 SOURCE = Path(__file__).with_name("cpu") / "solver_step.cpp"
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]  # no FMA contraction: rounds like torch
+# -ffp-contract=off: no FMA contraction, so the update rounds like torch's ops. -fno-math-errno and
+# -fno-trapping-math let the compiler vectorise the Box–Muller loop (sqrt without errno, branch-free selects);
+# neither changes a result. 512-bit vectors: GCC's default on Intel is 256; 512 is 1.15× faster here (AVX-512 Xeon).
+FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
+         "-fno-trapping-math"]
 
 
 @functools.cache

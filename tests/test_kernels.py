@@ -6,6 +6,7 @@ Rule (the issue's, flash-attention's): max |kernel − oracle| ≤ 2 · max |sam
 the oracle in float64 (so the fp32 rule is not vacuous) and atol 1e-6 / 1e-3 / 1e-4 for fp32 / bf16 / fp16.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -222,6 +223,34 @@ def test_cpp_philox_words_are_the_torch_ones(B, shape, step, stream):
         assert torch.equal(a, b)
     assert torch.equal(gaussian(seeds, samples, step, shape, stream, words=philox_words_cpu),
                        gaussian(seeds, samples, step, shape, stream))
+
+
+def test_cpp_noise_is_correctly_rounded():
+    """The C++ Box–Muller's log, sin and cos are its own, evaluated in double and rounded once: z equals, bit for
+    bit, noise.py's formula with each of log, sqrt, cos and sin correctly rounded to fp32 (float64, then rounded)
+    over 2^19 normals; torch's own fp32 functions are within a few ulps of it (test above)."""
+    from codefusion.kernels.solver_step_cpu import extension, solver_step_cpu
+    from codefusion.noise import _uniform, philox_words
+    if extension() is None:
+        pytest.skip("no C++ compiler: the CPU path is the torch version itself")
+    B, n, d = 16, 128, 256
+    seeds, samples = torch.arange(B) * 7919 + 3, torch.arange(B) % 5
+    zero, one, x = torch.zeros(2), torch.ones(2), torch.zeros(B, n, d)
+    z = solver_step_cpu(x, x, x, zero, zero, zero, one, torch.tensor([1199, 17]), torch.tensor([1]), seeds, samples,
+                        False)
+
+    def rounded(f, v: torch.Tensor) -> torch.Tensor:
+        return f(v.double()).float()
+
+    def box_muller(u1, u2):
+        r = rounded(torch.sqrt, -2.0 * rounded(torch.log, u1))
+        theta = (2.0 * math.pi) * u2  # fp32, as noise.py
+        return r * rounded(torch.cos, theta), r * rounded(torch.sin, theta)
+
+    w = [_uniform(word) for word in philox_words(seeds, samples, 17, n * d // 4)]
+    expected = torch.stack((*box_muller(w[0], w[1]), *box_muller(w[2], w[3])), dim=-1).reshape(B, n, d)
+    mismatch = z != expected
+    assert not mismatch.any(), f"{int(mismatch.sum())} of {z.numel()} differ, first at {mismatch.nonzero()[0].tolist()}"
 
 
 def test_fake_implementations_trace():

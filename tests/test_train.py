@@ -411,14 +411,20 @@ def test_a_signal_during_a_step_waits_for_the_step_to_end(sig, raised):
 
     raised = Terminated if raised == "Terminated" else raised
     signum = getattr(signal, sig)
-    before = signal.getsignal(signum)
-    finished = []
-    with pytest.raises(raised) as caught:
-        with DeferInterrupt():
-            os.kill(os.getpid(), signum)
-            finished.append("the rest of the step")
-    assert finished == ["the rest of the step"] and type(caught.value) is raised
-    assert signal.getsignal(signum) is before
+    # Python's own handling, as an interactive run has it: a shell starting pytest in the background (`&`,
+    # nohup) ignores SIGINT, and an ignored signal rightly stays ignored (the next test)
+    outer = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    try:
+        before = signal.getsignal(signum)
+        finished = []
+        with pytest.raises(raised) as caught:
+            with DeferInterrupt():
+                os.kill(os.getpid(), signum)
+                finished.append("the rest of the step")
+        assert finished == ["the rest of the step"] and type(caught.value) is raised
+        assert signal.getsignal(signum) is before
+    finally:
+        signal.signal(signum, outer)
 
 
 def test_an_ignored_sigterm_stays_ignored():

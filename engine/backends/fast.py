@@ -10,9 +10,9 @@ What changes against ``reference`` (same weights, same math, fewer and larger op
       or fp16 on GPU); the diffusion state, noise and solver update stay fp32;
     - on GPU, the loop's steps replayed from CUDA graphs (graphs.py).
 
-fp32 on CPU is the parity case (``parity_fp32``): there attention is the reference's own ``attend`` and the
-step's Box–Muller and update are the reference's torch ops (not SDPA and the fused C++ step, whose other
-summation order and libm cost ~1e-6 per step, grown to ~1e-4 over a 1200-step trajectory); only the Philox
+fp32 on CPU is the parity case (``parity_fp32``): there attention is the reference's own ``attend`` and the step's
+Box–Muller and update are the reference's torch ops (not SDPA and the fused C++ step, whose other summation order
+and correctly rounded log/sin/cos cost ~1e-6 per step, grown to ~1e-4 over a 1200-step trajectory); only the Philox
 words, integers, come from C++. Every other change above is exact on this machine, so fp32 `torch` on CPU
 reproduces `reference` bit for bit (README, "Parity").
 
@@ -246,8 +246,8 @@ class TorchBackend(Backend):
         """On CPU, the noise draw and the solver update (★) run as one fused C++ pass (kernels/cpu,
         built on first use; the torch version where no compiler is present): in torch the counter-based
         noise alone is ~6 ms of a step at 128 × 128 on this machine's 2 cores. In the parity case (fp32),
-        the reference's torch ops (glibc's logf/sincosf differ from torch's in the last bit), with only the
-        Philox words — integers, so exact — from C++: 78% of the torch noise's time."""
+        the reference's torch ops (the C++ log/sin/cos are correctly rounded, torch's up to 2 ulps off), with
+        only the Philox words — integers, so exact — from C++: 78% of the torch noise's time."""
         if self.device.type != "cpu" or self.exact or not _cpu_step_ready():
             return super().advance(state, i, x0)
         from codefusion.kernels.solver_step_cpu import solver_step_cpu

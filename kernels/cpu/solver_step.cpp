@@ -1,10 +1,16 @@
 // Fused denoising step on the CPU: counter-based noise (Philox4x32-10 + Box–Muller, engine/noise.py) and
 // the solver update (★) of engine/diffusion/solvers.py in one pass over the state, OpenMP over
-// (row, chunk), the integer and update loops vectorised by the compiler (AVX-512 where -march=native has it).
+// (row, chunk), every loop vectorised by the compiler (AVX-512 where -march=native has it).
 //
 //   i = step[0], t = timesteps[i]
 //   z[e] = lane e%4 of BoxMuller(Philox(counter=(e/4, sample, t, 1), key=(seed lo, seed hi)))
 //   out = a[i]·x̂0 + b[i]·x_t (+ c[i]·x̂0_prev) + σ[i]·z                  all fp32
+//
+// Box–Muller takes its log, sin and cos from the inline functions below, not from libm: glibc's logf and
+// sincosf are scalar calls, which kept its loop from vectorising. With these the kernel is 3.2× faster
+// (13.1 → 4.0 ms at 64 × 128 × 384, 192 → 61 µs at 1 × 128 × 384; 2-core Xeon with AVX-512, medians).
+// Each evaluates in double and rounds once: the correctly rounded fp32 result, checked over every one of
+// the 2^24 uniforms the noise can draw. The rest of Box–Muller rounds as noise.py's fp32 ops.
 //
 // Bytes per element: 12 read (16 with x̂0_prev) + 4 written, against ~40 torch ops over int64 (B, n·d/4)
 // temporaries. Pointers come in as integers from the checked Python wrapper (kernels/solver_step_cpu.py);
@@ -14,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace {
 
@@ -22,6 +29,39 @@ constexpr uint32_t STREAM_STEP = 1;
 constexpr int64_t CHUNK = 256;  // Philox blocks per inner tile (1024 elements): fits L1 with its temporaries
 
 inline float uniform(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f); }
+
+inline double bits_to_double(uint64_t b) { double d; std::memcpy(&d, &b, sizeof d); return d; }
+inline uint64_t double_to_bits(double d) { uint64_t b; std::memcpy(&b, &d, sizeof b); return b; }
+
+// log(u) for a normal fp32 u > 0, correctly rounded: u = 2^e·m with m in [√½, √2), log m = 2·atanh(s),
+// s = (m − 1)/(m + 1), |s| ≤ 0.172: the atanh series to s^15 leaves < 1e-13 relative, far below fp32's 6e-8.
+inline float log_f32(float u) {
+  const uint64_t bits = double_to_bits(static_cast<double>(u));
+  const double m1 = bits_to_double((bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);  // [1, 2)
+  const bool high = m1 > 1.4142135623730950488;
+  const double m = high ? 0.5 * m1 : m1;
+  const double e = static_cast<double>(static_cast<int64_t>(bits >> 52) - 1023) + (high ? 1.0 : 0.0);
+  const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
+  const double series = s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (
+      1.0 / 13 + s2 * (1.0 / 15)))))));
+  return static_cast<float>(e * 0.69314718055994530942 + (2.0 * s + 2.0 * s * series));
+}
+
+// sin θ (cosine = false) or cos θ (true) for an fp32 θ in [0, 2π), correctly rounded: θ = q·π/2 + r with
+// |r| ≤ π/4 (π/2 split in two doubles), Taylor series to r^13 / r^14 (< 3e-14 left), quadrant from q.
+// Called twice on one θ, the reduction and both series are computed once after inlining.
+inline float sin_or_cos_f32(float theta, bool cosine) {
+  const double x = theta;
+  const double q = std::floor(x * 0.63661977236758134308 + 0.5);
+  const double r = (x - q * 1.5707963267948965580) - q * 6.123233995736766036e-17, r2 = r * r;
+  const double sin_r = r + r * r2 * (-1.0 / 6 + r2 * (1.0 / 120 + r2 * (-1.0 / 5040 + r2 * (1.0 / 362880 + r2 * (
+      -1.0 / 39916800 + r2 * (1.0 / 6227020800.0))))));
+  const double cos_r = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320 + r2 * (
+      -1.0 / 3628800 + r2 * (1.0 / 479001600.0 + r2 * (-1.0 / 87178291200.0)))))));
+  const int64_t k = (static_cast<int64_t>(q) + (cosine ? 1 : 0)) & 3;  // cos θ = sin(θ + π/2)
+  const double v = (k & 1) ? cos_r : sin_r;
+  return static_cast<float>((k & 2) ? -v : v);
+}
 
 // One tile of up to CHUNK Philox blocks of one row: words into w[4][CHUNK] (vectorisable, no branches).
 inline void philox_tile(int64_t g0, int64_t count, uint32_t sample, uint32_t t, uint32_t key0, uint32_t key1,
@@ -69,14 +109,15 @@ void solver_step(uintptr_t xt_p, uintptr_t x0_p, uintptr_t xp_p, uintptr_t out_p
       const int64_t g0 = tile * CHUNK, count = groups - g0 < CHUNK ? groups - g0 : CHUNK;
       philox_tile(g0, count, static_cast<uint32_t>(samples[row]), t, static_cast<uint32_t>(seed),
                   static_cast<uint32_t>(seed >> 32), STREAM_STEP, w);
-      for (int64_t j = 0; j < count; ++j) {  // Box–Muller: glibc logf/sincosf, < 1 ulp each
-        const float r01 = std::sqrt(-2.0f * std::log(uniform(w[0][j])));
-        const float r23 = std::sqrt(-2.0f * std::log(uniform(w[2][j])));
+#pragma omp simd
+      for (int64_t j = 0; j < count; ++j) {  // Box–Muller, as noise.py's _box_muller rounds in fp32
+        const float r01 = std::sqrt(-2.0f * log_f32(uniform(w[0][j])));
+        const float r23 = std::sqrt(-2.0f * log_f32(uniform(w[2][j])));
         const float th01 = two_pi * uniform(w[1][j]), th23 = two_pi * uniform(w[3][j]);
-        z[4 * j + 0] = r01 * std::cos(th01);
-        z[4 * j + 1] = r01 * std::sin(th01);
-        z[4 * j + 2] = r23 * std::cos(th23);
-        z[4 * j + 3] = r23 * std::sin(th23);
+        z[4 * j + 0] = r01 * sin_or_cos_f32(th01, true);
+        z[4 * j + 1] = r01 * sin_or_cos_f32(th01, false);
+        z[4 * j + 2] = r23 * sin_or_cos_f32(th23, true);
+        z[4 * j + 3] = r23 * sin_or_cos_f32(th23, false);
       }
       const int64_t e0 = 4 * g0, len = numel - e0 < 4 * CHUNK ? numel - e0 : 4 * CHUNK;
       const int64_t base = row * numel + e0;
@@ -93,7 +134,7 @@ void solver_step(uintptr_t xt_p, uintptr_t x0_p, uintptr_t xp_p, uintptr_t out_p
 }
 
 // The Philox words alone, for callers that keep torch's Box–Muller (bit for bit the pure-torch noise: the
-// words are integers, so they are exact; only log/cos/sin differ between libm and torch). out: int64
+// words are integers, so they are exact; only log/cos/sin differ between this file and torch). out: int64
 // (4, rows, groups), word j of group g of row r at out[(j·rows + r)·groups + g], each 32-bit word zero-extended.
 void philox_words(uintptr_t seed_p, uintptr_t sample_p, uintptr_t step_p, uintptr_t out_p, int64_t rows,
                   int64_t groups, int64_t stream) {
