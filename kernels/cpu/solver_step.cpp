@@ -9,8 +9,9 @@
 // Box–Muller takes its log, sin and cos from the inline functions below, not from libm: glibc's logf and
 // sincosf are scalar calls, which kept its loop from vectorising. With these the kernel is 3.2× faster
 // (13.1 → 4.0 ms at 64 × 128 × 384, 192 → 61 µs at 1 × 128 × 384; 2-core Xeon with AVX-512, medians).
-// Each evaluates in double and rounds once: the correctly rounded fp32 result, checked over every one of
-// the 2^24 uniforms the noise can draw. The rest of Box–Muller rounds as noise.py's fp32 ops.
+// Each evaluates in double and rounds once. Over all 2^24 uniforms the noise can draw, log u, sin θ and cos θ
+// are the correctly rounded fp32 values but one: a sin within 1e-9 ulp of a tie, returned 0.50000004 ulp off
+// (checked against glibc's double functions and mpmath). The rest of Box–Muller rounds as noise.py's fp32 ops.
 //
 // Bytes per element: 12 read (16 with x̂0_prev) + 4 written, against ~40 torch ops over int64 (B, n·d/4)
 // temporaries. Pointers come in as integers from the checked Python wrapper (kernels/solver_step_cpu.py);
@@ -33,7 +34,7 @@ inline float uniform(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * 
 inline double bits_to_double(uint64_t b) { double d; std::memcpy(&d, &b, sizeof d); return d; }
 inline uint64_t double_to_bits(double d) { uint64_t b; std::memcpy(&b, &d, sizeof b); return b; }
 
-// log(u) for a normal fp32 u > 0, correctly rounded: u = 2^e·m with m in [√½, √2), log m = 2·atanh(s),
+// log(u) for a normal fp32 u > 0, rounded once: u = 2^e·m with m in [√½, √2), log m = 2·atanh(s),
 // s = (m − 1)/(m + 1), |s| ≤ 0.172: the atanh series to s^15 leaves < 1e-13 relative, far below fp32's 6e-8.
 inline float log_f32(float u) {
   const uint64_t bits = double_to_bits(static_cast<double>(u));
@@ -47,7 +48,7 @@ inline float log_f32(float u) {
   return static_cast<float>(e * 0.69314718055994530942 + (2.0 * s + 2.0 * s * series));
 }
 
-// sin θ (cosine = false) or cos θ (true) for an fp32 θ in [0, 2π), correctly rounded: θ = q·π/2 + r with
+// sin θ (cosine = false) or cos θ (true) for an fp32 θ in [0, 2π), rounded once: θ = q·π/2 + r with
 // |r| ≤ π/4 (π/2 split in two doubles), Taylor series to r^13 / r^14 (< 3e-14 left), quadrant from q.
 // Called twice on one θ, the reduction and both series are computed once after inlining.
 inline float sin_or_cos_f32(float theta, bool cosine) {
