@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -67,10 +68,15 @@ def replace_atomically(path: Path, write) -> None:
 
 def readable_by_all(path: Path) -> None:
     """The mode a plain ``open()`` would have given ``path`` (0o666 less the umask): safetensors ≥ 0.8 writes its
-    files 0o600, so a model saved by one user could not be served by another (PermissionError on load)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    files 0o600, so a model saved by one user could not be served by another (PermissionError on load). The mode
+    is read off a probe file the kernel creates beside it: reading the umask (os.umask sets it to read it) would
+    let another thread create its files world-writable in between."""
+    probe = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.mode")
+    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        os.chmod(path, os.stat(probe).st_mode & 0o777)
+    finally:
+        os.unlink(probe)
 
 
 def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

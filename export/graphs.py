@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from codefusion.backends.base import read_tokens
-from codefusion.backends.fast import FastStack, TorchBackend
+from codefusion.backends.fast import TorchBackend
+from codefusion.backends.fast_stack import FastStack
 
 
 def _pairs(kv: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:

@@ -15,6 +15,7 @@ Graphs are written without external data (the ``paper`` encoder is 141 MB, far b
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
@@ -120,31 +121,55 @@ def export_graphs(model, out: Path, dtype: str = "float32", opset: int = DEFAULT
 def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp32", opset: int = DEFAULT_OPSET,
                 force: bool = False) -> Path:
     """A checkpoint directory (None: the embedded model) → a self-contained export directory."""
-    import shutil
-
-    from codefusion.api import default_model_dir
-    from codefusion.checkpoint import CONFIG, TOKENIZER, load_checkpoint
-
     dtype, opset, out = parse_export_dtype(dtype), check_opset(opset), check_out_dir(out, force)
+    model, model_dir = load_for_export(model_dir, out)
+    with built_beside(out) as building:
+        write_export(model, model_dir, building, dtype, opset)
+    return out.resolve()
+
+
+def load_for_export(model_dir: str | Path | None, out: Path):
+    """(model, its checkpoint directory), after refusing an --out that is the checkpoint or a source that is an
+    export already."""
+    from codefusion.api import default_model_dir
+    from codefusion.checkpoint import load_checkpoint
+
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     if out.resolve() == model_dir.resolve():
         raise ExportError(f"--out {out} is the checkpoint itself: export into another directory")
     if (model_dir / MANIFEST).is_file():
         raise ExportError(f"{model_dir} is already an export directory: pass the checkpoint it came from")
     model, _, _ = load_checkpoint(model_dir)  # CheckpointError (one line) for anything but a checkpoint
-    # built in a hidden sibling and moved onto --out whole: an interrupted export leaves no half folder there
+    return model, model_dir
+
+
+def write_export(model, model_dir: Path, into: Path, dtype: str, opset: int) -> None:
+    import shutil
+
+    from codefusion.checkpoint import CONFIG, TOKENIZER
+
+    for name in (CONFIG, TOKENIZER):
+        shutil.copyfile(model_dir / name, into / name)
+    export_graphs(model, into, dtype, opset, {CONFIG: "", TOKENIZER: ""})
+
+
+@contextlib.contextmanager
+def built_beside(out: Path):
+    """A hidden, empty sibling of ``out`` to build in, moved onto ``out`` whole when the block ends (with --force
+    the earlier export goes only then): a failed or interrupted build (Ctrl-C, SIGTERM) leaves ``out`` as it was
+    and no half folder, here or there."""
+    import shutil
+
     out = out.resolve()  # a name to build beside, also for --out .
     building = out.with_name(f".{out.name}.partial")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     try:
-        for name in (CONFIG, TOKENIZER):
-            shutil.copyfile(model_dir / name, building / name)
-        export_graphs(model, building, dtype, opset, {CONFIG: "", TOKENIZER: ""})
-    except BaseException:  # a failed or interrupted export (Ctrl-C, SIGTERM) leaves no hidden half folder either
+        yield building
+    except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    if out.exists():  # --force: the earlier export goes once the new one is whole
+    if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
@@ -152,7 +177,6 @@ def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp3
         shutil.rmtree(old)
     else:
         building.rename(out)
-    return out
 
 
 def _spec_json(spec: GraphSpec) -> dict:

@@ -76,20 +76,32 @@ def export_tensorrt(model_dir: str | Path | None, out: str | Path, precision: st
     trt = require_tensorrt()  # before any work
     if not torch.cuda.is_available():
         raise ProviderError("building TensorRT engines needs a CUDA GPU, and none is visible")
-    from .onnx import DEFAULT_OPSET, check_out_dir, export_onnx
+    from .onnx import DEFAULT_OPSET, built_beside, check_opset, check_out_dir, load_for_export, write_export
 
-    if model_dir is not None and (Path(model_dir) / MANIFEST).is_file():  # reuse an ONNX export
+    from_export = model_dir is not None and (Path(model_dir) / MANIFEST).is_file()  # reuse its ONNX graphs
+    if from_export:
         read_manifest(model_dir)
         if opset is not None:
             raise ExportError(f"--opset: {model_dir} is an ONNX export already, its graphs keep their opset; export "
                               "the checkpoint instead to choose one")
-        if Path(out).resolve() == Path(model_dir).resolve():  # the engines go next to the graphs
-            out = Path(out)
-        else:
-            out = check_out_dir(out, force)
-            shutil.copytree(model_dir, out, dirs_exist_ok=True)
+        in_place = Path(out).resolve() == Path(model_dir).resolve()  # the engines go next to the graphs
+        out = Path(out) if in_place else check_out_dir(out, force)
     else:
-        out = export_onnx(model_dir, out, "fp32", opset or DEFAULT_OPSET, force)
+        opset, out = check_opset(opset or DEFAULT_OPSET), check_out_dir(out, force)
+        model, model_dir = load_for_export(model_dir, out)
+    # built beside --out and moved onto it whole, like `export onnx`: a failed build leaves --out as it was, and
+    # a rebuild over an earlier export keeps none of its files (a copied export brings its own timing cache)
+    with built_beside(out) as building:
+        if from_export:
+            shutil.copytree(model_dir, building, dirs_exist_ok=True)
+        else:
+            write_export(model, model_dir, building, "float32", opset)
+        _build_engines(trt, building, precision)
+    return out.resolve()
+
+
+def _build_engines(trt, out: Path, precision: str) -> None:
+    """One engine per graph of the export in ``out`` (the encoder in fp32), the timing cache, and the manifest."""
     manifest = read_manifest(out)
     specs = graph_specs(_cfg(manifest), "float32")
     cache_file = out / TIMING_CACHE
@@ -105,7 +117,6 @@ def export_tensorrt(model_dir: str | Path | None, out: str | Path, precision: st
     manifest["engines"] = {"tensorrt": trt.__version__, **engines}
     manifest["files"].update({e["file"]: e["sha256"] for e in engines.values()})
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return out
 
 
 def _cfg(manifest: dict):

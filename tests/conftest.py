@@ -114,7 +114,7 @@ def meta_fast_backend(name: str, cfg, batch: int, source_len: int = 9):
     """A ``name`` backend (torch or a subclass) on a fresh model and a FastMemory of ``batch`` rows, all on
     `meta`, where any host sync raises: what the graph-safety tests run the loop on."""
     from codefusion.backends import get_backend
-    from codefusion.backends.fast import FastMemory
+    from codefusion.backends.fast_stack import FastMemory
     meta = torch.device("meta")
     with meta:
         model = CodeFusionModel(cfg)

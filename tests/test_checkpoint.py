@@ -182,16 +182,20 @@ def test_bad_generation_defaults(ckpt, block, message):
         load_checkpoint(ckpt)
 
 
-def test_saved_files_are_readable_by_other_users(tmp_path, tiny_model, tokenizer):
+@pytest.mark.parametrize("umask, mode", [(0o022, "0o644"), (0o027, "0o640")])
+def test_saved_files_are_readable_by_other_users(tmp_path, tiny_model, tokenizer, monkeypatch, umask, mode):
     """safetensors >= 0.8 writes its files 0o600; a checkpoint saved by one user must load for another (a
-    service account): every file gets the mode a plain open() gives (0o666 less the umask)."""
+    service account): every file gets the mode a plain open() gives (0o666 less the umask). The save never sets
+    the process umask, not even for a moment (another thread would create its files with it)."""
     import os
 
     from codefusion.checkpoint import save_checkpoint
-    umask = os.umask(0o022)
+    outer = os.umask(umask)
     try:
-        path = save_checkpoint(tmp_path / "ck", tiny_model, tokenizer)
+        with monkeypatch.context() as m:
+            m.setattr(os, "umask", lambda *a: pytest.fail("the save changed the process umask"))
+            path = save_checkpoint(tmp_path / "ck", tiny_model, tokenizer)
     finally:
-        os.umask(umask)
+        os.umask(outer)
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in path.iterdir()} == {
-        "config.json": "0o644", "model.safetensors": "0o644", "tokenizer.json": "0o644"}
+        "config.json": mode, "model.safetensors": mode, "tokenizer.json": mode}

@@ -9,7 +9,8 @@ import torch
 from codefusion import validate
 from codefusion.cli import _resolve_dtype, build_parser, main
 from codefusion.errors import CodeFusionError
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.config import TrainConfig
+from codefusion.train.trainer import train
 
 from conftest import PAIRS, write_data
 

@@ -165,11 +165,11 @@ HARMLESS = ["ls -l", "grep rm file.txt", "echo rm", "find . -name '*.rm' | wc -l
 
 @pytest.mark.parametrize("cmd,expected", DESTRUCTIVE)
 def test_destructive(cmd, expected):
-    from codefusion.eval.bash import destructive
+    from codefusion.eval.destructive import destructive
     assert destructive(cmd) == expected
 
 
 @pytest.mark.parametrize("cmd", HARMLESS)
 def test_not_destructive(cmd):
-    from codefusion.eval.bash import destructive
+    from codefusion.eval.destructive import destructive
     assert destructive(cmd) == []

@@ -333,6 +333,24 @@ def test_tensorrt_build_up_to_the_builder(monkeypatch, export_dir, tmp_path):
         CodeFusion.from_pretrained(out, backend="tensorrt")
 
 
+def test_a_failed_tensorrt_build_leaves_out_as_it_was(monkeypatch, export_dir, tmp_path):
+    """Engines are built beside --out and moved onto it whole, as `export onnx` does: a build that fails (or is
+    interrupted) onto an earlier export with --force leaves that export and no hidden half folder."""
+    import codefusion.export.tensorrt as trt_export
+
+    fake = FakeTensorRT()
+    monkeypatch.setattr(trt_export, "require_tensorrt", lambda: fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = trt_export.export_tensorrt(export_dir, tmp_path / "trt", "fp16")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    monkeypatch.setattr(fake.Builder, "build_serialized_network", lambda self, network, config: None)
+    for source in (out, export_dir):  # in place, and from the ONNX export onto it with --force
+        with pytest.raises(ExportError, match="failed to build an engine"):
+            trt_export.export_tensorrt(source, out, "fp16", force=True)
+        assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["trt"]
+
+
 @pytest.mark.slow
 def test_opset_23_maps_sdpa_to_attention(ckpt, tmp_path, capsys):
     out = tmp_path / "op23"

@@ -308,7 +308,7 @@ def test_progress_reports_every_step_and_changes_nothing(cf, config, max_lengths
 
 def test_destructive_bash_programs_are_flagged(cf, monkeypatch):
     """A Bash program that deletes files gets a warning naming the prompt and program; other languages are not
-    checked (the flag comes from `eval.bash.destructive`, tested on its own in test_eval_bash.py)."""
+    checked (the flag comes from `eval.destructive`, tested on its own in test_eval_bash.py)."""
     import codefusion.api as api
     assert api.destructive_warnings([["ls -l", "find . -mtime -1 -exec rm {} \\;"], ["sudo dd if=a of=b"]]) == [
         "prompt 0, program 1: rm deletes files; read the command before you run it",

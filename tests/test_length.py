@@ -9,7 +9,8 @@ from codefusion import CodeFusion, GenerationConfig
 from codefusion.checkpoint import load_checkpoint
 from codefusion.errors import CodeFusionError
 from codefusion.model.length import length_quantile
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.config import TrainConfig
+from codefusion.train.trainer import train
 
 
 def test_length_quantile_by_hand():

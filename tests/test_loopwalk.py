@@ -11,9 +11,10 @@ from codefusion.diffusion.losses import loss_terms
 from codefusion.errors import CodeFusionError
 from codefusion.model import CodeFusionModel
 from codefusion.train.batches import Batch
+from codefusion.train.config import TrainConfig
 from codefusion.train.loopwalk import LoopWalks, loop_states
 from codefusion.train.rollout import OwnRows, own_x_t
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.trainer import train
 
 from conftest import PAIRS, Recorder, write_data
 

@@ -11,9 +11,10 @@ from safetensors.torch import save_file
 
 from codefusion.bench.compare import read_predictions
 from codefusion.errors import CodeFusionError
+from codefusion.train.config import TrainConfig
 from codefusion.train.data import load_split
 from codefusion.train.plain_decoder import PlainDecoder
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.trainer import train
 
 from conftest import bash_data, train_config
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from codefusion.errors import CodeFusionError
+from codefusion.train.config import TrainConfig
 from codefusion.train.request_dropout import drop_request_tokens
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.trainer import train
 
 from conftest import PAIRS, write_data
 

@@ -7,8 +7,9 @@ import torch
 
 from codefusion.diffusion.losses import loss_terms
 from codefusion.errors import CodeFusionError
+from codefusion.train.config import TrainConfig
 from codefusion.train.rollout import OwnRows, own_x_t, rollout_table
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.trainer import train
 
 from conftest import PAIRS, Recorder, write_data
 

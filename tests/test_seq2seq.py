@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from codefusion.errors import CodeFusionError
+from codefusion.train.config import TrainConfig
 from codefusion.train.data import load_split
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.trainer import train
 
 from conftest import PAIRS, bash_data, train_config
 

@@ -7,8 +7,9 @@ from codefusion.checkpoint import load_checkpoint, save_checkpoint
 from codefusion.errors import CheckpointError, CodeFusionError
 from codefusion.tokenizer import CodeTokenizer
 from codefusion.train.batches import TaskBatches
+from codefusion.train.config import TrainConfig
 from codefusion.train.data import load_split
-from codefusion.train.trainer import TrainConfig, train
+from codefusion.train.trainer import train
 
 from conftest import PAIRS, write_data
 

@@ -5,7 +5,7 @@ import torch
 
 from codefusion import CodeFusion, GenerationConfig
 from codefusion.backends import get_backend
-from codefusion.backends.fast import FastMemory
+from codefusion.backends.fast_stack import FastMemory
 from codefusion.diffusion.loop import initial_state, run
 from codefusion.diffusion.schedule import NoiseSchedule
 from codefusion.diffusion.solvers import step_table
@@ -96,7 +96,7 @@ def test_reference_attention_only_where_parity_is_claimed(tiny_model):
 
 def test_packed_linear_reproduces_linear_in_bf16():
     from torch import nn
-    from codefusion.backends.fast import PackedLinear, _packing_works
+    from codefusion.backends.fast_stack import PackedLinear, _packing_works
     if not _packing_works():
         pytest.skip("this torch build has no oneDNN packed linear")
     torch.manual_seed(0)
@@ -113,7 +113,8 @@ def test_packed_linear_reproduces_linear_in_bf16():
 def test_bf16_backend_packs_its_step_linears_and_keeps_its_results(tiny_model, tokenizer):
     """`torch` bf16 on CPU swaps the step's linears for PackedLinear; x̂0 stays within bf16 noise of the
     unpacked backend and the tokens agree."""
-    from codefusion.backends.fast import PackedLinear, TorchBackend, _packing_works
+    from codefusion.backends.fast import TorchBackend
+    from codefusion.backends.fast_stack import PackedLinear, _packing_works
     if not _packing_works():
         pytest.skip("this torch build has no oneDNN packed linear")
 

@@ -14,7 +14,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and TRITON_INTERPRET is not 1 (conftest sets it before Triton loads)", allow_module_level=True)
 
 from codefusion.backends import get_backend  # noqa: E402
-from codefusion.backends.fast import FastStack  # noqa: E402
+from codefusion.backends.fast_stack import FastStack  # noqa: E402
 from codefusion.backends.fused import FusedStack, fuse  # noqa: E402
 from codefusion.checkpoint import load_checkpoint  # noqa: E402
 from codefusion.diffusion.loop import initial_state  # noqa: E402

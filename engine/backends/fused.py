@@ -26,7 +26,8 @@ from torch import nn
 
 from ..errors import CodeFusionError
 from .base import SamplerState
-from .fast import FastBlock, FastStack, TorchBackend
+from .fast import TorchBackend
+from .fast_stack import FastBlock, FastStack
 
 def _use_interpreter_on_cpu(device: torch.device) -> None:
     """On CPU the kernels run under the Triton interpreter, which Triton switches on when it is imported

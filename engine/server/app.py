@@ -20,52 +20,20 @@ a request whose client left before its answer (a job still queued then is withdr
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import GenerationConfig
 from ..errors import CodeFusionError
-from ..validate import check_config, check_prompts
+from .asgi import BodyLimit, _client_gone
 from .batcher import DynamicBatcher, QueueFull, ShuttingDown
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_prompts: int = 64  # per request
-    max_prompt_chars: int = 2000
-    max_num_samples: int = 16
-    max_steps: int = 1200
-    max_body_bytes: int = 1 << 20
-    timeout_s: float = 120.0
-    retry_after_s: int = 1
-
-
-class GenerateRequest(BaseModel):
-    # strict: JSON types as declared ("steps": "3", 3.0 or true is an error, not 3 or 1); forbid: a misspelt
-    # field ("num_sample") is an error, not silently the default
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    prompts: list[str] = Field(min_length=1)
-    lang: str = "bash"
-    steps: int = 1200
-    solver: str = "ddpm"
-    num_samples: int = 1
-    seed: int = 0
-    max_length: int | None = None
-    early_exit: bool = False
-    eta: float = 0.0
-    clamp: bool | str | None = None  # false/true, or "none" | "nearest" | "decode"; null: the model's default
-    trace_steps: list[int] = Field(default_factory=list)
+from .requests import GenerateRequest, Limits, _error, _validate, refusal, validation_message
 
 
 class Metrics:
@@ -119,87 +87,8 @@ def serve_on_main_thread(app: FastAPI, host: str, port: int, graceful_s: int = 1
         raise CodeFusionError(f"the HTTP server did not start on {host}:{port} (is the port in use?)")
 
 
-async def _client_gone(request: Request) -> None:
-    """Returns once the client has closed the connection: the ASGI server's http.disconnect, which follows the
-    (already read) body. Read by a task of its own: Starlette's ``is_disconnected()`` never sees it through an
-    @app.middleware("http") function, whose receive it cancels on the spot."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def refusal(headers, api_key: str | None, limit: int) -> JSONResponse | None:
-    """The answer to a request refused on its headers alone (401 without the API key when one is set, 413
-    for a declared body over ``limit`` bytes), else None. The HTTP server and the Ray deployment share it."""
-    if api_key and headers.get("x-api-key") != api_key:
-        return _error(401, "missing or wrong X-API-Key header")
-    size = headers.get("content-length")
-    if size and size.isdigit() and int(size) > limit:
-        return _error(413, f"request body is {size} bytes; the limit is {limit}")
-    return None
-
-
-def too_large(limit: int) -> JSONResponse:
-    """413 for a body that passed ``limit`` bytes as it was read (no declared length, or a wrong one)."""
-    return _error(413, f"request body is over {limit} bytes, the limit")
-
-
-def validation_message(errors) -> str:
-    """pydantic's errors for a request body → one line naming the field (the first field that is wrong)."""
-    first = errors[0]
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-    if first.get("type") == "json_invalid":
-        return f"the body is not valid JSON ({first.get('ctx', {}).get('error', first.get('msg'))})"
-    if not loc or first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
-        return 'the body must be a JSON object such as {"prompts": ["list files"], "steps": 20}'
-    field = loc[0]
-    if first.get("type") == "extra_forbidden":
-        names = list(GenerateRequest.model_fields)
-        close = difflib.get_close_matches(field, names, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else f"; the fields are {', '.join(names)}"
-        return f"{field}: unknown field{hint}"
-    where = field + "".join(f"[{x}]" for x in loc[1:] if x.isdigit())
-    msgs = dict.fromkeys(e["msg"] for e in errors if [str(x) for x in e.get("loc", ()) if x != "body"][:1] == [field])
-    return f"{where}: {' or '.join(msgs)}, got {json.dumps(first.get('input'), default=str)[:60]}"
-
-
-class BodyLimit:
-    """ASGI middleware: 413 once a request body passes ``limit`` bytes, declared (Content-Length, checked
-    before this) or streamed (chunked transfer encoding declares none): the body is read here, up to the
-    limit, and handed on whole."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        chunks, seen, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away: let the app see it
-                return await self.app(scope, _replay([message], receive), send)
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                return await too_large(self.limit)(scope, receive, send)
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([whole], receive), send)
-
-
-def _replay(messages: list, receive):
-    """An ASGI receive that returns ``messages`` first, then reads on (a disconnect, later)."""
-    async def replayed():
-        return messages.pop(0) if messages else await receive()
-    return replayed
 
 
 def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: int = 256, api_key: str | None = None,
@@ -350,22 +239,3 @@ def create_app(cf, max_batch: int = 64, max_wait_ms: float = 50.0, max_queue: in
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _validate(req: GenerateRequest, cf, limits: Limits) -> tuple[list[str], GenerationConfig]:
-    """Request → (prompts, GenerationConfig), or a CodeFusionError whose message names the field."""
-    if len(req.prompts) > limits.max_prompts:
-        raise CodeFusionError(f"prompts: {len(req.prompts)} prompts; at most {limits.max_prompts} per request")
-    long = next((j for j, p in enumerate(req.prompts) if len(p) > limits.max_prompt_chars), None)
-    if long is not None:
-        raise CodeFusionError(f"prompts[{long}]: longer than {limits.max_prompt_chars} characters")
-    if req.num_samples > limits.max_num_samples:
-        raise CodeFusionError(f"num_samples: at most {limits.max_num_samples}, got {req.num_samples}")
-    if req.steps > limits.max_steps:
-        raise CodeFusionError(f"steps: at most {limits.max_steps} on this server, got {req.steps}")
-    names = {f.name for f in fields(GenerationConfig)}
-    values = {k: v for k, v in req.model_dump().items() if k in names}
-    prompts = check_prompts(req.prompts)
-    # canonical (clamp true = "nearest", trace steps sorted) and with the model's defaults now, so the batch key
-    # sees what the loop will run
-    return prompts, cf.resolve(check_config(GenerationConfig(**values), cf.cfg, cf.backend.name))

@@ -41,7 +41,7 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
             from pydantic import ValidationError
 
             from ..api import batch_key
-            from .app import GenerateRequest, Limits, _validate, validation_message
+            from .requests import GenerateRequest, Limits, _validate, validation_message
             answers: list[tuple[int, dict] | None] = [None] * len(bodies)
             groups: dict = {}
             for i, body in enumerate(bodies):
@@ -74,7 +74,7 @@ def build_deployment(model: str | None, backend: str, device: str, dtype: str, r
 
             from starlette.responses import JSONResponse
 
-            from .app import Limits, _error, refusal, too_large
+            from .requests import Limits, _error, refusal, too_large
             limit = Limits().max_body_bytes
             refused = refusal(request.headers, api_key, limit)  # before the body is read, as the HTTP server does
             if refused is not None:

@@ -29,7 +29,7 @@ from ..config import LENGTH_QUANTILE
 from ..errors import CodeFusionError
 from ..model.length import LengthHead, length_quantile, pool
 from .data import load_split
-from .trainer import LengthTargets
+from .config import LengthTargets
 
 
 DEFAULT_LENGTH_STEPS = 20

@@ -13,21 +13,20 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG, load_checkpoint, save_checkpoint
-from ..config import get_preset
+from ..checkpoint import CONFIG, save_checkpoint
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
 from ..model import CodeFusionModel
-from ..model.encoder import Encoder
 from ..tokenizer import CodeTokenizer
 from ..validate import resolve_dtype, slow_dtype_note
 from .batches import TaskBatches
-from .data import Example, balanced, load_split, repeat_rows, tokenizer_texts, unique_programs
+from .config import TrainConfig
+from .data import Example, balanced, load_split, repeat_rows, unique_programs
 from .devcheck import dev_check
 from .optim import build_optimizer, lr_at, t5_embedding_scale
 from .options import TASKS, check_options, parse_snap
@@ -36,135 +35,14 @@ from .loopwalk import LoopWalks
 from .rollout import own_rows
 from .seq2seq import Seq2SeqTask, saved_kind, seq2seq_dev_check
 from .snap import ProgramBank, snap_targets
+from .start import build_model, seq2seq_kind
 from .state import (DeferInterrupt, check_resume, load_trainer_state, run_identity, same_out,
                     save_trainer_state)
 from .timesteps import sample_t
 
-LengthTargets = Literal["reference", "self"]  # --task length: the references' lengths, or the model's own programs'
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str
-    data: str
-    out: str
-    task: str = "finetune"
-    datasets: str | None = None
-    repeat: str | None = None  # "conala=2,cf=4": each row of these datasets seen that many times as often
-    init: str | None = None
-    tokenizer: str | None = None
-    codet5: str | None = None  # local CodeT5 directory: its tokenizer and encoder weights start E
-    resume: bool = False
-    minutes: float | None = None
-    max_steps: int | None = None  # at least one of max_steps / minutes
-    batch_size: int = 64
-    upsize: float = 0.5  # share of batches padded to a random longer length bucket (see batches.py)
-    t_sampling: str = "uniform"  # "high": t/T = 1 − (1−u)², 71% of draws in the noisier half (see sample_t)
-    t_min: float = 0.0  # noise clipping (DINOISER): draws of t start at t_min·T for a t_min_share of the rows
-    t_min_share: float = 1.0
-    pooled_condition: bool = False  # switch on N's pooled-E_s input (a model without it is extended, see below)
-    freeze_encoder: bool = False  # keep E as --init left it (after --task encoder: the denoiser must learn to read it)
-    encoder_from: str | None = None  # E's weights from this checkpoint, the rest from --init
-    rollout_share: float = 0.0  # share of each batch whose x_t the model's own sampler draws (see rollout.py)
-    rollout_steps: int = 8  # respaced DDPM steps of that sampling, from T−1 down to the rows' t
-    rollout_t_max: float = 1.0  # < 1: those rows' t is drawn from [0, rollout_t_max · T), the loop's end
-    rollout_snap: str | None = None  # "cf,bash": those languages' rollout rows learn the nearest program (snap.py)
-    rollout_snap_t_max: float = 0.5  # ... where their t is at most this fraction of T
-    rollout_loop: int = 0  # > 0: rollout rows from whole stored loops, each serving this many batches (loopwalk.py)
-    request_dropout: float = 0.0  # finetune: each request token deleted with this probability (request_dropout.py)
-    # "cf,python": those languages' targets spell every bracket as its own token (tokenizer.py); None keeps the
-    # --init/--resume checkpoint's spelling, "none" clears it
-    split_brackets: str | None = None
-    aux_seq2seq: float = 0.0  # finetune: + this weight × the seq2seq decoder's CE on the same E_s (E keeps the program)
-    # the T5 token embeddings (E's, and the seq2seq decoder's, tied to its output head) learn at this multiple of lr;
-    # None: 10 for --task encoder, 1 otherwise (optim.t5_embedding_scale)
-    embed_lr_scale: float | None = None
-    # the seq2seq decoder of --task encoder / --aux-seq2seq: "t5" or "plain" (seq2seq.DECODER_KINDS); None: the kind
-    # that --resume's or --init's run saved, else "t5"
-    seq2seq_decoder: str | None = None
-    length_targets: LengthTargets = "reference"  # length task: what the head is fitted to (see LengthTargets)
-    length_steps: int | None = None  # length task, self targets: DDPM steps of the sampling (None: 20)
-    lr: float = 5e-4
-    warmup: int = 500
-    clip: float = 1.0
-    dtype: str = "auto"  # bf16 autocast where the hardware has bf16, fp32 elsewhere (validate.resolve_dtype)
-    device: str = "cpu"
-    seed: int = 0
-    on_bad_line: str = "stop"
-    save_minutes: float = 5.0
-    dev_every: int = 500
-    dev_rows: int = 100
-    dev_steps: int = 20
-    log_every: int = 10
-
-
-def seq2seq_kind(cfg: TrainConfig) -> str:
-    """--seq2seq-decoder, else the kind --resume's or --init's run saved, else "t5" (the lineage's)."""
-    saved = saved_kind(cfg.out) if cfg.resume else None
-    return cfg.seq2seq_decoder or saved or saved_kind(cfg.init) or "t5"
-
 
 def _examples(cfg: TrainConfig, split: str) -> list[Example]:
     return load_split(cfg.data, cfg.datasets, split, cfg.on_bad_line)
-
-
-def _build_model(cfg: TrainConfig, train: list[Example],
-                 split_brackets: tuple[str, ...] | None) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
-    model, tok, meta = _load_or_create(cfg, train)
-    if split_brackets is not None:  # None: the checkpoint's spelling stays
-        tok.split_brackets = split_brackets
-    if cfg.pooled_condition and not model.cfg.pooled_condition:
-        model = with_pooled_condition(model)
-    if cfg.encoder_from and not cfg.resume:
-        take_encoder(model, tok, cfg.encoder_from)
-        meta = {**meta, "encoder_from": str(cfg.encoder_from)}
-    return model, tok, meta
-
-
-def take_encoder(model: CodeFusionModel, tok: CodeTokenizer, path: str) -> None:
-    """E's weights from the checkpoint at ``path`` (typically a later --task encoder run of the same
-    lineage), so a denoiser trained on an earlier E continues on the new one."""
-    donor, donor_tok, _ = load_checkpoint(path)
-    keys = ("vocab_size", "enc_d_model", "enc_layers", "enc_heads", "enc_d_ff", "max_source_len")
-    differ = [k for k in keys if getattr(donor.cfg, k) != getattr(model.cfg, k)]
-    if differ or donor_tok.vocab_size != tok.vocab_size:
-        raise CodeFusionError(f"--encoder-from {path} has another encoder or tokenizer than --init "
-                              f"({(differ or ['tokenizer'])[0]} differs); pass a checkpoint of the same lineage")
-    model.encoder.load_state_dict(donor.encoder.state_dict())
-
-
-def with_pooled_condition(model: CodeFusionModel) -> CodeFusionModel:
-    """The same model with N's pooled-condition input added; its last layer starts at zero, so the
-    extended model computes exactly what ``model`` did until training moves it."""
-    extended = CodeFusionModel(dataclasses.replace(model.cfg, pooled_condition=True))
-    missing, unexpected = extended.load_state_dict(model.state_dict(), strict=False)
-    new = [k for k in missing if not k.startswith("denoiser.cond.")]
-    if new or unexpected:
-        raise CodeFusionError("cannot extend the model with a pooled condition: unexpected keys "
-                              f"{(new + unexpected)[:3]}")
-    return extended
-
-
-def _load_or_create(cfg: TrainConfig, train: list[Example]) -> tuple[CodeFusionModel, CodeTokenizer, dict]:
-    if cfg.resume:
-        model, tok, config = load_checkpoint(cfg.out)
-        return model, tok, config.get("meta", {})
-    if cfg.init:
-        model, tok, config = load_checkpoint(cfg.init)
-        if model.cfg.name != cfg.preset:
-            tqdm.write(f"note: --init {cfg.init} is a {model.cfg.name!r} model; its preset and tokenizer are used")
-        return model, tok, {"init": str(cfg.init), "history": config.get("meta", {}).get("history", [])}
-    preset = get_preset(cfg.preset)
-    if cfg.codet5 or cfg.tokenizer:
-        tok = CodeTokenizer.load(cfg.codet5 or cfg.tokenizer)
-    else:
-        tok = CodeTokenizer.train(tokenizer_texts(train), preset.vocab_size)
-    # CodeT5's embedding has rows beyond its BPE vocabulary (<extra_id_*>): keep them all
-    vocab = max(tok.vocab_size, Encoder.codet5_vocab_size(cfg.codet5)) if cfg.codet5 else tok.vocab_size
-    model = CodeFusionModel(dataclasses.replace(preset, vocab_size=vocab))
-    if cfg.codet5:
-        model.encoder.load_codet5(cfg.codet5, vocab)
-    return model, tok, {"history": [], **({"encoder_init": str(cfg.codet5)} if cfg.codet5 else {})}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -183,7 +61,7 @@ def train(cfg: TrainConfig) -> Path:
         tqdm.write(f"note: pre-training on {len(examples)} distinct programs ({repeats} repeated lines left out)")
     examples = repeat_rows(examples, repeat)
     dev = balanced(_examples(cfg, "dev"), cfg.dev_rows) if cfg.dev_rows else []
-    model, tok, meta = _build_model(cfg, examples, split_brackets)
+    model, tok, meta = build_model(cfg, examples, split_brackets)
     device = torch.device(cfg.device)
     model.to(device).train()
     if cfg.freeze_encoder:

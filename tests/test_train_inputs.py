@@ -1,0 +1,131 @@
+"""What train refuses, and when: bad options before any data is read, bad data with its file and line, a --out
+that holds files of its own; and the CLI's tokenizer and train commands."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from codefusion.cli import main
+from codefusion.errors import CodeFusionError, DataError
+from codefusion.train.config import TrainConfig
+from codefusion.train.data import load_split
+from codefusion.train.trainer import train
+
+from conftest import train_config
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(minutes=-1), "--minutes must be > 0, got -1"), (dict(max_steps=0), "--max-steps must be at least 1"),
+    (dict(batch_size=0), "--batch-size must be at least 1"), (dict(lr=-1.0), "--lr must be > 0"),
+    (dict(warmup=-3), "--warmup must be ≥ 0"), (dict(task="length", resume=True), "has no --resume"),
+])
+def test_bad_numbers_are_refused_before_any_data_is_read(tmp_path, kw, message):
+    with pytest.raises(CodeFusionError, match=message):
+        train(train_config(tmp_path, tmp_path / "no-data", **kw))
+
+
+def test_a_fresh_run_never_overwrites_files_in_out(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "tokenizer.json").write_text("my tokenizer")
+    with pytest.raises(CodeFusionError, match="already holds tokenizer.json .* remove it or choose another --out"):
+        train(train_config(tmp_path, tmp_path / "no-data", out=str(out)))
+    assert (out / "tokenizer.json").read_text() == "my tokenizer"
+
+
+def test_empty_split_and_non_text_nl_are_data_errors(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    (bad / "cf").mkdir(parents=True)
+    (bad / "cf" / "train.jsonl").write_text("")
+    (bad / "cf" / "pretrain.jsonl").write_text(json.dumps({"code": "Top(1)", "nl": 5}) + "\n")
+    with pytest.raises(DataError, match="train.jsonl holds no rows"):
+        load_split(bad, "cf", "train")
+    with pytest.raises(DataError, match="pretrain.jsonl:1: field 'nl' is not a string"):
+        load_split(bad, "cf", "pretrain")
+
+
+def _bad_data(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    (bad / "cf").mkdir(parents=True)
+    good = (data_dir / "cf" / "train.jsonl").read_text().splitlines()
+    lines = [good[0], '{"nl": "x", "code": ', good[1], '{"nl": "y"}', "[1, 2]", good[2]]
+    data = "\n".join(lines).encode() + b'\n{"nl": "z", "code": "\xff"}\n'
+    (bad / "cf" / "train.jsonl").write_bytes(data)
+    return bad
+
+
+def test_malformed_line_stops_with_file_and_line(tmp_path, data_dir):
+    bad = _bad_data(tmp_path, data_dir)
+    with pytest.raises(DataError, match=r"cf/train.jsonl:2: not valid JSON .*--on-bad-line skip"):
+        load_split(bad, "cf", "train")
+
+
+def test_malformed_lines_skipped_when_asked(tmp_path, data_dir, capsys):
+    rows = load_split(_bad_data(tmp_path, data_dir), "cf", "train", on_bad_line="skip")
+    assert len(rows) == 3 and all(r.lang == "cf" for r in rows)
+    err = capsys.readouterr().err
+    assert ("train.jsonl:2:" in err and "train.jsonl:4: field 'code'" in err
+            and "train.jsonl:5: not a JSON object" in err)
+    assert "train.jsonl:7: not UTF-8" in err
+
+
+def test_data_selection_errors(tmp_path, data_dir):
+    with pytest.raises(DataError, match="does not exist"):
+        load_split(tmp_path / "nowhere", None, "train")
+    with pytest.raises(DataError, match="unknown dataset 'spider'"):
+        load_split(data_dir, "nl2bash,spider", "train")
+    with pytest.raises(DataError, match="names 'cf' twice"):
+        load_split(data_dir, "cf,nl2bash,cf", "train")
+    assert {e.lang for e in load_split(data_dir, None, "train")} == {"bash", "python", "cf"}
+
+
+def test_the_cli_parser_with_its_train_options_imports_no_torch():
+    """`codefusion --help` and the commands that never train stay quick to start: the train options are declared
+    without importing torch or transformers (train/arguments.py), their checks (train/options.py) run in train."""
+    code = ("import sys, codefusion.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_cli_tokenizer_and_train(tmp_path, data_dir, capsys):
+    tok = tmp_path / "tok.json"
+    assert main(["tokenizer", "--data", str(data_dir), "--vocab-size", "300", "--out", str(tok)]) == 0
+    assert main(["train", "--preset", "tiny", "--data", str(data_dir), "--datasets", "cf", "--out", str(tmp_path / "r"),
+                 "--tokenizer", str(tok), "--max-steps", "3", "--batch-size", "2", "--dev-rows", "0",
+                 "--dtype", "float32"]) == 0
+    assert (tmp_path / "r" / "model.safetensors").is_file()
+    assert main(["train", "--preset", "huge", "--data", str(data_dir), "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert main(["train", "--preset", "tiny", "--data", str(data_dir), "--out", str(tmp_path / "r3")]) == 2
+    assert "give the run a length" in capsys.readouterr().err
+
+
+def test_no_row_fits_the_target_length(tmp_path):
+    from conftest import write_data
+
+    data = write_data(tmp_path / "long", {"nl2bash": [("long", "echo " + "x " * 200)]})
+    with pytest.raises(DataError, match="no training row fits"):
+        train(TrainConfig(preset="tiny", data=str(data), out=str(tmp_path / "r"), max_steps=1, dev_rows=0))
+
+
+def test_bad_noise_clipping_is_refused(tmp_path):
+    with pytest.raises(CodeFusionError, match="--t-min is a fraction of T"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_min=1.0))
+    with pytest.raises(CodeFusionError, match="--t-min-share is a probability"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_min_share=2))
+
+
+def test_bad_t_sampling_is_refused(tmp_path):
+    with pytest.raises(CodeFusionError, match="--t-sampling must be uniform or high"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path), out=str(tmp_path / "o"), max_steps=1, t_sampling="low"))
+
+
+@pytest.mark.parametrize("spec", ["cf", "cf=0", "cf=1.5", "spider=2", "cf=2,,"])
+def test_bad_repeat_is_refused_before_any_data_is_read(tmp_path, spec):
+    with pytest.raises(CodeFusionError, match="--repeat takes DATASET=TIMES"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
+                          repeat=spec))
+    with pytest.raises(CodeFusionError, match="drop it for --task pretrain"):
+        train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
+                          task="pretrain", repeat="cf=2"))

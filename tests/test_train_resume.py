@@ -1,0 +1,162 @@
+"""Stopping and continuing a run: --resume goes on with the same step count and refuses another run's flags, a
+diverging run keeps the last good checkpoint, an interrupt saves a resumable one, and Ctrl-C/SIGTERM wait for the
+step to end."""
+import json
+
+import pytest
+
+from codefusion import CodeFusion
+from codefusion.errors import CodeFusionError
+from codefusion.train.trainer import train
+
+from conftest import train_config
+
+
+def test_resume_continues_the_step_count(tmp_path, data_dir):
+    out = train(train_config(tmp_path, data_dir, max_steps=4))
+    with pytest.raises(CodeFusionError, match="already holds a checkpoint"):
+        train(train_config(tmp_path, data_dir, max_steps=4))
+    train(train_config(tmp_path, data_dir, max_steps=7, resume=True))
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["step"] == 7
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    """A loss or gradient that is not finite stops the run before the weights move: the checkpoint already in
+    --out (step 3 here) stays loadable, and the error says what happened and what to do."""
+    out = train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(CodeFusionError, match=r"training diverged at step \d+: the (loss|gradient norm) is (nan|inf)"
+                                              r".*lower --lr .* --resume from the checkpoint"):
+        train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0, resume=True, lr=1e30, warmup=0))
+    assert (out / "model.safetensors").read_bytes() == before
+    CodeFusion.from_pretrained(out)  # still loads
+
+
+def test_an_interrupted_run_saves_a_resumable_checkpoint(tmp_path, data_dir, monkeypatch):
+    from codefusion.train import trainer
+    calls = {"n": 0}
+    real = trainer._optimize
+
+    def interrupt_at_the_fourth(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(trainer, "_optimize", interrupt_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0))
+    out = tmp_path / "run"
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 3
+    monkeypatch.setattr(trainer, "_optimize", real)
+    train(train_config(tmp_path, data_dir, max_steps=5, dev_rows=0, resume=True))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 5
+    logged = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert logged.count(1) == 1  # one run, one log (a fresh run into the folder would start a new one)
+
+
+def test_resume_keeps_the_run_as_it_began(tmp_path, data_dir):
+    train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0, task="pretrain"))
+    with pytest.raises(CodeFusionError, match="--resume continues .* with --task 'pretrain', not 'finetune'"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True))
+    with pytest.raises(CodeFusionError, match="with --batch-size 4, not 2"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain", batch_size=2))
+    # a save cut short between the optimizer state and the weights is caught on resume
+    out = tmp_path / "run"
+    state = json.loads((out / "trainer_state.json").read_text())
+    (out / "trainer_state.json").write_text(json.dumps({**state, "step": 4}))
+    with pytest.raises(CodeFusionError, match="weights are from step 3 but the optimizer state from step 4"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
+    (out / "trainer_state.json").write_text("{")
+    with pytest.raises(CodeFusionError, match="the training state is unreadable"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
+
+
+def test_a_run_that_saved_nothing_can_simply_be_run_again(tmp_path, data_dir):
+    """A diverged first run leaves only its log: the same command with a sane --lr starts afresh there."""
+    with pytest.raises(CodeFusionError, match="training diverged"):
+        train(train_config(tmp_path, data_dir, max_steps=50, dev_rows=0, lr=1e30, warmup=0))
+    out = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_an_interrupt_during_the_final_dev_check_still_saves_every_step(tmp_path, data_dir, monkeypatch):
+    from codefusion.train import trainer
+    real = trainer._hooks
+
+    def hooks(*args, **kw):
+        h = real(*args, **kw)
+        h.check = lambda: (_ for _ in ()).throw(KeyboardInterrupt)
+        return h
+    monkeypatch.setattr(trainer, "_hooks", hooks)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(tmp_path, data_dir, max_steps=4, dev_every=0))
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["step"] == 4
+
+
+def test_resume_compares_what_the_flags_mean(tmp_path, data_dir):
+    train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0, datasets="nl2bash,cf", repeat="cf=4"))
+    train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0, datasets=" cf, nl2bash", repeat="cf=4",
+                       resume=True))
+    all_three = tmp_path / "all"
+    train(train_config(all_three, data_dir, max_steps=2, dev_rows=0))
+    train(train_config(all_three, data_dir, max_steps=3, dev_rows=0, datasets="cf,conala,nl2bash", resume=True))
+
+
+def test_resume_without_state(tmp_path, data_dir):
+    with pytest.raises(CodeFusionError, match="does not exist"):
+        train(train_config(tmp_path, data_dir, resume=True))
+
+
+@pytest.mark.parametrize("sig, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", "Terminated")])
+def test_a_signal_during_a_step_waits_for_the_step_to_end(sig, raised):
+    """Ctrl-C or SIGTERM inside DeferInterrupt (one optimizer step and its count) is raised when the block ends,
+    never inside it; the handlers before it are put back."""
+    import os
+    import signal
+
+    from codefusion.errors import Terminated
+    from codefusion.train.state import DeferInterrupt
+
+    raised = Terminated if raised == "Terminated" else raised
+    signum = getattr(signal, sig)
+    # Python's own handling, as an interactive run has it: a shell starting pytest in the background (`&`,
+    # nohup) ignores SIGINT, and an ignored signal rightly stays ignored (the next test)
+    outer = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    try:
+        before = signal.getsignal(signum)
+        finished = []
+        with pytest.raises(raised) as caught:
+            with DeferInterrupt():
+                os.kill(os.getpid(), signum)
+                finished.append("the rest of the step")
+        assert finished == ["the rest of the step"] and type(caught.value) is raised
+        assert signal.getsignal(signum) is before
+    finally:
+        signal.signal(signum, outer)
+
+
+def test_an_ignored_sigterm_stays_ignored():
+    """A process started with SIGTERM ignored (nohup-like supervisors) is not stopped by it inside a step, and
+    the CLI's main leaves the ignore in place."""
+    import os
+    import signal
+
+    from codefusion import cli
+    from codefusion.train.state import DeferInterrupt
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with DeferInterrupt():
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored: nothing is raised when the block ends
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        seen = []
+        real_main = cli._main
+        cli._main = lambda argv: seen.append(signal.getsignal(signal.SIGTERM)) or 0
+        try:
+            assert cli.main([]) == 0
+        finally:
+            cli._main = real_main
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
