@@ -180,7 +180,7 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, x0, memory: FastMemory):
-        return read_tokens(self._logits(x0, memory))
+        return read_tokens(self.logits(x0, memory))
 
     @torch.inference_mode()
     def decode_ids(self, x0, memory: FastMemory):
@@ -197,7 +197,7 @@ class TorchBackend(Backend):
         ids = [argmax_ids(self.head(block, self.embed_weight)) for block in rows.split(HEAD_ROWS)]
         return torch.cat(ids).view(h.shape[:-1])
 
-    def _logits(self, x0, memory: FastMemory):
+    def logits(self, x0, memory: FastMemory):
         return self.head(self._hidden(x0, memory), self.embed_weight)
 
     def _hidden(self, x0, memory: FastMemory):
@@ -239,7 +239,7 @@ class CompiledTorchBackend(TorchBackend):
 
     @torch.no_grad()
     def decode(self, x0, memory: FastMemory):
-        return read_tokens(self._logits(x0, memory))
+        return read_tokens(self.logits(x0, memory))
 
     @torch.no_grad()
     def decode_ids(self, x0, memory: FastMemory):

@@ -30,11 +30,12 @@ class ReferenceBackend(Backend):
 
     @torch.inference_mode()
     def decode(self, x0, memory):
-        return read_tokens(self._logits(x0, memory))
+        return read_tokens(self.logits(x0, memory))
 
     @torch.inference_mode()
     def decode_ids(self, x0, memory):
-        return argmax_ids(self._logits(x0, memory))
+        return argmax_ids(self.logits(x0, memory))
 
-    def _logits(self, x0, memory):
+    def logits(self, x0, memory):
+        """The head's logits (B, n, V) of x0, as ``decode`` reads them (the parity bench takes their top-2 margins)."""
         return self.model.logits(self.model.decode(x0.to(self.dtype), memory.states, memory.mask))
