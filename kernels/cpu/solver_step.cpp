@@ -7,8 +7,9 @@
 //   out = a[i]·x̂0 + b[i]·x_t (+ c[i]·x̂0_prev) + σ[i]·z                  all fp32
 //
 // Box–Muller takes its log, sin and cos from the inline functions below, not from libm: glibc's logf and
-// sincosf are scalar calls, which kept its loop from vectorising. With these the kernel is 3.2× faster
-// (13.1 → 4.0 ms at 64 × 128 × 384, 192 → 61 µs at 1 × 128 × 384; 2-core Xeon with AVX-512, medians).
+// sincosf are scalar calls, which kept its loop from vectorising. With these the kernel is 3.0× faster
+// (15.0 → 4.8 ms at 64 × 128 × 384, 222 → 74 µs at 1 × 128 × 384; 2-core Xeon with AVX-512, medians; built
+// for AVX2 only, 2.2×).
 // Each evaluates in double and rounds once. Over all 2^24 uniforms the noise can draw, log u, sin θ and cos θ
 // are the correctly rounded fp32 values but one: a sin within 1e-9 ulp of a tie, returned 0.50000004 ulp off
 // (checked against glibc's double functions and mpmath). The rest of Box–Muller rounds as noise.py's fp32 ops.
@@ -31,17 +32,19 @@ constexpr int64_t CHUNK = 256;  // Philox blocks per inner tile (1024 elements):
 
 inline float uniform(uint32_t x) { return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f); }
 
-inline double bits_to_double(uint64_t b) { double d; std::memcpy(&d, &b, sizeof d); return d; }
-inline uint64_t double_to_bits(double d) { uint64_t b; std::memcpy(&b, &d, sizeof b); return b; }
+inline float bits_to_float(uint32_t b) { float f; std::memcpy(&f, &b, sizeof f); return f; }
+inline uint32_t float_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, sizeof b); return b; }
 
 // log(u) for a normal fp32 u > 0, rounded once: u = 2^e·m with m in [√½, √2), log m = 2·atanh(s),
 // s = (m − 1)/(m + 1), |s| ≤ 0.172: the atanh series to s^15 leaves < 1e-13 relative, far below fp32's 6e-8.
+// Integers stay 32-bit: 64-bit integer ↔ double conversions have no AVX2 instruction (the loop ran 1.5× slower
+// than glibc's scalar calls with them on an AVX2-only build).
 inline float log_f32(float u) {
-  const uint64_t bits = double_to_bits(static_cast<double>(u));
-  const double m1 = bits_to_double((bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);  // [1, 2)
+  const uint32_t bits = float_to_bits(u);
+  const double m1 = bits_to_float((bits & 0x007FFFFFu) | 0x3F800000u);  // [1, 2), exact
   const bool high = m1 > 1.4142135623730950488;
   const double m = high ? 0.5 * m1 : m1;
-  const double e = static_cast<double>(static_cast<int64_t>(bits >> 52) - 1023) + (high ? 1.0 : 0.0);
+  const double e = static_cast<double>(static_cast<int32_t>(bits >> 23) - 127) + (high ? 1.0 : 0.0);
   const double s = (m - 1.0) / (m + 1.0), s2 = s * s;
   const double series = s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (
       1.0 / 13 + s2 * (1.0 / 15)))))));
@@ -59,7 +62,7 @@ inline float sin_or_cos_f32(float theta, bool cosine) {
       -1.0 / 39916800 + r2 * (1.0 / 6227020800.0))))));
   const double cos_r = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24 + r2 * (-1.0 / 720 + r2 * (1.0 / 40320 + r2 * (
       -1.0 / 3628800 + r2 * (1.0 / 479001600.0 + r2 * (-1.0 / 87178291200.0)))))));
-  const int64_t k = (static_cast<int64_t>(q) + (cosine ? 1 : 0)) & 3;  // cos θ = sin(θ + π/2)
+  const int32_t k = (static_cast<int32_t>(q) + (cosine ? 1 : 0)) & 3;  // cos θ = sin(θ + π/2)
   const double v = (k & 1) ? cos_r : sin_r;
   return static_cast<float>((k & 2) ? -v : v);
 }
