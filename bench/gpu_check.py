@@ -52,11 +52,12 @@ BATCHES = (1, 8, 64)
 
 def environment() -> dict:
     import triton
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+
+    from codefusion.bench.report import versions
     props = torch.cuda.get_device_properties(0)
     return {"gpu": props.name, "capability": list(torch.cuda.get_device_capability(0)),
             "sms": props.multi_processor_count, "torch": torch.__version__, "triton": triton.__version__,
-            "cuda": torch.version.cuda, "python": platform.python_version(), "commit": commit.stdout.strip() or None,
+            "cuda": torch.version.cuda, "python": platform.python_version(), "commit": versions()["commit"],
             "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET")}
 
 

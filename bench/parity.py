@@ -49,8 +49,7 @@ def _lockstep(ref, others, tokenizer, prompts, lang, n, ref_table, other_tables,
             worst[j] = max(worst[j], err(a.x0_hat, bs[j].x0_hat))
             forced = replace(bs[j], x_t=before.x_t.to(other.device), x0_hat=before.x0_hat.to(other.device))
             step_worst[j] = max(step_worst[j], err(a.x0_hat, other.step(forced, i).x0_hat))
-    with torch.inference_mode():
-        logits = ref.logits(a.x_t, a.memory)
+    logits = ref.logits(a.x_t, a.memory)
     top2 = logits.topk(2, dim=-1).values
     margin = (top2[..., 0] - top2[..., 1]).cpu()
     ids_a = argmax_ids(logits).cpu()  # what ref.decode reads

@@ -12,8 +12,10 @@ import torch
 def versions() -> dict:
     """Machine, thread count, versions and commit: what every bench record carries."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        # the short hash, "-dirty" when the checkout has uncommitted changes (the figures are then not of that
+        # commit's code); --exclude='*': never a tag name
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7", "--exclude=*"],
+                                capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except OSError:
         commit = ""
     return {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),

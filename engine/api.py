@@ -131,7 +131,7 @@ class CodeFusion:
         ``on_trace(r, entry)``, if given, is called as soon as request r's loop reaches each of its
         ``trace_steps`` (entry as in ``GenerationOutput.trace``), while the loop goes on: streaming.
         ``progress(done, total)``, if given, is called as the denoising steps complete (the loop then runs in
-        ~PROGRESS_CHUNKS chunks, one host sync each; totals count every loop, e.g. one per length bucket; an
+        ~batching.PROGRESS_CHUNKS chunks, one host sync each; totals count every loop, e.g. one per length bucket; an
         early exit stops short of the total)."""
         t_start = time.perf_counter()
         # 1. validate

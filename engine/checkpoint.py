@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import torch
@@ -71,7 +70,7 @@ def readable_by_all(path: Path) -> None:
     files 0o600, so a model saved by one user could not be served by another (PermissionError on load). The mode
     is read off a probe file the kernel creates beside it: reading the umask (os.umask sets it to read it) would
     let another thread create its files world-writable in between."""
-    probe = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.mode")
+    probe = path.with_name(f".{path.name}.{os.urandom(6).hex()}.mode")  # unique: O_EXCL never meets a leftover
     os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         os.chmod(path, os.stat(probe).st_mode & 0o777)

@@ -128,7 +128,8 @@ def _tokenizer(args) -> int:
 
 
 def _train(args) -> int:
-    from .train.trainer import TrainConfig, train
+    from .train.config import TrainConfig
+    from .train.trainer import train
 
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     out = train(TrainConfig(**fields))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -123,9 +124,10 @@ def export_onnx(model_dir: str | Path | None, out: str | Path, dtype: str = "fp3
     """A checkpoint directory (None: the embedded model) → a self-contained export directory."""
     dtype, opset, out = parse_export_dtype(dtype), check_opset(opset), check_out_dir(out, force)
     model, model_dir = load_for_export(model_dir, out)
+    out = out.resolve()
     with built_beside(out) as building:
         write_export(model, model_dir, building, dtype, opset)
-    return out.resolve()
+    return out
 
 
 def load_for_export(model_dir: str | Path | None, out: Path):
@@ -157,26 +159,51 @@ def write_export(model, model_dir: Path, into: Path, dtype: str, opset: int) -> 
 def built_beside(out: Path):
     """A hidden, empty sibling of ``out`` to build in, moved onto ``out`` whole when the block ends (with --force
     the earlier export goes only then): a failed or interrupted build (Ctrl-C, SIGTERM) leaves ``out`` as it was
-    and no half folder, here or there."""
+    and no half folder, here or there. Refused in one line before any work: an ``out`` that holds the current
+    directory (the swap would leave the shell in a deleted folder) or whose parent is not writable."""
     import shutil
 
-    out = out.resolve()  # a name to build beside, also for --out .
+    out = out.resolve()  # a name to build beside
+    if Path.cwd().resolve().is_relative_to(out):
+        raise ExportError(f"--out {out} is the current directory or holds it, and an export replaces its --out "
+                          "whole: run the command from outside it")
+    ancestor = next(p for p in (out.parent, *out.parent.parents) if p.exists())  # where the sibling gets made
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {out}: an export is built beside it, in {out.parent}, and {ancestor} is not "
+                          "writable; choose an --out in a writable folder")
     building = out.with_name(f".{out.name}.partial")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     try:
         yield building
+        _move_onto(building, out)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_onto(building: Path, out: Path) -> None:
+    """Renames ``building`` to ``out``; an existing ``out`` goes aside first and is deleted once the new one is in
+    place, or put back if it cannot be (one-line error either way)."""
+    import shutil
+
+    if not out.exists():
+        building.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    try:
         out.rename(old)
+    except OSError as e:  # a mount point (EBUSY), a folder another process holds: nothing moved yet
+        raise ExportError(f"cannot replace --out {out} ({e.strerror or e}): is it a mount point? Export into a new "
+                          "folder inside it") from None
+    try:
         building.rename(out)
-        shutil.rmtree(old)
-    else:
-        building.rename(out)
+    except OSError as e:
+        old.rename(out)
+        raise ExportError(f"cannot move the new export onto --out {out} ({e.strerror or e}); the earlier one is "
+                          "back in place") from None
+    shutil.rmtree(old)
 
 
 def _spec_json(spec: GraphSpec) -> dict:

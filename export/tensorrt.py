@@ -91,13 +91,14 @@ def export_tensorrt(model_dir: str | Path | None, out: str | Path, precision: st
         model, model_dir = load_for_export(model_dir, out)
     # built beside --out and moved onto it whole, like `export onnx`: a failed build leaves --out as it was, and
     # a rebuild over an earlier export keeps none of its files (a copied export brings its own timing cache)
+    out = out.resolve()
     with built_beside(out) as building:
         if from_export:
             shutil.copytree(model_dir, building, dirs_exist_ok=True)
         else:
             write_export(model, model_dir, building, "float32", opset)
         _build_engines(trt, building, precision)
-    return out.resolve()
+    return out
 
 
 def _build_engines(trt, out: Path, precision: str) -> None:

@@ -65,7 +65,7 @@ def bash_data(tmp_path: Path) -> Path:
 
 def train_config(tmp_path: Path, data_dir: Path, **kw):
     """A tiny, fast TrainConfig (6 fp32 steps of batch 4, a dev check every 3) with ``kw`` on top."""
-    from codefusion.train.trainer import TrainConfig
+    from codefusion.train.config import TrainConfig
 
     base = dict(preset="tiny", data=str(data_dir), out=str(tmp_path / "run"), max_steps=6, batch_size=4,
                 dev_rows=4, dev_every=3, dev_steps=2, dtype="float32", warmup=2)
@@ -102,7 +102,8 @@ def pooled_model(cfg, seed: int = 1) -> CodeFusionModel:
 def overfit_dir(tmp_path_factory) -> Path:
     """A tiny model trained (fp32, 600 steps: ~30–80 s on 2 cores, longer when they are shared) on the 8 Bash pairs
     until it reproduces them; once per session, shared by every test that needs a trained model."""
-    from codefusion.train.trainer import TrainConfig, train
+    from codefusion.train.config import TrainConfig
+    from codefusion.train.trainer import train
 
     root = tmp_path_factory.mktemp("overfit")
     data = write_data(root / "data", {"nl2bash": PAIRS["nl2bash"]})

@@ -6,6 +6,7 @@ model's features) is shared by the module: it is also the `codefusion export onn
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -349,6 +350,36 @@ def test_a_failed_tensorrt_build_leaves_out_as_it_was(monkeypatch, export_dir, t
             trt_export.export_tensorrt(source, out, "fp16", force=True)
         assert {f.name: f.read_bytes() for f in out.iterdir()} == before
         assert sorted(p.name for p in tmp_path.iterdir()) == ["trt"]
+
+
+def test_built_beside_refuses_what_it_cannot_replace(tmp_path, monkeypatch):
+    """An export replaces its --out whole: refused in one line for the current directory (the shell would be left in
+    a deleted folder); a --out that cannot be moved aside (a mount point) fails in one line with --out intact and
+    no hidden folder left."""
+    import errno
+
+    from codefusion.export.onnx import built_beside
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    monkeypatch.chdir(out)
+    with pytest.raises(ExportError, match="current directory"):
+        with built_beside(Path(".")):
+            pytest.fail("built in the current directory")
+    monkeypatch.chdir(tmp_path)
+    real_rename = Path.rename
+
+    def busy(self, target):
+        if self == out:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    with pytest.raises(ExportError, match="mount point"):
+        with built_beside(out) as building:
+            (building / "manifest.json").write_text('{"new": 1}')
+    assert (out / "manifest.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
 @pytest.mark.slow

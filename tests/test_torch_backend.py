@@ -309,3 +309,16 @@ def test_compiled_backend_lifts_dynamos_recompile_limit(tiny_model):
         assert dynamo.recompile_limit == 1000
     finally:
         dynamo.recompile_limit, dynamo.accumulated_recompile_limit = before
+
+
+def test_logits_are_what_decode_reads(tiny_model, tokenizer):
+    """``logits(x0, memory)`` is public (the parity bench reads its top-2 margins): callable as decode is, outside
+    inference mode, and its argmax is decode's ids."""
+    src = tokenizer.encode_source(["list all files"], ["bash"], 32)
+    x0 = torch.randn(1, 8, tiny_model.cfg.d_embed, generator=torch.Generator().manual_seed(0))
+    for name in ("reference", "torch"):
+        backend = get_backend(name)(tiny_model, torch.device("cpu"), torch.float32)
+        memory = backend.encode(src)
+        logits = backend.logits(x0, memory)
+        assert logits.shape == (1, 8, tiny_model.cfg.vocab_size)
+        assert torch.equal(logits.argmax(-1), backend.decode(x0, memory)[0])

@@ -197,6 +197,7 @@ class TorchBackend(Backend):
         ids = [argmax_ids(self.head(block, self.embed_weight)) for block in rows.split(HEAD_ROWS)]
         return torch.cat(ids).view(h.shape[:-1])
 
+    @torch.inference_mode()
     def logits(self, x0, memory: FastMemory):
         return self.head(self._hidden(x0, memory), self.embed_weight)
 

@@ -36,6 +36,7 @@ class ReferenceBackend(Backend):
     def decode_ids(self, x0, memory):
         return argmax_ids(self.logits(x0, memory))
 
+    @torch.inference_mode()
     def logits(self, x0, memory):
         """The head's logits (B, n, V) of x0, as ``decode`` reads them (the parity bench takes their top-2 margins)."""
         return self.model.logits(self.model.decode(x0.to(self.dtype), memory.states, memory.mask))
