@@ -54,9 +54,10 @@ def philox4x32(counter: tuple[torch.Tensor, ...], key: tuple[torch.Tensor, torch
 
 
 def _uniform(x: torch.Tensor) -> torch.Tensor:
-    """Top 24 bits k of a 32-bit word → fp32 u = (k + 0.5) / 2^24 in (0, 1], never 0 (log u stays finite). For
-    k ≥ 2^23 the fp32 sum k + 0.5 rounds to an even integer, so the upper half takes every other value and k = 2^24 − 1
-    gives u = 1 (r = 0, so z = 0: probability 2^-24 per pair). Kept as is: changing it would change every sample."""
+    """Top 24 bits k of a 32-bit word → fp32 u = (k + 0.5) / 2^24 in (0, 1], never 0 (log u stays finite).
+    For k ≥ 2^23 the fp32 sum k + 0.5 rounds to an even integer, so the upper half takes every other value and
+    k = 2^24 − 1 gives u = 1 (r = 0, so z = 0: probability 2^-24 per pair). Kept as is: changing it would change
+    every sample."""
     return ((x >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
