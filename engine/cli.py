@@ -61,7 +61,7 @@ def _eval(args) -> int:
     from pathlib import Path
 
     from .config import GenerationConfig
-    from .eval.evaluate import evaluate, format_report, write_predictions
+    from .eval.evaluate import check_rows, evaluate, format_report, write_predictions
     from .train.data import DATASET_LANG, read_jsonl
 
     path = Path(args.data)
@@ -81,6 +81,7 @@ def _eval(args) -> int:
         if args.limit < 1:
             raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
         rows = rows[:args.limit]
+    check_rows(rows, lang)  # before the model loads: a wrong --lang or table fails in a second
     cf = _load(args)
     config = GenerationConfig(lang=lang, steps=args.steps, solver=args.solver, num_samples=args.num_samples,
                               seed=args.seed, max_length=args.max_length, eta=args.eta, clamp=args.clamp,

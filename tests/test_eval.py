@@ -108,6 +108,24 @@ def test_score_row_top_k_semantics():
     assert s["distinct_2@3"] == pytest.approx(M.distinct_n(["max(x)", "sum(x)", "max(x)"], 2))
 
 
+def test_cf_exec_match_on_mixed_rows_and_the_constant_rule_baseline():
+    """exec_match_mixed counts only rows whose data rows mix 0 and 1 labels (there a rule that ignores its table
+    fails); the note gives what such a rule scores on the rows exec_match counts."""
+    from codefusion.eval.evaluate import constant_rule_baseline
+
+    bleu = BLEU(tokenize="13a")
+    table = [["Index", "Value"], [0, "1"], [1, "5"]]
+    mixed = {"code": "GreaterThan(2)", "data": table, "labels": [0, 0, 1]}
+    every = {"code": "GreaterThan(0)", "data": table, "labels": [0, 1, 1]}
+    empty = {"code": "GreaterThan(0)", "data": table[:1], "labels": [0]}
+    s = score_row(mixed, ["GreaterThan(3)"], ["GreaterThan(3)"], "cf", [1], bleu)
+    assert s["exec_match@1"] == 1.0 and s["exec_match_mixed@1"] == 1.0
+    s = score_row(every, ["ColorScale()"], ["ColorScale()"], "cf", [1], bleu)
+    assert s["exec_match@1"] == 1.0 and "exec_match_mixed@1" not in s
+    note = constant_rule_baseline([mixed, every, empty])
+    assert "matches 2 (66.7%) of those rows" in note and "only the 1 rows whose labels mix" in note
+
+
 def test_best_of_k_bleu_takes_a_short_exact_match():
     """A reference shorter than four tokens: its exact match is the best of k (it used to score 0, so the
     smoothed near miss won and bleu@2 came out below bleu@1)."""
@@ -217,6 +235,7 @@ def test_eval_cli_top_k_keys_and_table(overfit_dir, tmp_path, capsys, monkeypatc
     (["--data", "{data}", "--predictions", "{tmp}/odd.jsonl"], "exists: choose another path or pass --force"),
     (["--data", "{data}", "--predictions", "{tmp}"], "is a directory"),
     (["--data", "{nocode}", "--lang", "bash"], "field 'code' is missing or not a non-empty string"),
+    (["--data", "{badtable}", "--lang", "cf"], "row 1: 'data' must be a list of rows"),
 ])
 def test_eval_bad_input_is_one_line(overfit_dir, tmp_path, capsys, argv, message):
     (tmp_path / "odd.jsonl").write_text(json.dumps({"nl": "a", "code": "b"}) + "\n")
@@ -224,7 +243,10 @@ def test_eval_bad_input_is_one_line(overfit_dir, tmp_path, capsys, argv, message
     data = tmp_path / "nl2bash"
     data.mkdir()
     (data / "dev.jsonl").write_text(json.dumps({"nl": "list files", "code": "ls"}) + "\n")
-    subs = {"tmp": str(tmp_path), "data": str(data / "dev.jsonl"), "nocode": str(tmp_path / "nocode.jsonl")}
+    (tmp_path / "badtable.jsonl").write_text(json.dumps({"nl": "a", "code": "GreaterThan(1)",
+                                                          "data": [["a", "Value"], [1, 2]], "labels": 5}) + "\n")
+    subs = {"tmp": str(tmp_path), "data": str(data / "dev.jsonl"), "nocode": str(tmp_path / "nocode.jsonl"),
+            "badtable": str(tmp_path / "badtable.jsonl")}
     args = ["eval", "--model", str(overfit_dir), "--steps", "2"] + [a.format(**subs) for a in argv]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

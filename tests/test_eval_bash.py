@@ -43,6 +43,12 @@ def test_valid(cmd):
     assert is_valid(cmd)
 
 
+@pytest.mark.parametrize("cmd", ["echo $(a || b)", "x=$(cat f || echo none)", "echo $(make && make install)"])
+def test_lists_inside_command_substitution_are_valid(cmd):
+    """bashlex refuses `&&`, `||` and `&` inside `$( )` (bash -n accepts them): tree-sitter decides there."""
+    assert is_valid(cmd) and not is_valid(cmd.replace(")", "", 1))
+
+
 @pytest.mark.parametrize("cmd", INVALID)
 def test_invalid(cmd):
     assert not is_valid(cmd)
@@ -64,6 +70,11 @@ MATCH = [
     ("head -5 f", "head -10 g"),
     ("xargs -I {} mv {} /x", "xargs -I{} mv {} /y"),
     ("cut --delimiter=: -f1 f", "cut --delimiter , -f 2 g"),
+    ("ls -1t", "ls -1 -t"),  # a bundle that starts with a digit keeps its letters
+    ("xargs -0i cp x {}", "xargs -0 -i cp y {}"),
+    ("tar xzf a.tgz", "tar -xzf b.tgz"),  # tar/ps/ar: a dashless first word is a bundle of flags
+    ('watch "tail file | grep pattern"', "watch 'tail x | grep y'"),  # a command in one quoted word is templated
+    ("timeout --signal KILL 5 sleep 9", "timeout --signal TERM 2 sleep 1"),  # a wrapper's long option takes its value
 ]
 
 NO_MATCH = [
@@ -83,6 +94,11 @@ NO_MATCH = [
     ("find . -name x -delete", "find . -delete -name x"),  # action order matters
     ("find . -name x -o -type f", "find . -name x -type f"),
     ("ls", "echo 'unbalanced"),  # unparsable -> no match
+    ("ls -1t", "ls x"),
+    ("tar czf a b", "tar xzf a b"),  # create is not extract
+    ("ps aux", "ps ef"),
+    ("watch -n 1 'ls /tmp'", "watch -n 1 'du /tmp'"),  # not the basename of the quoted string
+    ("sudo --user bob rm x", "sudo --user bob ls x"),  # the sub-command is rm/ls, not bob
 ]
 
 
@@ -158,6 +174,9 @@ DESTRUCTIVE = [
     ("find . -exec sh -c 'rm \"$1\"' _ {} \\;", ["rm deletes files"]),
     ("sudo --user root rm x", ["rm deletes files"]),  # a long option with a value the template does not unwrap
     ("parallel kill ::: 1 2", ["kill stops processes"]),
+    ("$(which rm) -rf /tmp/x", ["rm deletes files"]),  # a command named by a substitution: scanned
+    ("`which rm` -rf x", ["rm deletes files"]),
+    ("ssh host rm -rf /data", ["rm deletes files"]),  # a remote command is one more indirection
 ]
 HARMLESS = ["ls -l", "grep rm file.txt", "echo rm", "find . -name '*.rm' | wc -l", "git rm --cached x",
             "cat form.txt", "echo hi > f.txt", "find . -mtime -1 -print", "sort -u a | uniq -c"]

@@ -98,8 +98,8 @@ def is_valid(cmd: str) -> bool:
     try:
         bashlex.parse(cmd)
         return True
-    except bashlex.errors.ParsingError:
-        bashlex_gap = False
+    except bashlex.errors.ParsingError:  # bashlex also refuses `&&`, `||` and `&` inside `$( )`: a gap there
+        bashlex_gap = "$(" in cmd
     except Exception:  # NotImplementedError, or an internal bashlex crash
         bashlex_gap = True
     ts_ok, unsupported = _ts_verdict(cmd)
@@ -116,10 +116,15 @@ _FIND_EXEC = {"-exec", "-execdir", "-ok", "-okdir"}
 _FIND_ACTIONS = {"-delete", "-print", "-print0", "-printf", "-fprint", "-fprint0", "-fprintf",
                  "-ls", "-fls", "-prune", "-quit", "-o", ","}
 _FIND_ALIAS = {"-not": "!", "-or": "-o", "-and": None, "-a": None}
-# wrapper -> (option letters/names taking a separate argument, leading positionals)
-_WRAPPERS = {"xargs": ("IdnPLsEa", 0), "sudo": ("ugCpDhrtUT", 0), "nohup": ("", 0),
-             "time": ("fo", 0), "nice": ("n", 0), "env": ("uC", 0), "timeout": ("sk", 1),
-             "watch": ("n", 0), "exec": ("a", 0), "command": ("", 0)}
+# wrapper -> (short option letters taking a separate argument, long options taking one, leading positionals)
+_WRAPPERS = {"xargs": ("IdnPLsEa", {"arg-file", "delimiter", "max-args", "max-procs", "max-lines", "max-chars",
+                                    "eof", "process-slot-var"}, 0),
+             "sudo": ("ugCpDhrtUT", {"user", "group", "close-from", "prompt", "chdir", "host", "role", "type",
+                                     "other-user", "chroot", "command-timeout"}, 0),
+             "nohup": ("", set(), 0), "time": ("fo", {"format", "output"}, 0), "nice": ("n", {"adjustment"}, 0),
+             "env": ("uC", {"unset", "chdir", "split-string"}, 0), "timeout": ("sk", {"signal", "kill-after"}, 1),
+             "watch": ("n", {"interval"}, 0), "exec": ("a", set(), 0), "command": ("", set(), 0)}
+_DASHLESS = {"tar", "ps", "ar"}  # `tar czf a b`: a first word of letters is a bundle of flags without its dash
 _NEG_NUM = re.compile(r"-\d+(\.\d+)?")
 _ASSIGN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.S)
 _FIND_OPS = ("(", ")", "!", ",")
@@ -148,11 +153,17 @@ def _split_flag(text: str) -> tuple[list[str], bool]:
     if text.startswith("--"):
         name, eq, _ = text.partition("=")
         return [name], bool(eq)
-    letters, rest = re.match(r"-([A-Za-z]*)(.*)", text, re.S).groups()
-    return ["-" + c for c in letters], bool(rest)
+    digits, letters, rest = re.match(r"-(\d*)([A-Za-z]*)(.*)", text, re.S).groups()  # `-1t`: -# -t; `-0L2`: -# -L 2
+    if digits and not letters:
+        return ["-#"], bool(rest)
+    return ["-#"] * bool(digits) + ["-" + c for c in letters], bool(rest)
 
 
-def _options(words, takes_arg: str = "", lead: int = 0, wrapper: bool = False):
+def _takes_arg(flag: str, short: str, long: set[str]) -> bool:
+    return flag[2:] in long if flag.startswith("--") else flag[1:] in short and len(flag) == 2
+
+
+def _options(words, takes_arg: str = "", lead: int = 0, wrapper: bool = False, long_args: set[str] = frozenset()):
     """Generic option parsing; a wrapper's first free positional starts its sub-command."""
     flags, args, i, dashdash = [], [], 0, False
     while i < len(words):
@@ -165,7 +176,7 @@ def _options(words, takes_arg: str = "", lead: int = 0, wrapper: bool = False):
             flags += names
             if attached:
                 args.append(_arg(words[i]))
-            elif names and names[-1].lstrip("-") in takes_arg and i + 1 < len(words):
+            elif names and _takes_arg(names[-1], takes_arg, long_args) and i + 1 < len(words):
                 i += 1
                 args.append(_arg(words[i]))
         elif wrapper and lead <= 0 and not _ASSIGN.fullmatch(text):
@@ -240,17 +251,24 @@ def _find(words):
 
 def _simple(words, extras=()) -> tuple:
     head = words[0]
-    name = _arg(head) if getattr(head, "parts", None) else os.path.basename(head.word) or head.word
-    rest = words[1:]
+    if getattr(head, "parts", None):
+        name = _arg(head)
+    elif any(c.isspace() for c in head.word):  # a whole command in one quoted word (`watch "tail f | grep x"`)
+        name = template(head.word) or "_"
+    else:
+        name = os.path.basename(head.word) or head.word
+    rest, bundle = words[1:], []
+    if name in _DASHLESS and rest and re.fullmatch(r"[A-Za-z]+", rest[0].word):
+        bundle, rest = ["-" + c for c in rest[0].word], rest[1:]
     if name == "find":
         flags, args = _find(rest)
     elif name in _WRAPPERS:
-        takes_arg, lead = _WRAPPERS[name]
-        flags, args = _options(rest, takes_arg, lead, wrapper=True)
+        takes_arg, long_args, lead = _WRAPPERS[name]
+        flags, args = _options(rest, takes_arg, lead, wrapper=True, long_args=long_args)
         flags.sort()
     else:
         flags, args = _options(rest)
-        flags.sort()
+        flags = sorted(bundle + flags)
     return ("cmd", name, tuple(flags), tuple(args), tuple(extras))
 
 

@@ -17,7 +17,7 @@ _DESTRUCTIVE_WORD = re.compile(r"(?<![\w.-])(" + "|".join(_DESTRUCTIVE) + r")(?!
 # commands whose arguments can hold a command the template keeps as a plain word (a shell string, a wrapper it does
 # not unwrap, a wrapper's long option taking a value): where one appears, the words are scanned as well
 _INDIRECT = {"sh", "bash", "dash", "zsh", "ksh", "eval", "su", "runuser", "doas", "parallel", "busybox", "stdbuf",
-             "ionice", "chroot", "setsid", "flock", *_WRAPPERS}
+             "ionice", "chroot", "setsid", "flock", "ssh", *_WRAPPERS}
 
 
 def _utility(name: str) -> str:
@@ -27,8 +27,9 @@ def _utility(name: str) -> str:
 def _walk(node, hits: list[str], names: set[str]) -> None:
     if not isinstance(node, tuple):
         return
-    if len(node) == 5 and node[0] == "cmd" and isinstance(node[1], str):
-        name = _utility(node[1])
+    if len(node) == 5 and node[0] == "cmd":
+        # a command named by a substitution (`$(which rm) -rf x`) is not known until it runs: scan the words
+        name = _utility(node[1]) if isinstance(node[1], str) else "sh"
         names.add(name)
         if name in _DESTRUCTIVE:
             hits.append(f"{name} {_DESTRUCTIVE[name]}")
@@ -48,9 +49,9 @@ def destructive(cmd: str) -> list[str]:
     ``find . -mtime -1 -exec rm {} \\;`` gives ``["rm deletes files"]``. Utilities are found wherever the
     template (bash.py) puts a command: pipelines, lists, ``$( )``, ``find -exec``, behind the wrappers it unwraps
     (``xargs rm``, ``sudo dd``). Where a shell string or another indirection may hold one (``sh -c 'rm x'``,
-    ``parallel rm``, ``sudo --user root rm x``), and for a command bashlex cannot parse, the words are scanned too,
-    which errs towards a warning (``bash -c 'echo rm'``). A text with none of the words (most commands) is passed
-    over without parsing. Not flagged: ``>`` overwriting a file, ``mv``, ``tee``, ``rsync --delete``, ``git rm``,
+    ``parallel rm``, ``ssh host rm x``, ``$(which rm) -rf x``), and for a command bashlex cannot parse, the words
+    are scanned too, which errs towards a warning (``bash -c 'echo rm'``). A text with none of the words (most
+    commands) is passed over without parsing. Not flagged: ``>`` overwriting a file, ``mv``, ``tee``, ``rsync --delete``, ``git rm``,
     ``git clean``."""
     if not _DESTRUCTIVE_WORD.search(cmd):
         return []
