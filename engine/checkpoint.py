@@ -26,16 +26,19 @@ ALLOWED_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def save_checkpoint(path: str | Path, model: CodeFusionModel, tokenizer: CodeTokenizer, meta: dict | None = None,
-                    dtype: torch.dtype = torch.float32, generation: dict | None = None) -> Path:
+                    dtype: torch.dtype = torch.float32, generation: dict | None = None,
+                    stamp: dict[str, str] | None = None) -> Path:
     """Write the three files; tensors are stored contiguous in ``dtype`` (fp32 or bf16). ``generation``: the
-    model's defaults for requests that leave them unset (``generation_defaults``), written when given."""
+    model's defaults for requests that leave them unset (``generation_defaults``), written when given. ``stamp``:
+    extra safetensors metadata (training marks the files of one save with its id)."""
     if dtype not in ALLOWED_DTYPES:
         raise CodeFusionError(f"checkpoint dtype must be float32 or bfloat16, got {dtype}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in unique_state(model).items()}
     replace_atomically(path / WEIGHTS, lambda tmp: save_file(tensors, str(tmp),
-                                                             metadata={"format_version": str(FORMAT_VERSION)}))
+                                                             metadata={"format_version": str(FORMAT_VERSION),
+                                                                       **(stamp or {})}))
     replace_atomically(path / TOKENIZER, tokenizer.save)
     config = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
               "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,

@@ -19,8 +19,15 @@ from conftest import train_config
     (dict(minutes=-1), "--minutes must be > 0, got -1"), (dict(max_steps=0), "--max-steps must be at least 1"),
     (dict(batch_size=0), "--batch-size must be at least 1"), (dict(lr=-1.0), "--lr must be > 0"),
     (dict(warmup=-3), "--warmup must be ≥ 0"), (dict(task="length", resume=True), "has no --resume"),
+    (dict(dev_steps=0), "--dev-steps must be an integer in 1..1200, got 0"),  # failed after training, run lost
+    (dict(dev_steps=5000), "--dev-steps must be an integer in 1..1200"),
+    (dict(dev_every=-1), "--dev-every must be ≥ 0"), (dict(dev_rows=-3), "--dev-rows must be ≥ 0"),
+    (dict(seed=10 ** 20), r"--seed must be in 0\.\.2\^63"),
+    (dict(out="{tmp}/a-file/sub"), "is not a writable directory"),  # a traceback after all the set-up
 ])
 def test_bad_numbers_are_refused_before_any_data_is_read(tmp_path, kw, message):
+    (tmp_path / "a-file").write_text("")
+    kw = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in kw.items()}
     with pytest.raises(CodeFusionError, match=message):
         train(train_config(tmp_path, tmp_path / "no-data", **kw))
 
@@ -129,3 +136,14 @@ def test_bad_repeat_is_refused_before_any_data_is_read(tmp_path, spec):
     with pytest.raises(CodeFusionError, match="drop it for --task pretrain"):
         train(TrainConfig(preset="tiny", data=str(tmp_path / "absent"), out=str(tmp_path / "o"), max_steps=1,
                           task="pretrain", repeat="cf=2"))
+
+
+def test_an_unpaired_surrogate_is_a_bad_line(tmp_path):
+    """JSON can escape a lone surrogate; the tokenizer then failed with a traceback, past --on-bad-line."""
+    from codefusion.train.data import read_jsonl
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"nl": "\\ud800 x", "code": "GreaterThan(1)"}\n{"nl": "ok", "code": "LessThan(2)"}\n')
+    with pytest.raises(DataError, match=r"s.jsonl:1: field 'nl' holds an unpaired surrogate"):
+        read_jsonl(path, "stop")
+    assert read_jsonl(path, "skip") == [{"nl": "ok", "code": "LessThan(2)"}]

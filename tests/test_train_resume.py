@@ -72,6 +72,33 @@ def test_resume_keeps_the_run_as_it_began(tmp_path, data_dir):
         train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
 
 
+def test_resume_refuses_files_of_different_saves(tmp_path, data_dir):
+    """Each file of a save is replaced atomically, the set is not: a kill between two files left step-3 Adam
+    moments beside step-5 weights, and --resume took them. Every file now carries the save's id."""
+    out = train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0))
+    old_moments = (out / "optimizer.safetensors").read_bytes()
+    train(train_config(tmp_path, data_dir, max_steps=5, dev_rows=0, resume=True))
+    (out / "optimizer.safetensors").write_bytes(old_moments)
+    with pytest.raises(CodeFusionError, match=r"files are from different saves \(model.safetensors step 5, "
+                                              r"optimizer.safetensors step 3, trainer_state.json step 5"):
+        train(train_config(tmp_path, data_dir, max_steps=7, dev_rows=0, resume=True))
+
+
+def test_a_run_from_init_keeps_the_checkpoint_s_sampler_default(tmp_path, data_dir):
+    """`pack --default-clamp decode` makes `decode` the model's sampler; fine-tuning it with --init (and resuming
+    that) kept nothing of it, so `generate` of the result fell back to the reference sampler unannounced."""
+    from codefusion.checkpoint import read_config
+    from codefusion.cli import main
+
+    first = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0))
+    assert main(["pack", "--model", str(first), "--out", str(tmp_path / "packed"), "--default-clamp", "decode"]) == 0
+    tuned = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0, init=str(tmp_path / "packed"),
+                               out=str(tmp_path / "tuned")))
+    assert read_config(tuned)["generation"] == {"clamp": "decode"}
+    train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0, resume=True, out=str(tuned)))
+    assert read_config(tuned)["generation"] == {"clamp": "decode"}
+
+
 def test_a_run_that_saved_nothing_can_simply_be_run_again(tmp_path, data_dir):
     """A diverged first run leaves only its log: the same command with a sane --lr starts afresh there."""
     with pytest.raises(CodeFusionError, match="training diverged"):

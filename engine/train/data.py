@@ -61,6 +61,12 @@ def _parse(raw: bytes, need_nl: bool) -> tuple[dict | None, str | None]:
             return None, f"field {key!r} is missing or not a non-empty string"
     if not need_nl and row.get("nl") is not None and not isinstance(row["nl"], str):  # optional, but text if given
         return None, "field 'nl' is not a string"
+    for key in ("nl", "code"):  # JSON may escape a lone surrogate ("\ud800"), which no tokenizer can encode
+        if isinstance(row.get(key), str) and not row[key].isascii():
+            try:
+                row[key].encode("utf-8")
+            except UnicodeEncodeError as e:
+                return None, f"field {key!r} holds an unpaired surrogate (character {e.start + 1})"
     return row, None
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..checkpoint import CONFIG, TOKENIZER, WEIGHTS
 from ..config import LANGS, get_preset
 from ..errors import CodeFusionError
+from ..validate import out_dir
 from .data import parse_repeat, parse_split_brackets
 
 TASKS = {"pretrain": ("generate", "cpd"), "finetune": ("finetune",), "encoder": ("finetune",)}  # → batch tasks
@@ -16,7 +17,7 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
     """The parsed --repeat, --split-brackets (None: the checkpoint's spelling) and --rollout-snap of a TrainConfig."""
     if cfg.task not in (*TASKS, "length"):
         raise CodeFusionError(f"--task must be pretrain, finetune, encoder or length, got {cfg.task!r}")
-    get_preset(cfg.preset)  # an unknown name fails before any data is read
+    T = get_preset(cfg.preset).diffusion_steps  # an unknown name fails before any data is read
     if cfg.dtype not in ("auto", "bfloat16", "bf16", "float32", "fp32"):
         raise CodeFusionError(f"--dtype of train is auto, bfloat16 (autocast) or float32, got {cfg.dtype!r}")
     if cfg.t_sampling not in ("uniform", "high"):
@@ -87,12 +88,18 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
               ("--max-steps", cfg.max_steps, "at least 1", cfg.max_steps is None or cfg.max_steps >= 1),
               ("--batch-size", cfg.batch_size, "at least 1", cfg.batch_size >= 1),
               ("--lr", cfg.lr, "> 0", cfg.lr > 0), ("--warmup", cfg.warmup, "≥ 0", cfg.warmup >= 0),
-              ("--clip", cfg.clip, "> 0", cfg.clip > 0), ("--save-minutes", cfg.save_minutes, "> 0", cfg.save_minutes > 0))
+              ("--clip", cfg.clip, "> 0", cfg.clip > 0),
+              ("--save-minutes", cfg.save_minutes, "> 0", cfg.save_minutes > 0),
+              # the dev check samples with --dev-steps steps of the T-step schedule: a bad value failed only at
+              # the first check, after training, and lost the run
+              ("--dev-steps", cfg.dev_steps, f"an integer in 1..{T}", 1 <= cfg.dev_steps <= T),
+              ("--dev-every", cfg.dev_every, "≥ 0 (0: no dev checks)", cfg.dev_every >= 0),
+              ("--dev-rows", cfg.dev_rows, "≥ 0", cfg.dev_rows >= 0),
+              ("--seed", cfg.seed, "in 0..2^63 − 1", 0 <= cfg.seed < 2 ** 63))
     for flag, value, bound, ok in bounds:
         if not ok:
             raise CodeFusionError(f"{flag} must be {bound}, got {value}")
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise CodeFusionError(f"--out {cfg.out} is a file: choose a directory")
+    out_dir(cfg.out, create=False)  # a file, or a place no folder can be made, fails before any data is read
     if cfg.resume and cfg.task == "length":
         raise CodeFusionError("--task length fits the head in one go and has no --resume: drop it (and pass --init)")
     # (a lone train_log.jsonl is the log of a run that saved nothing: a fresh run starts it anew)

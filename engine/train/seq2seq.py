@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..checkpoint import readable_by_all
+from ..checkpoint import readable_by_all, replace_atomically
 from ..errors import CheckpointError, CodeFusionError
 from ..model import CodeFusionModel
 from ..model.encoder import t5_config
@@ -121,9 +121,12 @@ class Seq2SeqTask(nn.Module):
                 out[k] = v.detach().contiguous()
         return out
 
-    def save(self, out: Path) -> None:
-        save_file(self.decoder_state(), str(out / SEQ2SEQ), metadata={"decoder": self.kind})
-        readable_by_all(out / SEQ2SEQ)
+    def save(self, out: Path, stamp: dict[str, str] | None = None) -> None:
+        """Atomically (a crash mid-write keeps the old file); ``stamp``: the save's id (training/state.py)."""
+        def write(tmp: Path) -> None:
+            save_file(self.decoder_state(), str(tmp), metadata={"decoder": self.kind, **(stamp or {})})
+            readable_by_all(tmp)
+        replace_atomically(out / SEQ2SEQ, write)
 
     def load(self, out: Path) -> None:
         path = out / SEQ2SEQ
@@ -134,7 +137,12 @@ class Seq2SeqTask(nn.Module):
             raise CheckpointError(f"{path} holds a {kind} decoder and this run asks for a {self.kind} one: pass "
                                   f"--seq2seq-decoder {kind}, or start a fresh decoder without --resume")
         saved = self.decoder_state().keys()  # not the unused encoder, not the tied copies
-        missing, unexpected = self.seq2seq.load_state_dict(load_file(str(path)), strict=False)
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{path} is unreadable ({type(e).__name__}): drop --resume / --init of this run, "
+                                  "or restore the file") from None
+        missing, unexpected = self.seq2seq.load_state_dict(tensors, strict=False)
         missing = [k for k in missing if k in saved]
         if unexpected or missing:
             raise CheckpointError(f"{path} does not match this model's seq2seq decoder; "
@@ -146,8 +154,12 @@ def saved_kind(run: str | Path | None) -> DecoderKind | None:
     path = Path(run) / SEQ2SEQ if run else None
     if path is None or not path.is_file():
         return None
-    with safe_open(str(path), "pt") as f:
-        return (f.metadata() or {}).get("decoder", "t5")
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("decoder", "t5")
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is unreadable ({type(e).__name__}): restore it, or start the decoder "
+                              "afresh from another --out") from None
 
 
 def seq2seq_dev_check(task: Seq2SeqTask, tok, dev) -> dict:

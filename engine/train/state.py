@@ -8,14 +8,17 @@ import threading
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import replace_atomically
+from ..checkpoint import CONFIG, WEIGHTS, replace_atomically
 from ..errors import CheckpointError, CodeFusionError, Terminated
 from .data import parse_repeat, select_datasets
 
 OPTIMIZER, STATE = "optimizer.safetensors", "trainer_state.json"
+# One id per save ("<step>-<random>"), stamped into every file of it (safetensors metadata, the JSON files): each
+# file is replaced atomically but the set is not, so --resume refuses files of different saves.
+SAVE = "save"
 
 
 def save_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict) -> None:
@@ -26,7 +29,8 @@ def save_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.opti
         tensors[f"{name}::exp_avg"] = s["exp_avg"].contiguous()
         tensors[f"{name}::exp_avg_sq"] = s["exp_avg_sq"].contiguous()
         steps[name] = float(s["step"])
-    replace_atomically(path / OPTIMIZER, lambda tmp: save_file(tensors, str(tmp)))
+    stamp = {SAVE: counters[SAVE]} if counters.get(SAVE) else None
+    replace_atomically(path / OPTIMIZER, lambda tmp: save_file(tensors, str(tmp), metadata=stamp))
     replace_atomically(path / STATE, lambda tmp: tmp.write_text(json.dumps({**counters, "adam_steps": steps}, indent=1)
                                                                 + "\n", encoding="utf-8"))
 
@@ -85,11 +89,33 @@ def check_resume(cfg, counters: dict, meta: dict) -> None:
         k = changed[0]
         raise CodeFusionError(f"--resume continues {cfg.out} as it began, with --{k.replace('_', '-')} "
                               f"{saved[k]!r}, not {now[k]!r}: pass the same, or start a new run with --init")
+    stamps = {**file_stamps(Path(cfg.out)), STATE: counters.get(SAVE), CONFIG: meta.get(SAVE)}
+    stamps = {name: stamp for name, stamp in stamps.items() if stamp}  # files saved before stamps carry none
+    if len(set(stamps.values())) > 1:
+        steps = ", ".join(f"{name} step {stamp.split('-')[0]}" for name, stamp in stamps.items())
+        raise CodeFusionError(f"{cfg.out}: its files are from different saves ({steps}; a save was cut short): "
+                              "resume from a copy saved whole, or start a new run with --init")
     entry = next((h for h in reversed(meta.get("history", [])) if same_out(h.get("out"), cfg.out)), None)
     if entry is not None and entry.get("steps") != counters["step"]:
         raise CodeFusionError(f"{cfg.out}: the weights are from step {entry.get('steps')} but the optimizer state "
                               f"from step {counters['step']} (a save was cut short): resume from a copy saved whole, "
                               "or start a new run with --init")
+
+
+def file_stamps(path: Path) -> dict[str, str]:
+    """The save id in each safetensors file of a run directory that has one."""
+    from .seq2seq import SEQ2SEQ
+
+    stamps = {}
+    for name in (WEIGHTS, OPTIMIZER, SEQ2SEQ):
+        if (path / name).is_file():
+            try:
+                with safe_open(str(path / name), "pt") as f:
+                    stamps[name] = (f.metadata() or {}).get(SAVE)
+            except (SafetensorError, OSError) as e:
+                raise CheckpointError(f"{path / name} is unreadable ({type(e).__name__}): the run cannot be "
+                                      "resumed; start a new one with --init") from None
+    return stamps
 
 
 class DeferInterrupt:

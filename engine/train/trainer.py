@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import CONFIG, save_checkpoint
+from ..checkpoint import CONFIG, read_config, save_checkpoint
 from ..diffusion.losses import loss_terms
 from ..errors import CodeFusionError
 from ..model import CodeFusionModel
@@ -36,7 +37,7 @@ from .rollout import own_rows
 from .seq2seq import Seq2SeqTask, saved_kind, seq2seq_dev_check
 from .snap import ProgramBank, snap_targets
 from .start import build_model, seq2seq_kind
-from .state import (DeferInterrupt, check_resume, load_trainer_state, run_identity, same_out,
+from .state import (SAVE, DeferInterrupt, check_resume, load_trainer_state, run_identity, same_out,
                     save_trainer_state)
 from .timesteps import sample_t
 
@@ -94,7 +95,7 @@ class Hooks:
     module: torch.nn.Module
     step: Callable[[object, torch.optim.Optimizer, object], dict[str, float]]
     check: Callable[[], dict]
-    save_extra: Callable[[Path], None] = lambda out: None
+    save_extra: Callable[[Path, dict], None] = lambda out, stamp: None
 
 
 class _Joint(torch.nn.Module):
@@ -290,6 +291,13 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
     history = [h for h in meta.get("history", []) if not same_out(h.get("out"), cfg.out)]
     history.append({**run, "out": str(cfg.out)})
     out = Path(cfg.out)
-    save_trainer_state(out, hooks.module, optimizer, {"step": step, "elapsed_s": elapsed, "run": run_identity(cfg)})
-    save_checkpoint(out, model, tok, {**meta, "history": history})  # last: its config.json names the step
-    hooks.save_extra(out)
+    save = f"{step}-{os.urandom(4).hex()}"  # stamped into every file of this save (state.py: SAVE)
+    save_trainer_state(out, hooks.module, optimizer,
+                       {"step": step, "elapsed_s": elapsed, "run": run_identity(cfg), SAVE: save})
+    hooks.save_extra(out, {SAVE: save})
+    # the sampler defaults of the checkpoint the run started from (`pack --default-clamp`) carry over: without
+    # them `generate` of the result silently fell back to the reference sampler
+    source = cfg.out if cfg.resume else cfg.init
+    generation = read_config(Path(source)).get("generation") if source else None
+    save_checkpoint(out, model, tok, {**meta, "history": history, SAVE: save}, generation=generation,
+                    stamp={SAVE: save})  # last: its config.json names the step
