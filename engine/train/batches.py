@@ -77,6 +77,17 @@ class TaskBatches:
         if not len(self.sampler):
             raise DataError(f"no training row fits the preset's {cfg.max_target_len}-token target length")
 
+    def draw_state(self) -> dict:
+        """What the next batches depend on, as JSON: both generators and the sampler's half-used epochs (--resume
+        puts them back, so a resumed run draws the rows the uninterrupted one would have)."""
+        return {"sampler_rng": _rng_json(self.sampler.rng), "rng": _rng_json(self.rng),
+                "order": {str(b): list(o) for b, o in self.sampler.order.items()}}
+
+    def restore_draws(self, state: dict) -> None:
+        self.sampler.rng.setstate(_rng_state(state["sampler_rng"]))
+        self.rng.setstate(_rng_state(state["rng"]))
+        self.sampler.order = {int(b): list(o) for b, o in state["order"].items()}
+
     def batch(self, step: int) -> Batch:
         task = self.tasks[step % len(self.tasks)]
         n, idx = self.sampler.next()
@@ -93,3 +104,12 @@ class TaskBatches:
             masked = [cpd_mask(self.examples[i].code, self.examples[i].lang, self.rng) for i in idx]
             src = self.tok.encode_source(masked, list(langs), self.cfg.max_source_len)
         return Batch(task, tgt, src.ids, src.mask, langs)
+
+
+def _rng_json(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_state(saved: list) -> tuple:
+    return saved[0], tuple(saved[1]), saved[2]

@@ -19,11 +19,17 @@ OPTIMIZER, STATE = "optimizer.safetensors", "trainer_state.json"
 # One id per save ("<step>-<random>"), stamped into every file of it (safetensors metadata, the JSON files): each
 # file is replaced atomically but the set is not, so --resume refuses files of different saves.
 SAVE = "save"
+TORCH_RNG = "::torch_rng"  # torch's CPU generator state (uint8), beside the moments
 
 
-def save_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict) -> None:
+def save_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, counters: dict,
+                       draws: tuple[dict, torch.Tensor] | None = None) -> None:
+    """``draws``: (the batches' draw state, torch's RNG state) after the saved step, which --resume puts back."""
     names = {id(p): n for n, p in model.named_parameters()}
     tensors, steps = {}, {}
+    if draws is not None:
+        counters = {**counters, "draws": draws[0]}
+        tensors[TORCH_RNG] = draws[1]
     for p, s in optimizer.state.items():
         name = names[id(p)]
         tensors[f"{name}::exp_avg"] = s["exp_avg"].contiguous()
@@ -47,6 +53,8 @@ def load_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.opti
     except (ValueError, OSError, SafetensorError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{path}: the training state is unreadable ({type(e).__name__}); the run cannot "
                               "be resumed: start a new one with --init") from None
+    if TORCH_RNG in tensors and "draws" in counters:
+        counters["torch_rng"] = tensors[TORCH_RNG]
     restored = 0
     for name, p in model.named_parameters():
         if name in counters["adam_steps"]:
@@ -64,7 +72,8 @@ def load_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.opti
     return counters
 
 
-RESUME_FIXED = ("task", "datasets", "repeat", "batch_size", "seed", "freeze_encoder", "aux_seq2seq")  # what --resume keeps
+# what --resume keeps
+RESUME_FIXED = ("task", "datasets", "repeat", "batch_size", "seed", "freeze_encoder", "aux_seq2seq")
 
 
 def run_identity(cfg) -> dict:

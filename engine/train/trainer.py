@@ -78,10 +78,16 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume:
         counters = load_trainer_state(Path(cfg.out), hooks.module, optimizer)
         check_resume(cfg, counters, meta)
-        # draws go on from where the run stood, not from its first step again (t, ε, batch order, masks)
-        torch.manual_seed(cfg.seed + counters["step"])
-        batches.sampler.rng.seed(cfg.seed + counters["step"])
-        batches.rng.seed(cfg.seed + 1 + counters["step"])
+        # draws go on from where the run stood (t, ε, dropout, batch order, masks): as saved, or for a state
+        # saved before draws were, re-seeded by the step
+        if "draws" in counters:
+            batches.restore_draws(counters["draws"])
+            torch.set_rng_state(counters["torch_rng"])
+            torch.cuda.manual_seed_all(cfg.seed + counters["step"])  # a GPU's generator is not saved: re-seeded
+        else:
+            torch.manual_seed(cfg.seed + counters["step"])
+            batches.sampler.rng.seed(cfg.seed + counters["step"])
+            batches.rng.seed(cfg.seed + 1 + counters["step"])
     if batches.sampler.dropped:
         tqdm.write(f"note: {batches.sampler.dropped} of {len(examples)} rows are longer than "
                    f"{model.cfg.max_target_len} tokens and were left out")
@@ -146,7 +152,8 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
         result = hooks.check()
         log.write(json.dumps({"step": step, "dev": result, "final": True}) + "\n")
         log.close()
-        _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks, result)
+        _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks, result,
+              counters.get("draws"))
     except Diverged as e:
         log.close()
         again = "--resume from the checkpoint there, saved before it" if (out / CONFIG).is_file() else "start again"
@@ -156,7 +163,8 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
         log.close()            # interrupt cut the final dev check or the final save short: saved whole again)
         step = counters["last_step"]
         if step > counters["step"]:
-            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks)
+            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - counters["t0"], hooks,
+                  draws=counters.get("draws"))
             tqdm.write(f"interrupted: saved step {step} to {out}; continue with --resume --out {out}")
         raise
     return out
@@ -181,9 +189,10 @@ def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, lo
         lr = lr_at(cfg, step, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        with DeferInterrupt():  # the step and its count together
+        with DeferInterrupt():  # the step, its count and the draws after it together
             terms = hooks.step(batches.batch(step), optimizer, autocast)
             step = counters["last_step"] = step + 1
+            counters["draws"] = batches.draw_state(), torch.get_rng_state()  # what a save of this step resumes
         bar.update(1)
         if step % cfg.log_every == 0 or step == 1:
             row = {"step": step, "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 1), **terms}
@@ -193,7 +202,7 @@ def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, lo
             tqdm.write(f"step {step}: dev {json.dumps(result)}")
             log.write(json.dumps({"step": step, "dev": result}) + "\n")
         if time.perf_counter() - last_save > cfg.save_minutes * 60:
-            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, hooks)
+            _save(cfg, model, tok, optimizer, meta, step, time.perf_counter() - t0, hooks, draws=counters["draws"])
             last_save = time.perf_counter()
         log.flush()
     bar.close()
@@ -264,7 +273,7 @@ def _optimize(cfg, loss, optimizer, terms: dict) -> dict[str, float]:
     return {k: float(f"{float(v.detach()):.5g}") for k, v in {**terms, "grad_norm": grad_norm}.items()}
 
 
-def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_result=None) -> None:
+def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_result=None, draws=None) -> None:
     run = {"task": cfg.task, "datasets": cfg.datasets, **({"repeat": cfg.repeat} if cfg.repeat else {}),
            "steps": step, "wall_s": round(elapsed, 1), "batch_size": cfg.batch_size, "lr": cfg.lr, "dtype": cfg.dtype,
            "seed": cfg.seed,
@@ -293,7 +302,7 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
     out = Path(cfg.out)
     save = f"{step}-{os.urandom(4).hex()}"  # stamped into every file of this save (state.py: SAVE)
     save_trainer_state(out, hooks.module, optimizer,
-                       {"step": step, "elapsed_s": elapsed, "run": run_identity(cfg), SAVE: save})
+                       {"step": step, "elapsed_s": elapsed, "run": run_identity(cfg), SAVE: save}, draws)
     hooks.save_extra(out, {SAVE: save})
     # the sampler defaults of the checkpoint the run started from (`pack --default-clamp`) carry over: without
     # them `generate` of the result silently fell back to the reference sampler
