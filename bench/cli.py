@@ -2,7 +2,7 @@
 the checks and runs of each suite, JSON / Markdown / PNG output (the flags: bench/arguments.py)."""
 from __future__ import annotations
 
-import json
+import math
 import sys
 from pathlib import Path
 
@@ -47,17 +47,22 @@ def load_model(args):
     return load_checkpoint(args.model or default_model_dir())
 
 
+def _data_rows(args) -> list[dict]:
+    """The rows of --data (a JSONL split), the first --limit of them."""
+    from codefusion.train.data import read_jsonl
+    if not Path(args.data).is_file():
+        raise CodeFusionError(f"--data {args.data} is not a file: give a JSONL split such as "
+                              "shared/data/nl2bash/dev.jsonl")
+    return read_jsonl(Path(args.data))[: args.limit or None]
+
+
 def load_prompts(args) -> list[str]:
     """The built-in prompts of --lang, or the nl fields of --data; the first --limit of them."""
     if args.limit is not None and args.limit < 1:
         raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
     if not args.data:
         return PROMPTS[args.lang][: args.limit]
-    from codefusion.train.data import read_jsonl
-    if not Path(args.data).is_file():
-        raise CodeFusionError(f"--data {args.data} is not a file: give a JSONL split such as "
-                              "shared/data/nl2bash/dev.jsonl")
-    prompts = [r["nl"] for r in read_jsonl(Path(args.data))][: args.limit]
+    prompts = [r["nl"] for r in _data_rows(args)]
     if not prompts:
         raise CodeFusionError(f"--data {args.data} holds no rows")
     return prompts
@@ -76,6 +81,9 @@ def _serve(args, model, tok, config: dict) -> int:
         check_config(GenerationConfig(lang=lang, steps=args.steps), model.cfg, args.backend)
     if min(levels, default=0) < 1 or args.requests < 1 or args.max_batch < 1:
         raise CodeFusionError("--concurrency, --requests and --max-batch must be at least 1")
+    if not all(math.isfinite(v) and v >= 0 for v in (args.max_wait_ms, args.quiet_ms)):  # nan: a batch never closed
+        raise CodeFusionError(f"--max-wait-ms and --quiet-ms must be finite and ≥ 0, got {args.max_wait_ms} and "
+                              f"{args.quiet_ms}")
     _claim_out(args)
     cf = None if args.url else CodeFusion(model, tok, args.backend, args.device, args.dtype, config)
     if cf is not None:  # measured here: a lone request's p50 ≈ 410 ms in-process, 170 ms apart
@@ -106,13 +114,15 @@ def _quality(args, model, tok) -> int:
     from codefusion.api import CodeFusion
     from codefusion.config import GenerationConfig
     from codefusion.eval.evaluate import check_rows
-    from codefusion.train.data import read_jsonl
     from codefusion.validate import check_config
 
     from .quality import headline, plot_quality, quality
 
     steps, solvers = _ints(args.steps), [s for s in args.solver.split(",") if s]
     clamps = tuple(c for c in args.clamp.split(",") if c)
+    if not (steps and solvers and clamps):
+        raise CodeFusionError(f"--steps, --solver and --clamp each need at least one value, got --steps "
+                              f"{args.steps!r} --solver {args.solver!r} --clamp {args.clamp!r}")
     for solver in solvers:
         for s in steps:
             for clamp in clamps:
@@ -127,7 +137,7 @@ def _quality(args, model, tok) -> int:
                               f"{args.length_quantile!r}") from None
     if any(not 0 < q < 1 for q in quantiles):
         raise CodeFusionError(f"--length-quantile values must lie in (0, 1), got {args.length_quantile}")
-    rows = read_jsonl(Path(args.data))[: args.limit or None]
+    rows = _data_rows(args)
     check_rows(rows, args.lang)
     _claim_out(args)
     cf = CodeFusion(model, tok, args.backend, args.device, args.dtype)
@@ -151,7 +161,6 @@ def _trajectory(args, model, tok) -> int:
     from codefusion.api import CodeFusion
     from codefusion.config import GenerationConfig
     from codefusion.eval.evaluate import check_rows
-    from codefusion.train.data import read_jsonl
     from codefusion.validate import check_config
 
     from .quality import headline
@@ -161,7 +170,7 @@ def _trajectory(args, model, tok) -> int:
     check_config(GenerationConfig(lang=args.lang, steps=args.steps, trace_steps=at), model.cfg, args.backend)
     if args.limit is not None and args.limit < 1 or args.batch < 1:
         raise CodeFusionError(f"--limit and --batch must be at least 1, got {args.limit} and {args.batch}")
-    rows = read_jsonl(Path(args.data))[: args.limit or None]
+    rows = _data_rows(args)
     check_rows(rows, args.lang)
     _claim_out(args)
     label = args.model or ("preset:" + args.preset if args.preset else "default")
@@ -193,9 +202,20 @@ def _check(args, model) -> None:
         raise CodeFusionError("--batch and --repeats must be at least 1")
     if not _ints(args.steps):
         raise CodeFusionError(f"--steps needs a step count, got {args.steps!r}")
+    if args.suite == "latency" and "triton" in args.backend.split(",") and _interpreted(args.device):
+        raise CodeFusionError("bench latency --backend triton on a CPU would time Triton's interpreter, not the "
+                              "kernels: run it with --device cuda on a GPU (parity and the tests use the interpreter)")
+    if args.suite == "parity" and not (math.isfinite(args.margin_eps) and args.margin_eps >= 0):
+        raise CodeFusionError(f"--margin-eps is a logit margin: a finite number ≥ 0, got {args.margin_eps}")
     if args.suite == "parity" and (len(_ints(args.steps)) > 1 or len(_ints(args.batch)) > 1):
         raise CodeFusionError("bench parity runs one --steps and one --batch (prompts per chunk); run it once per "
                               f"value, got --steps {args.steps} --batch {args.batch}")
+
+
+def _interpreted(device: str) -> bool:
+    """Whether the triton backend would run interpreted here: on a CPU, or with TRITON_INTERPRET set."""
+    import os
+    return device != "cuda" or not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _compare(args) -> int:
@@ -236,8 +256,9 @@ def _kernels(args) -> int:
         raise CodeFusionError("TRITON_INTERPRET is set: the Triton rows would time the interpreter; unset it")
     _claim_out(args)
     cfg, rows = get_preset(args.preset), []
-    for dtype in args.dtype.split(","):
-        rows += bench_kernels(cfg, device, parse_dtype(dtype), batches, args.repeats, args.max_length, not args.json)
+    for i, dtype in enumerate(args.dtype.split(",")):  # the solver step is fp32 whatever --dtype: timed once
+        rows += bench_kernels(cfg, device, parse_dtype(dtype), batches, args.repeats, args.max_length, not args.json,
+                              solver=i == 0)
     meta = {"suite": "kernels", "preset": args.preset, "repeats": args.repeats,
             "statistic": "median (p10, p90) µs per call after 3 warm-up calls: perf_counter on CPU, CUDA events on "
                          f"a GPU; graph_us_p50 = {GRAPH_CALLS} calls replayed from one CUDA graph, per call; "
@@ -317,7 +338,7 @@ def _files(args, name: str, rows: list[dict], columns: list[str], meta: dict, pl
 def _emit(args, meta: dict, rows: list[dict], columns: list[str], files: list) -> int:
     """--json: one object on stdout; else the Markdown table, and the files written on stderr."""
     if args.json:
-        print(json.dumps({"environment": report.environment(), **meta, "rows": rows}))
+        print(report.to_json({"environment": report.environment(), **meta, "rows": rows}))
     else:
         print(report.markdown(rows, columns))
         if files:

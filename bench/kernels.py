@@ -178,10 +178,11 @@ def _cpp_built() -> bool:
 
 
 def bench_kernels(cfg, device: torch.device, dtype: torch.dtype, batches: list[int], reps: int, n: int | None = None,
-                  progress: bool = True, triton: bool | None = None) -> list[dict]:
+                  progress: bool = True, triton: bool | None = None, solver: bool = True) -> list[dict]:
     """One row per (case, batch, implementation) at ``cfg``'s shapes (h heads of d_model / h, n target and S
     source positions, d_embed); see the module docstring for what each row measures. ``triton`` (default: on a
-    GPU) adds the Triton rows; on CPU they run interpreted, which the tests use to check their wiring."""
+    GPU) adds the Triton rows; on CPU they run interpreted, which the tests use to check their wiring. ``solver``:
+    the fp32 solver-step rows too (one call per dtype list times them once)."""
     gpu = device.type == "cuda"
     triton = gpu if triton is None else triton
     n = n or cfg.max_target_len
@@ -191,7 +192,7 @@ def bench_kernels(cfg, device: torch.device, dtype: torch.dtype, batches: list[i
     for B in tqdm(batches, desc="kernels", disable=not progress):
         cases = {**_attention_cases(B, H, D, n, S, device, dtype, triton),
                  **_layernorm_case(B, n, cfg.d_model, device, dtype, triton),
-                 **_solver_case(B, n, cfg.d_embed, device, triton)}
+                 **(_solver_case(B, n, cfg.d_embed, device, triton) if solver else {})}
         for name, impls in cases.items():
             oracle_fn, oracle_view = impls.pop("_oracle")
             with torch.inference_mode():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -18,13 +20,42 @@ def versions() -> dict:
                                 capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except OSError:
         commit = ""
-    return {"machine": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
+    return {"machine": platform.machine(), **cpu(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "commit": commit or "unknown"}
+
+
+CPU_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # what decides CPU matmul speed here
+
+
+def cpu() -> dict:
+    """The CPU's model name and the instruction-set flags of CPU_FLAGS it has (Linux's /proc/cpuinfo; elsewhere
+    what platform knows): figures from two CPUs must not be compared, so each record names its own."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {"cpu": platform.processor() or "unknown", "cpu_flags": []}
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in info.splitlines()  # noqa: E731
+                              if line.split(":", 1)[0].strip() == key), "")
+    flags = set(field("flags").split())
+    return {"cpu": field("model name") or platform.processor() or "unknown",
+            "cpu_flags": [f for f in CPU_FLAGS if f in flags]}
 
 
 def environment() -> dict:
     """``versions()`` plus the GPU, if any."""
     return {**versions(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def to_json(record: dict, indent: int | None = None) -> str:
+    """Strict JSON: a value that is not finite (a p50 over no finished request) is written null, not NaN, which
+    JSON parsers other than Python's refuse."""
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return [finite(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return json.dumps(finite(record), indent=indent, allow_nan=False)
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
@@ -51,7 +82,7 @@ def write(out_dir: str | Path, name: str, rows: list[dict], columns: list[str], 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.png").unlink(missing_ok=True)
     env = environment()
-    (out / f"{name}.json").write_text(json.dumps({"environment": env, **meta, "rows": rows}, indent=1) + "\n")
+    (out / f"{name}.json").write_text(to_json({"environment": env, **meta, "rows": rows}, indent=1) + "\n")
     header = f"# {name}\n\n{json.dumps(env)}\n\n{json.dumps(meta)}\n\n"
     (out / f"{name}.md").write_text(header + markdown(rows, columns))
     return [out / f"{name}.json", out / f"{name}.md"]

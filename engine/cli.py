@@ -155,8 +155,8 @@ def _serve(args) -> int:
     import os
 
     from .server.app import Limits
-    if min(args.max_batch, args.max_queue, args.replicas) < 1 or args.timeout <= 0 or min(args.max_wait_ms,
-                                                                                          args.quiet_ms) < 0:
+    if min(args.max_batch, args.max_queue, args.replicas) < 1 or not args.timeout > 0 or not all(
+            math.isfinite(v) and v >= 0 for v in (args.max_wait_ms, args.quiet_ms)):  # nan: a batch never closed
         raise CodeFusionError("--max-batch, --max-queue, --replicas must be ≥ 1, --timeout > 0, "
                               "--max-wait-ms and --quiet-ms ≥ 0")
     api_key = args.api_key or os.environ.get("CODEFUSION_API_KEY")

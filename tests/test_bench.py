@@ -10,7 +10,7 @@ def test_steptime_row():
     row = time_steps("tiny", "reference", "float32", batch=2, n=16, device="cpu", warmup=1, timed=2)
     assert (row["preset"], row["batch"], row["n"], row["timed_steps"]) == ("tiny", 2, 16, 2)
     assert 0 < row["ms_per_step_p10"] <= row["ms_per_step_p50"] <= row["ms_per_step_p90"]
-    assert set(environment()) == {"machine", "cpus", "torch", "python", "commit"}
+    assert set(environment()) == {"machine", "cpu", "cpu_flags", "cpus", "threads", "torch", "python", "commit"}
 
 
 def test_bench_parity_cli_torch_fp32_matches_reference(tmp_path, capsys):
@@ -117,7 +117,17 @@ def test_bench_bad_flag_is_one_line(capsys, tmp_path):
                str(tmp_path / "ort")],
               "not torch.bfloat16: use --dtype float32"),
              (["serve", "--preset", "tiny", "--steps", "2", "--concurrency", "1", "--requests", "1", "--url",
-               "http://127.0.0.1:9", "--out", str(tmp_path / "s")], "cannot reach http://127.0.0.1:9")]
+               "http://127.0.0.1:9", "--out", str(tmp_path / "s")], "cannot reach http://127.0.0.1:9"),
+             # the interpreter's times are not the kernels'
+             (["latency", *quick, "--backend", "triton", "--device", "cpu"], "would time Triton's interpreter"),
+             (["parity", "--preset", "tiny", "--steps", "2", "--margin-eps", "nan"], "a finite number ≥ 0, got nan"),
+             (["serve", "--preset", "tiny", "--steps", "2", "--max-wait-ms", "nan"],  # a batch never closed
+              "--max-wait-ms and --quiet-ms must be finite and ≥ 0, got nan"),
+             (["quality", "--preset", "tiny", "--data", str(tmp_path), "--lang", "bash"], "is not a file"),
+             (["quality", "--preset", "tiny", "--data", str(empty), "--lang", "bash", "--steps", ","],
+              "--steps, --solver and --clamp each need at least one value"),
+             (["trajectory", "--preset", "tiny", "--data", str(tmp_path / "nofile.jsonl"), "--lang", "bash"],
+              "is not a file")]
     for argv, message in cases:
         assert main(["bench", *argv]) == 2, argv
         err = capsys.readouterr().err

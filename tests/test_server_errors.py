@@ -143,3 +143,15 @@ def test_api_key_and_body_limit(cf):
     assert health["status"] == "ok" and health["backend"] == "torch" and "/v1/generate" in docs["paths"]
     assert health["clamp"] == "none"  # the fixture's checkpoint names no default sampler
     assert health["length_quantile"] == cf.length_quantile == 0.9
+
+
+@pytest.mark.parametrize("argv", [["--max-wait-ms", "nan"], ["--max-wait-ms", "-5"], ["--quiet-ms", "inf"],
+                                  ["--timeout", "nan"], ["--max-batch", "0"]])
+def test_serve_flags_out_of_range_are_one_line(argv, capsys):
+    """Checked before the model loads; a nan --max-wait-ms passed `min(...) < 0` and the batcher never closed a
+    batch (a busy loop)."""
+    from codefusion.cli import main
+
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --max-batch, --max-queue, --replicas must be ≥ 1") and err.count("\n") == 1
