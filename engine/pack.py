@@ -19,6 +19,10 @@ def pack(model_dir: str, out: str, dtype: str = "bfloat16", default_clamp: str |
     if held and not force:
         what = "a checkpoint" if CONFIG in held else held[0]
         raise CodeFusionError(f"{out} already holds {what}: choose another --out or pass --force")
+    run_files = [name for name in ("trainer_state.json", "optimizer.safetensors", "seq2seq.safetensors")
+                 if (Path(out) / name).exists()]
+    if run_files:  # --resume there would train the packed weights with the run's optimizer state
+        raise CodeFusionError(f"{out} is a training run's folder (it holds {run_files[0]}): pack into another --out")
     out_dir(out, create=False)
     others = parse_blend(list(blend_specs))
     model, tok, config = load_checkpoint(model_dir)

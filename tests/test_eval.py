@@ -34,6 +34,7 @@ def test_exact_match_keeps_whitespace_that_means_something():
     # an f-string's literal text as written; Python ≥ 3.12 tokenizes it in pieces (FSTRING_MIDDLE)
     assert not M.exact_match('print(f"a {x} b")', 'print(f"a{x}b")', "python")
     assert M.exact_match('print(f"a {x} b")', 'print( f"a {x} b" )', "python")
+    assert not M.exact_match("TextContains(a  b)", "TextContains(a b)", "cf")  # a CF text argument as written
 
 
 @pytest.mark.parametrize("pred, ref, lang", [
@@ -45,6 +46,7 @@ def test_exact_match_keeps_whitespace_that_means_something():
     ("x = 1 # it's the default\ny  =  2", "x = 1  # it's the default\ny = 2", "python"),
     ("foo(a,\n    b)", "foo(a, b)", "python"), ("if x:\n  y", "if x:\n    y", "python"), ("x=1", "x = 1", "python"),
     ("if x:\n\ty", "if x:\n    y", "python"),
+    ("Between(1, 5)", "Between(1,5)", "cf"), ("AND(Equals(1), Equals(2))", "AND(Equals(1),Equals(2))", "cf"),
 ])
 def test_exact_match_ignores_whitespace_without_meaning(pred, ref, lang):
     assert M.exact_match(pred, ref, lang)

@@ -24,6 +24,9 @@ from conftest import train_config
     (dict(dev_every=-1), "--dev-every must be ≥ 0"), (dict(dev_rows=-3), "--dev-rows must be ≥ 0"),
     (dict(seed=10 ** 20), r"--seed must be in 0\.\.2\^63"),
     (dict(out="{tmp}/a-file/sub"), "is not a writable directory"),  # a traceback after all the set-up
+    (dict(init="{tmp}", tokenizer="{tmp}/tok.json"), "--tokenizer starts a fresh model"),  # silently ignored
+    (dict(task="length", init="{tmp}", minutes=1.0), "takes no --minutes"),
+    (dict(repeat="cf=2,cf=3"), "--repeat names cf twice"),
 ])
 def test_bad_numbers_are_refused_before_any_data_is_read(tmp_path, kw, message):
     (tmp_path / "a-file").write_text("")

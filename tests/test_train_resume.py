@@ -100,6 +100,28 @@ def test_a_run_from_init_keeps_the_checkpoint_s_sampler_default(tmp_path, data_d
     assert read_config(tuned)["generation"] == {"clamp": "decode"}
 
 
+def test_resume_drops_the_log_rows_a_killed_run_wrote_past_its_save(tmp_path, data_dir):
+    """A run killed after its last save logged steps it never saved; the resumed run redoes them, and its log
+    (what `train curve` plots) keeps each step once."""
+    out = train(train_config(tmp_path, data_dir, max_steps=4, dev_rows=0, log_every=1))
+    log = out / "train_log.jsonl"
+    log.write_text(log.read_text() + json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+    train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, log_every=1, resume=True))
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines() if "dev" not in line]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_pack_refuses_a_training_run_s_folder(tmp_path, data_dir, capsys):
+    """pack --force into a run folder kept its optimizer state, and --resume then trained the packed weights
+    with another run's Adam moments."""
+    from codefusion.cli import main
+
+    run = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0))
+    assert main(["pack", "--model", str(run), "--out", str(tmp_path / "copy")]) == 0
+    assert main(["pack", "--model", str(tmp_path / "copy"), "--out", str(run), "--force"]) == 2
+    assert "is a training run's folder (it holds trainer_state.json)" in capsys.readouterr().err
+
+
 def test_a_run_that_saved_nothing_can_simply_be_run_again(tmp_path, data_dir):
     """A diverged first run leaves only its log: the same command with a sane --lr starts afresh there."""
     with pytest.raises(CodeFusionError, match="training diverged"):

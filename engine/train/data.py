@@ -133,6 +133,8 @@ def parse_repeat(spec: str | None) -> dict[str, int]:
         if name not in DATASET_LANG or not times.isdigit() or int(times) < 1:
             raise CodeFusionError(f"--repeat takes DATASET=TIMES pairs (datasets {', '.join(DATASET_LANG)}; "
                                   f"TIMES a whole number ≥ 1), e.g. conala=2,cf=4; got {part.strip()!r}")
+        if DATASET_LANG[name] in out:
+            raise CodeFusionError(f"--repeat names {name} twice ({spec!r}): give each dataset once")
         out[DATASET_LANG[name]] = int(times)
     return out
 

@@ -100,6 +100,12 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
         if not ok:
             raise CodeFusionError(f"{flag} must be {bound}, got {value}")
     out_dir(cfg.out, create=False)  # a file, or a place no folder can be made, fails before any data is read
+    if (cfg.init or cfg.resume) and (cfg.tokenizer or cfg.codet5):  # they were silently ignored there
+        flag = "--tokenizer" if cfg.tokenizer else "--codet5"
+        raise CodeFusionError(f"{flag} starts a fresh model; with --init or --resume the checkpoint's own tokenizer "
+                              f"and weights are used: drop {flag}")
+    if cfg.task == "length" and cfg.minutes is not None:
+        raise CodeFusionError("--task length fits the head for --max-steps epochs and takes no --minutes: drop it")
     if cfg.resume and cfg.task == "length":
         raise CodeFusionError("--task length fits the head in one go and has no --resume: drop it (and pass --init)")
     # (a lone train_log.jsonl is the log of a run that saved nothing: a fresh run starts it anew)

@@ -34,7 +34,7 @@ from .options import TASKS, check_options, parse_snap
 from .request_dropout import drop_request_tokens
 from .loopwalk import LoopWalks
 from .rollout import own_rows
-from .seq2seq import Seq2SeqTask, saved_kind, seq2seq_dev_check
+from .seq2seq import SEQ2SEQ, Seq2SeqTask, saved_kind, seq2seq_dev_check
 from .snap import ProgramBank, snap_targets
 from .start import build_model, seq2seq_kind
 from .state import (SAVE, DeferInterrupt, check_resume, load_trainer_state, run_identity, same_out,
@@ -125,6 +125,9 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
             task.load(Path(cfg.init))
         elif init_kind:
             tqdm.write(f"{cfg.init} holds a {init_kind} seq2seq decoder: a fresh {task.kind} decoder starts on its E")
+        elif cfg.init:  # e.g. a packed or length-task checkpoint: they carry no decoder
+            tqdm.write(f"note: {cfg.init} holds no seq2seq decoder ({SEQ2SEQ}): a fresh {task.kind} decoder starts "
+                       "on its E")
     if cfg.task != "encoder":
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
 
@@ -146,6 +149,8 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
 def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.resume:  # rows past the saved step were logged by a run killed before its next save: it redoes them
+        _cut_log(out / "train_log.jsonl", counters["step"])
     log = open(out / "train_log.jsonl", "a" if cfg.resume else "w", encoding="utf-8")  # a new run: a new log
     try:
         step = _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks, log)
@@ -168,6 +173,20 @@ def _loop(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks) -> 
             tqdm.write(f"interrupted: saved step {step} to {out}; continue with --resume --out {out}")
         raise
     return out
+
+
+def _cut_log(path: Path, step: int) -> None:
+    """Keep the log's rows up to ``step`` (a row that is not JSON, cut by the kill, goes too)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line + "\n")
+        except (ValueError, AttributeError):
+            continue
+    path.write_text("".join(keep), encoding="utf-8")
 
 
 def _steps(cfg, model, tok, batches, optimizer, counters, meta, hooks: Hooks, log) -> int:
