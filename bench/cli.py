@@ -53,7 +53,10 @@ def _data_rows(args) -> list[dict]:
     if not Path(args.data).is_file():
         raise CodeFusionError(f"--data {args.data} is not a file: give a JSONL split such as "
                               "shared/data/nl2bash/dev.jsonl")
-    return read_jsonl(Path(args.data))[: args.limit or None]
+    try:
+        return read_jsonl(Path(args.data))[: args.limit or None]
+    except CodeFusionError as e:  # bench has no --on-bad-line: every line must be good
+        raise CodeFusionError(str(e).replace(" or pass --on-bad-line skip", "")) from None
 
 
 def load_prompts(args) -> list[str]:
@@ -128,8 +131,8 @@ def _quality(args, model, tok) -> int:
             for clamp in clamps:
                 check_config(GenerationConfig(lang=args.lang, steps=s, solver=solver, num_samples=args.num_samples,
                                               clamp=clamp), model.cfg, args.backend)
-    if args.limit is not None and args.limit < 1:
-        raise CodeFusionError(f"--limit must be at least 1, got {args.limit}")
+    if args.limit is not None and args.limit < 1 or args.batch < 1:
+        raise CodeFusionError(f"--limit and --batch must be at least 1, got {args.limit} and {args.batch}")
     try:
         quantiles = tuple(float(q) for q in args.length_quantile.split(",") if q)
     except ValueError:

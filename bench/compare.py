@@ -36,7 +36,12 @@ def read_predictions(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise CodeFusionError(f"{path} does not exist: pass files written by `codefusion eval --predictions FILE`")
     rows, seen = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CodeFusionError(f"{path} is not UTF-8 text (byte {e.start + 1}): pass a `codefusion eval --predictions` "
+                              "file") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -48,6 +53,9 @@ def read_predictions(path: str | Path) -> list[dict]:
         if missing:
             raise CodeFusionError(f"{path}:{n} lacks {', '.join(missing)}: pass a `codefusion eval --predictions` "
                                   f"file")
+        wrong = _malformed(row)
+        if wrong:
+            raise CodeFusionError(f"{path}:{n}: {wrong}: pass a `codefusion eval --predictions` file")
         if row["id"] in seen:
             raise CodeFusionError(f"{path}:{n} repeats id {row['id']!r}: each row of a predictions file needs its "
                                   f"own id")
@@ -56,6 +64,20 @@ def read_predictions(path: str | Path) -> list[dict]:
     if not rows:
         raise CodeFusionError(f"{path} holds no rows")
     return rows
+
+
+def _malformed(row: dict) -> str | None:
+    """What is wrong with a row's fields, as eval writes them, or None."""
+    if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
+        return "'id' must be a string or an integer"
+    generations = row["generations"]
+    if not isinstance(generations, list) or not generations or not all(isinstance(g, str) for g in generations):
+        return "'generations' must be a non-empty list of strings"
+    metrics = row["metrics"]
+    if not isinstance(metrics, dict) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in metrics.values()):
+        return "'metrics' must map names to numbers (or null)"
+    return None
 
 
 def match(base: list[dict], other: list[dict], names: tuple[str, str]) -> list[dict]:

@@ -105,6 +105,8 @@ def test_bench_bad_flag_is_one_line(capsys, tmp_path):
     empty, afile = tmp_path / "empty.jsonl", tmp_path / "afile"
     empty.write_text("")
     afile.write_text("keep")
+    badline = tmp_path / "badline.jsonl"
+    badline.write_text('{"nl": "a", "code": "b"}\nnot json\n')
     quick = ["--preset", "tiny", "--steps", "2", "--repeats", "1"]
     cases = [(["latency", "--preset", "tiny", "--batch", "1,x"], "expected comma-separated integers"),
              (["parity", "--preset", "tiny", "--steps", "3,50"], "runs one --steps and one --batch"),
@@ -127,7 +129,11 @@ def test_bench_bad_flag_is_one_line(capsys, tmp_path):
              (["quality", "--preset", "tiny", "--data", str(empty), "--lang", "bash", "--steps", ","],
               "--steps, --solver and --clamp each need at least one value"),
              (["trajectory", "--preset", "tiny", "--data", str(tmp_path / "nofile.jsonl"), "--lang", "bash"],
-              "is not a file")]
+              "is not a file"),
+             (["quality", "--preset", "tiny", "--data", str(badline), "--lang", "bash"],
+              "badline.jsonl:2: not valid JSON (Expecting value at column 1); fix the line\n"),  # no such flag
+             (["quality", "--preset", "tiny", "--data", str(badline), "--lang", "bash", "--batch", "0"],
+              "--limit and --batch must be at least 1")]
     for argv, message in cases:
         assert main(["bench", *argv]) == 2, argv
         err = capsys.readouterr().err

@@ -89,6 +89,11 @@ def test_bench_compare_columns_equal_each_runs_own_eval(overfit_dir, tmp_path, c
     ([{"id": "a"}], "b.jsonl:1 lacks reference, generations, metrics"),
     ("", "holds no rows"),
     (None, "does not exist"),
+    ([{**_row("a", 1.0), "metrics": None}], "b.jsonl:1: 'metrics' must map names to numbers"),  # were tracebacks
+    ([{**_row("a", 1.0), "metrics": {"exact_match@1": "yes"}}], "'metrics' must map names to numbers"),
+    ([{**_row("a", 1.0), "generations": []}], "'generations' must be a non-empty list of strings"),
+    ([{**_row("a", 1.0), "id": ["a"]}], "'id' must be a string or an integer"),
+    (b"\xff\xfe", "is not UTF-8 text"),
 ])
 def test_bench_compare_bad_input_is_one_line(tmp_path, capsys, other_rows, message):
     import re
@@ -98,6 +103,8 @@ def test_bench_compare_bad_input_is_one_line(tmp_path, capsys, other_rows, messa
     other = tmp_path / "b.jsonl"
     if isinstance(other_rows, list):
         _predictions(other, other_rows)
+    elif isinstance(other_rows, bytes):
+        other.write_bytes(other_rows)
     elif other_rows is not None:
         other.write_text(other_rows)
     assert main(["bench", "compare", str(base), str(other)]) == 2
