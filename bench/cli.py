@@ -153,9 +153,11 @@ def _quality(args, model, tok) -> int:
             "lang": args.lang, "data": args.data, "examples": len(rows), "backend": args.backend, "dtype": args.dtype,
             "seed": args.seed, "baseline": f"ddpm, {max(steps)} steps"
             + ("" if args.baseline_model is None else f", model {args.baseline_model}")}
+    meta.update(_cf_notes(args.lang, rows))
     columns = ["solver", "steps", "clamp", "variant", "n", "ms_per_row"]
     for name in headline(args.lang):
-        columns += [name, f"diff_{name}", f"diff_ci95_{name}"]
+        columns += [name, *([f"n_{name}"] if any(f"n_{name}" in r for r in table) else []), f"diff_{name}",
+                    f"diff_ci95_{name}"]
     return _emit(args, meta, table, columns, _files(args, f"quality_{args.lang}", table, columns, meta,
                                                     lambda f: plot_quality(table, args.lang, f)))
 
@@ -185,11 +187,20 @@ def _trajectory(args, model, tok) -> int:
     meta = {"suite": "trajectory", "model": label, "baseline_model": args.baseline_model, "lang": args.lang,
             "data": args.data, "examples": len(rows), "steps": args.steps, "backend": args.backend, "dtype": args.dtype,
             "seed": args.seed}
+    meta.update(_cf_notes(args.lang, rows))
     columns = ["model", "step", "timestep", "n"]
     for name in headline(args.lang):
-        columns += [name, f"ci95_{name}"]
+        columns += [name, *([f"n_{name}"] if any(f"n_{name}" in r for r in table) else []), f"ci95_{name}"]
     return _emit(args, meta, table, columns, _files(args, f"trajectory_{args.lang}", table, columns, meta,
                                                     lambda f: plot_trajectory(table, args.lang, f)))
+
+
+def _cf_notes(lang: str, rows: list[dict]) -> dict:
+    """For CF: what exec_match gives a rule that ignores its table, on the rows it counts (eval prints the same)."""
+    if lang != "cf":
+        return {}
+    from codefusion.eval.evaluate import constant_rule_baseline, exec_flags
+    return {"notes": [constant_rule_baseline([r for r in rows if exec_flags(r, [r["code"]]) is not None])]}
 
 
 def _check(args, model) -> None:

@@ -26,7 +26,7 @@ from codefusion.eval.evaluate import bleu_by_k
 from .quality import paired
 
 COLUMNS = ["metric", "n", "base", "other", "diff", "diff_ci95", "gained", "lost"]
-PASS_FAIL = ("syntax_valid@", "exact_match@", "template_match@", "exec_match@")  # the 0/1 metrics
+PASS_FAIL = ("syntax_valid@", "exact_match@", "template_match@", "exec_match@", "exec_match_mixed@")  # 0/1 metrics
 FIELDS = ("id", "reference", "generations", "metrics")
 
 

@@ -90,7 +90,8 @@ def quality(cf, rows: list[dict], lang: str, steps: list[int], solvers: list[str
         finally:
             cf.length_quantile = default_quantile
         seconds = time.perf_counter() - t0
-        row = {**label, "n": result.n, "ms_per_row": round(seconds * 1e3 / result.n, 1), **result.metrics}
+        row = {**label, "n": result.n, "ms_per_row": round(seconds * 1e3 / result.n, 1), **result.metrics,
+               **row_counts(result.counts, result.n)}
         if base is None:
             base = result
         else:
@@ -100,6 +101,12 @@ def quality(cf, rows: list[dict], lang: str, steps: list[int], solvers: list[str
                     row[f"diff_{name}"], row[f"diff_ci95_{name}"] = d
         out.append(row)
     return out
+
+
+def row_counts(counts: dict[str, int], n: int) -> dict[str, int]:
+    """``n_<metric>`` for each metric computed on fewer rows than the table's n (CF exec_match: the rows the
+    interpreter can run)."""
+    return {f"n_{name}": c for name, c in counts.items() if c != n}
 
 
 def headline(lang: str) -> list[str]:

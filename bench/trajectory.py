@@ -16,7 +16,7 @@ from tqdm import tqdm
 from codefusion.config import GenerationConfig
 from codefusion.eval.evaluate import aggregate, generate_all, score_rows
 
-from .quality import headline, plot_headline
+from .quality import headline, plot_headline, row_counts
 
 
 def stops(steps: int, count: int) -> list[int]:
@@ -47,7 +47,8 @@ def trajectory(models: list[tuple[str, object]], rows: list[dict], lang: str, st
         generate_all(cf, rows, config, batch_size, progress, on_output=keep)
         for step in tqdm(sorted(texts), desc=f"score {label}", disable=not progress):
             metrics, ci, counts = aggregate(score_rows(rows, texts[step], texts[step], lang, [1]))
-            row = {"model": label, "step": step, "timestep": timestep[step], "n": len(rows), **metrics}
+            row = {"model": label, "step": step, "timestep": timestep[step], "n": len(rows), **metrics,
+                   **row_counts(counts, len(rows))}
             row.update({f"ci95_{name}": ci[name] for name in headline(lang) if name in ci})
             out.append(row)
     return out

@@ -338,3 +338,22 @@ def test_ctrl_c_during_a_bench_run_is_one_line_and_130(monkeypatch, capsys):
     monkeypatch.setattr(bench_cli, "main", interrupted)
     assert cli.main(["bench", "latency", "--preset", "tiny"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_bench_quality_names_what_exec_match_counts(tmp_path, capsys):
+    """A CF row's exec_match is computed on the rows the interpreter can run: the row says on how many
+    (n_exec_match@1), and the record carries what a rule that ignores its table scores there."""
+    import json
+
+    from codefusion.cli import main
+    table = [["Index", "Value"], [0, "1"], [1, "5"]]
+    rows = [{"nl": "above 2", "code": "GreaterThan(2)", "data": table, "labels": [0, 0, 1]},
+            {"nl": "above 0", "code": "GreaterThan(0)", "data": table, "labels": [0, 1, 1]},
+            {"nl": "below 3", "code": "LessThan(3)"}]
+    data = tmp_path / "cf.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["bench", "quality", "--preset", "tiny", "--data", str(data), "--lang", "cf", "--steps", "2",
+                 "--solver", "ddpm", "--no-early-exit", "--no-length", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"][0]["n"] == 3 and out["rows"][0]["n_exec_match@1"] == 2
+    assert "a rule that ignores its table matches 1 (50.0%) of those rows" in out["notes"][0]
