@@ -16,7 +16,8 @@ from .arguments import DEFAULT_OUT, build_parser
 from .prompts import PROMPTS
 
 LATENCY_COLUMNS = ["backend", "device", "dtype", "batch", "samples", "steps", "solver", "clamp", "n", "ms_per_step_p50",
-                   "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step"]
+                   "ms_per_step_p90", "total_ms_p50", "total_ms_p90", "cold_start_ms", "gflop_per_step", "mb_per_step",
+                   "prompts_timed"]
 PARITY_COLUMNS = ["backend", "device", "dtype", "steps", "solver", "prompts", "samples", "n", "max_abs_err",
                   "max_step_err", "token_agreement", "decided_agreement", "near_ties", "program_agreement"]
 

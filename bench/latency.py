@@ -1,10 +1,12 @@
 """``codefusion bench latency``: end-to-end and per-step latency per backend × dtype × batch × steps.
 
-Each configuration builds its engine and makes one first call (cold start: backend set-up, caches,
-compilation or capture where a backend has them), then ``repeats`` timed calls of ``generate``.
-Reported: ms per denoising step (the sample phase / steps) and end-to-end ms, p50 and p90 over the
-repeats, the cold start apart, and beside them the step's FLOPs and the bytes it must read
-(weights once + cached cross-attention K/V), so the distance to the machine's floor shows.
+Each engine (backend × dtype) is built once; each configuration makes one untimed-by-the-statistics first call,
+then ``repeats`` timed calls of ``generate`` on the same prompts. ``cold_start_ms`` is that first call, and for an
+engine's first configuration its construction too (backend set-up, caches, compilation or capture where a backend
+has them); for later ones it is the first call at that shape. Reported: ms per denoising step (the sample phase /
+steps) and end-to-end ms, p50 and p90 over the repeats (p90: nearest rank, so the largest of 5), and beside them
+the step's FLOPs and the bytes it must read (weights + cached cross-attention K/V), so the distance to the
+machine's floor shows. ``prompts_timed``: how many distinct prompts a call runs (at batch 1, only the first).
 """
 from __future__ import annotations
 
@@ -19,19 +21,22 @@ from codefusion import CodeFusion, GenerationConfig
 
 
 def step_cost(cfg, batch: int, n: int, S: int, dtype_bytes: int, clamp: str = "none",
-              rows_at: dict[int, int] | None = None) -> dict[str, float]:
+              rows_at: dict[int, int] | None = None, one_pass: bool = True) -> dict[str, float]:
     """FLOPs and bytes of one denoiser step with cached cross K/V (matmuls and attention only); with
     ``clamp="decode"`` also the decoder pass and the head that round x̂0, with "nearest" the distance to L.
     ``rows_at`` {length: rows}: a batch whose rows run at several lengths (each prompt at its own bucket);
-    default {n: batch}. Weights are read once a step, whatever the mix."""
+    default {n: batch}. The denoiser's weights are read once a step when its length groups share one pass
+    (``one_pass``: ``Backend.groups_in_one_pass``), else once per group; the rounding's (decoder, head, L) once
+    per group either way (each group's x̂0 is rounded on its own)."""
     d, dff, V = cfg.d_model, cfg.d_ff, cfg.vocab_size
     d_in = cfg.d_embed * (2 if cfg.self_condition else 1)
     block_weights = 6 * d * d + 2 * d * dff
-    weights = cfg.denoiser_layers * block_weights + d_in * d + d * cfg.d_embed
+    groups = len(rows_at or {n: batch})
+    weights = (cfg.denoiser_layers * block_weights + d_in * d + d * cfg.d_embed) * (1 if one_pass else groups)
     if clamp == "decode":  # D's input and output projections, its blocks, then H (V × d_embed)
-        weights += cfg.decoder_layers * block_weights + 2 * cfg.d_embed * d + V * cfg.d_embed
+        weights += (cfg.decoder_layers * block_weights + 2 * cfg.d_embed * d + V * cfg.d_embed) * groups
     elif clamp == "nearest":
-        weights += V * cfg.d_embed
+        weights += V * cfg.d_embed * groups
     flops = kv = 0
     for n, rows in (rows_at or {n: batch}).items():
         T = rows * n
@@ -85,8 +90,9 @@ def latency(model, tokenizer, prompts: list[str], lang: str, backends: list[str]
                              "ms_per_step_p90": round(_pct(per_step, 0.9), 3),
                              "total_ms_p50": round(statistics.median(total), 2),
                              "total_ms_p90": round(_pct(total, 0.9), 2), "cold_start_ms": round(cold_ms, 1),
-                             "repeats": repeats,
+                             "repeats": repeats, "prompts_timed": len(set(batch_prompts)),
                              **step_cost(cf.cfg, batch * num_samples, n, cf.cfg.max_source_len,
-                                         torch.finfo(cf.backend.dtype).bits // 8, request.clamp, rows_at)})
+                                         torch.finfo(cf.backend.dtype).bits // 8, request.clamp, rows_at,
+                                         cf.backend.groups_in_one_pass)})
                 t0 = time.perf_counter()  # later configurations of this engine are warm
     return rows

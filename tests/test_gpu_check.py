@@ -25,7 +25,8 @@ def test_paper_step_cost_and_floor_at_batch_64():
 
 
 def test_step_cost_of_rows_at_several_lengths():
-    """Each prompt runs at its own bucket: the FLOPs of a mixed batch add up per length, the weights count once."""
+    """Each prompt runs at its own bucket: the FLOPs of a mixed batch add up per length, the weights count once
+    when the groups share one pass."""
     cfg = get_preset("small")
     short, long = step_cost(cfg, 3, 16, 64, 2), step_cost(cfg, 1, 32, 64, 2)
     mixed = step_cost(cfg, 4, 32, 64, 2, rows_at={16: 3, 32: 1})
@@ -33,6 +34,15 @@ def test_step_cost_of_rows_at_several_lengths():
     weights_mb = step_cost(cfg, 0, 16, 64, 2)["mb_per_step"]
     assert mixed["mb_per_step"] == pytest.approx(short["mb_per_step"] + long["mb_per_step"] - weights_mb, abs=0.02)
     assert step_cost(cfg, 4, 32, 64, 2) == step_cost(cfg, 4, 32, 64, 2, rows_at={32: 4})
+    # a backend that runs each length group as its own loop reads the weights once per group; the rounding of
+    # x̂0 (decode: the decoder and head) is per group on every backend
+    looped = step_cost(cfg, 4, 32, 64, 2, rows_at={16: 3, 32: 1}, one_pass=False)
+    assert looped["mb_per_step"] == pytest.approx(short["mb_per_step"] + long["mb_per_step"], abs=0.02)
+    weights = lambda clamp, rows: step_cost(cfg, 0, 32, 64, 2, clamp, rows_at=rows)["mb_per_step"]  # noqa: E731
+    one, two = {32: 0}, {16: 0, 32: 0}  # no rows: the weights alone
+    assert weights("none", two) == weights("none", one)
+    assert weights("decode", two) - weights("decode", one) == pytest.approx(
+        weights("decode", one) - weights("none", one), abs=0.02)  # one more decoder + head read
 
 
 def _row(backend, batch, eager, graph, floor=None):
