@@ -150,3 +150,15 @@ def test_an_unpaired_surrogate_is_a_bad_line(tmp_path):
     with pytest.raises(DataError, match=r"s.jsonl:1: field 'nl' holds an unpaired surrogate"):
         read_jsonl(path, "stop")
     assert read_jsonl(path, "skip") == [{"nl": "ok", "code": "LessThan(2)"}]
+
+
+def test_pretraining_keeps_each_program_once_as_exact_match_tells_them_apart():
+    """Whitespace that carries meaning keeps two programs apart (Python's indentation, text inside quotes); the
+    rest does not (a re-indented block, `ls  -l`, `ls|wc`)."""
+    from codefusion.train.data import Example, unique_programs
+
+    codes = [("python", "for x in y:\n    f(x)\n    g(x)"), ("python", "for x in y:\n    f(x)\ng(x)"),
+             ("python", "for x in y:\n  f(x)\n  g(x)"), ("bash", 'echo "a  b"'), ("bash", 'echo "a b"'),
+             ("bash", "ls -l | wc"), ("bash", "ls  -l|wc"), ("cf", "GreaterThan(1)"), ("bash", "GreaterThan(1)")]
+    kept, dropped = unique_programs([Example(str(i), "", code, lang) for i, (lang, code) in enumerate(codes)])
+    assert [e.id for e in kept] == ["0", "1", "3", "4", "5", "7", "8"] and dropped == 2

@@ -107,11 +107,15 @@ def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_li
 def unique_programs(examples: list[Example]) -> tuple[list[Example], int]:
     """The first occurrence of each (language, program): the code-only corpora repeat lines many times
     (cf pre-training: 226k lines, 3.5k distinct), which would spend most of pre-training on a few
-    thousand programs. Returns the kept rows and how many were dropped."""
-    seen: set[tuple[str, str]] = set()
+    thousand programs. Returns the kept rows and how many were dropped. Two rows are one program when exact match
+    says so (eval.metrics.normalize): whitespace that carries meaning (Python's indentation, inside quotes)
+    keeps them apart."""
+    from ..eval.metrics import normalize
+
+    seen: set[tuple] = set()
     kept = []
     for e in examples:
-        key = (e.lang, " ".join(e.code.split()))
+        key = (e.lang, normalize(e.code, e.lang))
         if key not in seen:
             seen.add(key)
             kept.append(e)
