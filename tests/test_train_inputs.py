@@ -162,3 +162,19 @@ def test_pretraining_keeps_each_program_once_as_exact_match_tells_them_apart():
              ("bash", "ls -l | wc"), ("bash", "ls  -l|wc"), ("cf", "GreaterThan(1)"), ("bash", "GreaterThan(1)")]
     kept, dropped = unique_programs([Example(str(i), "", code, lang) for i, (lang, code) in enumerate(codes)])
     assert [e.id for e in kept] == ["0", "1", "3", "4", "5", "7", "8"] and dropped == 2
+
+
+def test_warm_up_of_a_run_bounded_by_minutes_alone_ends_by_a_tenth_of_its_time():
+    """--minutes without --max-steps: warm-up rises with time as well and ends by 10% of the budget (a short run
+    ended before the rate ever rose: lr 4e-05 of 5e-4 at its last step); with --max-steps it is as before."""
+    import math
+    from types import SimpleNamespace
+
+    from codefusion.train.optim import lr_at
+
+    timed = SimpleNamespace(lr=1.0, warmup=500, max_steps=None)
+    assert lr_at(timed, 10, 0.05) == pytest.approx(0.5)  # half of the first tenth of the time
+    assert lr_at(timed, 10, 0.2) == pytest.approx(0.5 * (1 + math.cos(0.2 * math.pi)))  # cosine from there
+    assert lr_at(timed, 249, 0.01) == pytest.approx(0.5)  # by steps, where they come first
+    counted = SimpleNamespace(lr=1.0, warmup=50, max_steps=1000)
+    assert lr_at(counted, 10, 0.9) == pytest.approx(11 / 50) and lr_at(counted, 49, 0.05) == 1.0
