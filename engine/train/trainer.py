@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def _hooks(cfg: TrainConfig, model: CodeFusionModel, tok: CodeTokenizer, dev: li
             tqdm.write(f"{cfg.init} holds a {init_kind} seq2seq decoder: a fresh {task.kind} decoder starts on its E")
         elif cfg.init:  # e.g. a packed or length-task checkpoint: they carry no decoder
             tqdm.write(f"note: {cfg.init} holds no seq2seq decoder ({SEQ2SEQ}): a fresh {task.kind} decoder starts "
-                       "on its E")
+                       "on its E", file=sys.stderr)
     if cfg.task != "encoder":
         check = (lambda: dev_check(model, tok, dev, cfg.task, cfg.dev_steps, device)) if dev else dict
 
