@@ -110,6 +110,9 @@ def _pack(args) -> int:
 
 
 def _tokenizer(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import replace_atomically
     from .tokenizer import SPECIALS, CodeTokenizer
     from .train.data import load_split, tokenizer_texts
     from .validate import out_file
@@ -123,7 +126,7 @@ def _tokenizer(args) -> int:
     texts = [t for split in args.splits.split(",")
              for t in tokenizer_texts(load_split(args.data, args.datasets, split, args.on_bad_line))]
     tok = CodeTokenizer.train(texts, args.vocab_size)
-    tok.save(args.out)
+    replace_atomically(Path(args.out), tok.save)  # --force over a tokenizer: a crash keeps the old one whole
     print(f"wrote {args.out}: {tok.vocab_size} tokens from {len(texts)} texts", file=sys.stderr)
     return 0
 

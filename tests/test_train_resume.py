@@ -71,6 +71,9 @@ def test_resume_keeps_the_run_as_it_began(tmp_path, data_dir):
     (out / "trainer_state.json").write_text("{")
     with pytest.raises(CodeFusionError, match="the training state is unreadable"):
         train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
+    (out / "trainer_state.json").write_text(json.dumps({"step": 3}))  # JSON, but not a state: was a KeyError
+    with pytest.raises(CodeFusionError, match="lacks the step counts"):
+        train(train_config(tmp_path, data_dir, max_steps=6, dev_rows=0, resume=True, task="pretrain"))
 
 
 def test_resume_refuses_files_of_different_saves(tmp_path, data_dir):

@@ -53,6 +53,15 @@ def load_trainer_state(path: Path, model: torch.nn.Module, optimizer: torch.opti
     except (ValueError, OSError, SafetensorError) as e:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{path}: the training state is unreadable ({type(e).__name__}); the run cannot "
                               "be resumed: start a new one with --init") from None
+    if not (isinstance(counters, dict) and isinstance(counters.get("step"), int)
+            and isinstance(counters.get("adam_steps"), dict)):
+        raise CheckpointError(f"{path / STATE} lacks the step counts (step, adam_steps): the run cannot be resumed: "
+                              "start a new one with --init")
+    missing = next((n for n in counters["adam_steps"] if f"{n}::exp_avg" not in tensors
+                    or f"{n}::exp_avg_sq" not in tensors), None)
+    if missing is not None:
+        raise CheckpointError(f"{path / OPTIMIZER} lacks the moments of {missing!r}: the run cannot be resumed: "
+                              "start a new one with --init")
     if TORCH_RNG in tensors and "draws" in counters:
         counters["torch_rng"] = tensors[TORCH_RNG]
     restored = 0
