@@ -35,8 +35,6 @@ def test_exact_match_keeps_whitespace_that_means_something():
     assert not M.exact_match('print(f"a {x} b")', 'print(f"a{x}b")', "python")
     assert M.exact_match('print(f"a {x} b")', 'print( f"a {x} b" )', "python")
     assert not M.exact_match("TextContains(a  b)", "TextContains(a b)", "cf")  # a CF text argument as written
-    assert not M.exact_match("a 2>f", "a 2 > f", "bash")  # an fd against its redirection; apart, an argument
-    assert not M.exact_match('echo "a|b"', 'echo "a | b"', "bash")  # quoted: as written
 
 
 @pytest.mark.parametrize("pred, ref, lang", [
@@ -48,8 +46,6 @@ def test_exact_match_keeps_whitespace_that_means_something():
     ("x = 1 # it's the default\ny  =  2", "x = 1  # it's the default\ny = 2", "python"),
     ("foo(a,\n    b)", "foo(a, b)", "python"), ("if x:\n  y", "if x:\n    y", "python"), ("x=1", "x = 1", "python"),
     ("if x:\n\ty", "if x:\n    y", "python"),
-    ("ls -la|grep x", "ls -la | grep x", "bash"), ("cat <a >b", "cat < a > b", "bash"), ("a&&b", "a && b", "bash"),
-    ("a 2>f", "a 2> f", "bash"), ("sleep 1&", "sleep 1 &", "bash"),
     ("Between(1, 5)", "Between(1,5)", "cf"), ("AND(Equals(1), Equals(2))", "AND(Equals(1),Equals(2))", "cf"),
 ])
 def test_exact_match_ignores_whitespace_without_meaning(pred, ref, lang):

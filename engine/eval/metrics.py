@@ -49,15 +49,13 @@ def _python_tokens(code: str) -> tuple | None:
 
 
 _CONTINUES = set("|;&(")  # Bash: a line break after these is only a space
-_OPERATOR = set("|&;<>")  # Bash control and redirection operators: the spaces around them carry no meaning
 
 
 def _text(code: str, lang: str | None) -> str:
     """Whitespace outside quotes made canonical: a run becomes one space, or one line break where the line
     break ends a command (not after | ; && ( or a backslash); inside '…' and "…" (Bash's '…' has no escapes) and
     after a backslash it is kept as written; a Bash comment (# at the start of a word) to the end of its line
-    has its spaces collapsed and opens no quote. An unclosed quote keeps the rest as written. Bash's operators
-    (| || && ; & < > >> 2>&1 …) get one space on each side, except an fd number written against its redirection."""
+    has its spaces collapsed and opens no quote. An unclosed quote keeps the rest as written."""
     out, i, n = [], 0, len(code)
 
     def last() -> str:
@@ -89,20 +87,6 @@ def _text(code: str, lang: str | None) -> str:
             j = code.find("\n", i)
             j = n if j < 0 else j
             out.append(" ".join(code[i:j].split()))
-            i = j
-            continue
-        if c in _OPERATOR and lang == "bash":  # `a|b` is `a | b`; `2>f` keeps its fd (`2 > f` is another command)
-            j = i
-            while j < n and code[j] in _OPERATOR:
-                j += 1
-            word = "".join(out).rsplit(None, 1)[-1] if out and not out[-1].isspace() else ""
-            if out and not out[-1].isspace() and not (c in "<>" and word.isdigit()):
-                out.append(" ")
-            out.append(code[i:j])
-            while j < n and code[j] in " \t":
-                j += 1
-            if j < n and code[j] not in "\r\n":
-                out.append(" ")
             i = j
             continue
         if c.isspace():
