@@ -230,7 +230,11 @@ def _check(args, model) -> None:
 def _interpreted(device: str) -> bool:
     """Whether the triton backend would run interpreted here: on a CPU, or with TRITON_INTERPRET set."""
     import os
-    return device != "cuda" or not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    try:
+        kind = torch.device(device).type  # cuda:0 too
+    except RuntimeError:
+        return False  # a --device torch does not know fails in one line where the engine is built
+    return kind != "cuda" or not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _compare(args) -> int:

@@ -74,7 +74,9 @@ MATCH = [
     ("xargs -0i cp x {}", "xargs -0 -i cp y {}"),
     ("tar xzf a.tgz", "tar -xzf b.tgz"),  # tar/ps/ar: a dashless first word is a bundle of flags
     ('watch "tail file | grep pattern"', "watch 'tail x | grep y'"),  # a command in one quoted word is templated
-    ("timeout --signal KILL 5 sleep 9", "timeout --signal TERM 2 sleep 1"),  # a wrapper's long option takes its value
+    ("timeout --signal KILL 5 sleep 9", "timeout --signal TERM 2 sleep 1"),
+    ('date -d "-1 days"', "date -d yesterday"),  # a quoted value that starts with -1 is no option bundle
+    ("sudo -R /srv rm x", "sudo -R /a rm y"),  # -R takes its directory  # a wrapper's long option takes its value
 ]
 
 NO_MATCH = [
@@ -99,6 +101,8 @@ NO_MATCH = [
     ("ps aux", "ps ef"),
     ("watch -n 1 'ls /tmp'", "watch -n 1 'du /tmp'"),  # not the basename of the quoted string
     ("sudo --user bob rm x", "sudo --user bob ls x"),  # the sub-command is rm/ls, not bob
+    ("xargs --max-lines rm", "xargs --max-lines ls"),  # --max-lines takes a value only with =
+    ('"/opt/My App/run" x', '"/usr/My App/other" x'),  # a quoted path is a command name, not a command
 ]
 
 

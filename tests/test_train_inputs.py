@@ -22,7 +22,7 @@ from conftest import train_config
     (dict(dev_steps=0), "--dev-steps must be an integer in 1..1200, got 0"),  # failed after training, run lost
     (dict(dev_steps=5000), "--dev-steps must be an integer in 1..1200"),
     (dict(dev_every=-1), "--dev-every must be ≥ 0"), (dict(dev_rows=-3), "--dev-rows must be ≥ 0"),
-    (dict(seed=10 ** 20), r"--seed must be in 0\.\.2\^63"),
+    (dict(seed=10 ** 20), r"--seed must be in −2\^63\.\.2\^63"),
     (dict(out="{tmp}/a-file/sub"), "is not a writable directory"),  # a traceback after all the set-up
     (dict(init="{tmp}", tokenizer="{tmp}/tok.json"), "--tokenizer starts a fresh model"),  # silently ignored
     (dict(task="length", init="{tmp}", minutes=1.0), "takes no --minutes"),
@@ -154,27 +154,29 @@ def test_an_unpaired_surrogate_is_a_bad_line(tmp_path):
 
 def test_pretraining_keeps_each_program_once_as_exact_match_tells_them_apart():
     """Whitespace that carries meaning keeps two programs apart (Python's indentation, text inside quotes); the
-    rest does not (a re-indented block, `ls  -l`, `ls|wc`)."""
+    rest does not (a re-indented block, `ls  -l`)."""
     from codefusion.train.data import Example, unique_programs
 
     codes = [("python", "for x in y:\n    f(x)\n    g(x)"), ("python", "for x in y:\n    f(x)\ng(x)"),
              ("python", "for x in y:\n  f(x)\n  g(x)"), ("bash", 'echo "a  b"'), ("bash", 'echo "a b"'),
-             ("bash", "ls -l | wc"), ("bash", "ls  -l|wc"), ("cf", "GreaterThan(1)"), ("bash", "GreaterThan(1)")]
+             ("bash", "ls -l | wc"), ("bash", "ls  -l |  wc"), ("cf", "GreaterThan(1)"), ("bash", "GreaterThan(1)")]
     kept, dropped = unique_programs([Example(str(i), "", code, lang) for i, (lang, code) in enumerate(codes)])
     assert [e.id for e in kept] == ["0", "1", "3", "4", "5", "7", "8"] and dropped == 2
 
 
 def test_warm_up_of_a_run_bounded_by_minutes_alone_ends_by_a_tenth_of_its_time():
-    """--minutes without --max-steps: warm-up rises with time as well and ends by 10% of the budget (a short run
-    ended before the rate ever rose: lr 4e-05 of 5e-4 at its last step); with --max-steps it is as before."""
+    """With --minutes, warm-up rises with time as well and ends by 10% of the budget (a short run ended before the
+    rate ever rose: lr 4e-05 of 5e-4 at its last step); with --max-steps alone it is as before."""
     import math
     from types import SimpleNamespace
 
     from codefusion.train.optim import lr_at
 
-    timed = SimpleNamespace(lr=1.0, warmup=500, max_steps=None)
+    timed = SimpleNamespace(lr=1.0, warmup=500, max_steps=None, minutes=1.0)
     assert lr_at(timed, 10, 0.05) == pytest.approx(0.5)  # half of the first tenth of the time
     assert lr_at(timed, 10, 0.2) == pytest.approx(0.5 * (1 + math.cos(0.2 * math.pi)))  # cosine from there
     assert lr_at(timed, 249, 0.01) == pytest.approx(0.5)  # by steps, where they come first
-    counted = SimpleNamespace(lr=1.0, warmup=50, max_steps=1000)
+    counted = SimpleNamespace(lr=1.0, warmup=50, max_steps=1000, minutes=None)
     assert lr_at(counted, 10, 0.9) == pytest.approx(11 / 50) and lr_at(counted, 49, 0.05) == 1.0
+    both = SimpleNamespace(lr=1.0, warmup=500, max_steps=100_000, minutes=1.0)  # the time ends it first
+    assert lr_at(both, 10, 0.05) == pytest.approx(0.5) and lr_at(both, 10, 0.99) < 1e-3

@@ -20,6 +20,8 @@ def test_resume_continues_the_step_count(tmp_path, data_dir):
     train(train_config(tmp_path, data_dir, max_steps=7, resume=True))
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["step"] == 7
+    train(train_config(tmp_path, data_dir, max_steps=7, resume=True))  # no step left: saves again (was a KeyError)
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 7
 
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
@@ -86,18 +88,49 @@ def test_resume_refuses_files_of_different_saves(tmp_path, data_dir):
     with pytest.raises(CodeFusionError, match=r"files are from different saves \(model.safetensors step 5, "
                                               r"optimizer.safetensors step 3, trainer_state.json step 5"):
         train(train_config(tmp_path, data_dir, max_steps=7, dev_rows=0, resume=True))
+    # a state written before stamps beside a stamped file: the first save of an upgraded run was cut short
+    state = json.loads((out / "trainer_state.json").read_text())
+    (out / "trainer_state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "save"}))
+    with pytest.raises(CodeFusionError, match=r"trainer_state.json step \?"):
+        train(train_config(tmp_path, data_dir, max_steps=7, dev_rows=0, resume=True))
 
 
-def test_a_run_from_init_keeps_the_checkpoint_s_sampler_default(tmp_path, data_dir):
+def test_resume_over_changed_rows_reseeds_with_a_note(tmp_path, data_dir, capsys):
+    """The saved data order indexes the rows it was drawn over: with other rows it cannot be put back (it raised
+    IndexError), so the draws are re-seeded, as before there was a saved order, and a note says so."""
+    import shutil
+
+    out = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0))
+    fewer = tmp_path / "fewer"
+    shutil.copytree(data_dir, fewer)
+    train_file = fewer / "nl2bash" / "train.jsonl"
+    train_file.write_text("".join(train_file.read_text().splitlines(keepends=True)[:2]))
+    train(train_config(tmp_path, fewer, max_steps=4, dev_rows=0, resume=True))
+    assert json.loads((out / "trainer_state.json").read_text())["step"] == 4
+    assert "the training rows changed since the run was saved" in capsys.readouterr().err
+
+
+def test_a_run_from_init_keeps_the_checkpoint_s_sampler_default(tmp_path, data_dir, monkeypatch):
     """`pack --default-clamp decode` makes `decode` the model's sampler; fine-tuning it with --init (and resuming
     that) kept nothing of it, so `generate` of the result fell back to the reference sampler unannounced."""
     from codefusion.checkpoint import read_config
     from codefusion.cli import main
 
+    import shutil
+
+    from codefusion.train import trainer
+
     first = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0))
     assert main(["pack", "--model", str(first), "--out", str(tmp_path / "packed"), "--default-clamp", "decode"]) == 0
+    real = trainer._optimize
+
+    def init_gone(*args, **kw):  # read once at the start: a save no longer needs the --init folder
+        shutil.rmtree(tmp_path / "packed", ignore_errors=True)
+        return real(*args, **kw)
+    monkeypatch.setattr(trainer, "_optimize", init_gone)
     tuned = train(train_config(tmp_path, data_dir, max_steps=2, dev_rows=0, init=str(tmp_path / "packed"),
                                out=str(tmp_path / "tuned")))
+    monkeypatch.setattr(trainer, "_optimize", real)
     assert read_config(tuned)["generation"] == {"clamp": "decode"}
     train(train_config(tmp_path, data_dir, max_steps=3, dev_rows=0, resume=True, out=str(tuned)))
     assert read_config(tuned)["generation"] == {"clamp": "decode"}

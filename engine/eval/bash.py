@@ -117,9 +117,9 @@ _FIND_ACTIONS = {"-delete", "-print", "-print0", "-printf", "-fprint", "-fprint0
                  "-ls", "-fls", "-prune", "-quit", "-o", ","}
 _FIND_ALIAS = {"-not": "!", "-or": "-o", "-and": None, "-a": None}
 # wrapper -> (short option letters taking a separate argument, long options taking one, leading positionals)
-_WRAPPERS = {"xargs": ("IdnPLsEa", {"arg-file", "delimiter", "max-args", "max-procs", "max-lines", "max-chars",
-                                    "eof", "process-slot-var"}, 0),
-             "sudo": ("ugCpDhrtUT", {"user", "group", "close-from", "prompt", "chdir", "host", "role", "type",
+_WRAPPERS = {"xargs": ("IdnPLsEa", {"arg-file", "delimiter", "max-args", "max-procs", "max-chars",
+                                    "process-slot-var"}, 0),  # --max-lines, --eof: a value only with =
+             "sudo": ("ugCpDhrtUTR", {"user", "group", "close-from", "prompt", "chdir", "host", "role", "type",
                                      "other-user", "chroot", "command-timeout"}, 0),
              "nohup": ("", set(), 0), "time": ("fo", {"format", "output"}, 0), "nice": ("n", {"adjustment"}, 0),
              "env": ("uC", {"unset", "chdir", "split-string"}, 0), "timeout": ("sk", {"signal", "kill-after"}, 1),
@@ -154,6 +154,8 @@ def _split_flag(text: str) -> tuple[list[str], bool]:
         name, eq, _ = text.partition("=")
         return [name], bool(eq)
     digits, letters, rest = re.match(r"-(\d*)([A-Za-z]*)(.*)", text, re.S).groups()  # `-1t`: -# -t; `-0L2`: -# -L 2
+    if digits and any(c.isspace() for c in text):  # a quoted value ("-1 days"), not a bundle of options
+        return [], True
     if digits and not letters:
         return ["-#"], bool(rest)
     return ["-#"] * bool(digits) + ["-" + c for c in letters], bool(rest)
@@ -163,7 +165,8 @@ def _takes_arg(flag: str, short: str, long: set[str]) -> bool:
     return flag[2:] in long if flag.startswith("--") else flag[1:] in short and len(flag) == 2
 
 
-def _options(words, takes_arg: str = "", lead: int = 0, wrapper: bool = False, long_args: set[str] = frozenset()):
+def _options(words, takes_arg: str = "", lead: int = 0, wrapper: bool = False, long_args: set[str] = frozenset(),
+             shell_string: bool = False):
     """Generic option parsing; a wrapper's first free positional starts its sub-command."""
     flags, args, i, dashdash = [], [], 0, False
     while i < len(words):
@@ -180,7 +183,7 @@ def _options(words, takes_arg: str = "", lead: int = 0, wrapper: bool = False, l
                 i += 1
                 args.append(_arg(words[i]))
         elif wrapper and lead <= 0 and not _ASSIGN.fullmatch(text):
-            args.append(_simple(words[i:]))
+            args.append(_simple(words[i:], shell_string=shell_string))  # watch runs its words through sh -c
             break
         else:
             lead -= 1
@@ -249,11 +252,11 @@ def _find(words):
     return flags + _sort_tests(expr), args
 
 
-def _simple(words, extras=()) -> tuple:
+def _simple(words, extras=(), shell_string: bool = False) -> tuple:
     head = words[0]
     if getattr(head, "parts", None):
         name = _arg(head)
-    elif any(c.isspace() for c in head.word):  # a whole command in one quoted word (`watch "tail f | grep x"`)
+    elif shell_string and any(c.isspace() for c in head.word):  # `watch "tail f | grep x"`: a command in a word
         name = template(head.word) or "_"
     else:
         name = os.path.basename(head.word) or head.word
@@ -264,7 +267,7 @@ def _simple(words, extras=()) -> tuple:
         flags, args = _find(rest)
     elif name in _WRAPPERS:
         takes_arg, long_args, lead = _WRAPPERS[name]
-        flags, args = _options(rest, takes_arg, lead, wrapper=True, long_args=long_args)
+        flags, args = _options(rest, takes_arg, lead, wrapper=True, long_args=long_args, shell_string=name == "watch")
         flags.sort()
     else:
         flags, args = _options(rest)

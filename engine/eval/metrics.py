@@ -3,7 +3,7 @@
 Per row (pred = a generated program, ref = the reference, top = the k generations, best first):
     exact_match@k     some of the top k equals ref up to whitespace that carries no meaning (``normalize``:
                       Python by its tokens; else runs outside quotes collapsed, line breaks that end a
-                      command kept)
+                      command kept); CF rules by their parse trees
     bleu@k            corpus BLEU (sacrebleu, 13a tokens, exp smoothing) over each row's best-of-k
                       by sentence BLEU (effective order, so a short exact match scores 100); @1 is plain
                       corpus BLEU of the top-1 programs

@@ -15,6 +15,9 @@ Tasks (CodeFusion §3.2):
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import random
 from dataclasses import dataclass
 
@@ -81,12 +84,29 @@ class TaskBatches:
         """What the next batches depend on, as JSON: both generators and the sampler's half-used epochs (--resume
         puts them back, so a resumed run draws the rows the uninterrupted one would have)."""
         return {"sampler_rng": _rng_json(self.sampler.rng), "rng": _rng_json(self.rng),
-                "order": {str(b): list(o) for b, o in self.sampler.order.items()}}
+                "order": {str(b): list(o) for b, o in self.sampler.order.items()}, "rows": self._rows}
 
-    def restore_draws(self, state: dict) -> None:
-        self.sampler.rng.setstate(_rng_state(state["sampler_rng"]))
-        self.rng.setstate(_rng_state(state["rng"]))
-        self.sampler.order = {int(b): list(o) for b, o in state["order"].items()}
+    def restore_draws(self, state: dict) -> bool:
+        """Puts a ``draw_state`` back → True; False (nothing changed) when it was saved over other rows (the data
+        changed: its order would index rows that are not there) or is not a draw state."""
+        try:
+            if state["rows"] != self._rows:
+                return False
+            sampler_rng, rng = _rng_state(state["sampler_rng"]), _rng_state(state["rng"])
+            order = {int(b): list(o) for b, o in state["order"].items()}
+        except (KeyError, TypeError, ValueError, IndexError):
+            return False
+        self.sampler.rng.setstate(sampler_rng)
+        self.rng.setstate(rng)
+        self.sampler.order = order
+        return True
+
+    @functools.cached_property
+    def _rows(self) -> str:
+        """The rows the sampler draws from, per bucket, as a short hash (computed once: the rows do not change)."""
+        digest = hashlib.sha256(json.dumps(sorted(self.sampler.buckets.items())).encode())
+        digest.update(json.dumps([[e.lang, e.code, e.nl] for e in self.examples]).encode())
+        return digest.hexdigest()[:16]
 
     def batch(self, step: int) -> Batch:
         task = self.tasks[step % len(self.tasks)]

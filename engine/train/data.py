@@ -107,9 +107,9 @@ def load_split(data_dir: str | Path, datasets: str | None, split: str, on_bad_li
 def unique_programs(examples: list[Example]) -> tuple[list[Example], int]:
     """The first occurrence of each (language, program): the code-only corpora repeat lines many times
     (cf pre-training: 226k lines, 3.5k distinct), which would spend most of pre-training on a few
-    thousand programs. Returns the kept rows and how many were dropped. Two rows are one program when exact match
-    says so (eval.metrics.normalize): whitespace that carries meaning (Python's indentation, inside quotes)
-    keeps them apart."""
+    thousand programs. Returns the kept rows and how many were dropped. Two rows are one program when their
+    ``eval.metrics.normalize`` forms are equal (Python: its tokens; else whitespace outside quotes collapsed):
+    whitespace that carries meaning (Python's indentation, inside quotes) keeps them apart."""
     from ..eval.metrics import normalize
 
     seen: set[tuple] = set()

@@ -38,10 +38,10 @@ def build_optimizer(cfg, module: torch.nn.Module) -> torch.optim.AdamW:
 
 def lr_at(cfg, step: int, progress: float) -> float:
     """Linear warm-up over --warmup steps, then cosine to zero over the run (``progress`` in [0, 1]: the larger of
-    the step and time fractions). Warm-up ends by 10% of the run at the latest: of its steps with --max-steps, of
-    its time with --minutes alone (a short run would otherwise end before the rate ever rose)."""
+    the step and time fractions). Warm-up ends by 10% of the run at the latest: of its steps with --max-steps, and
+    of its time as well with --minutes (a short run would otherwise end before the rate ever rose)."""
     warm = min(cfg.warmup, max(1, cfg.max_steps // 10)) if cfg.max_steps else cfg.warmup
-    if step < warm and (cfg.max_steps or progress < 0.1):
+    if step < warm and (not cfg.minutes or progress < 0.1):
         rise = (step + 1) / warm
-        return cfg.lr * (rise if cfg.max_steps else max(rise, progress / 0.1))
+        return cfg.lr * (max(rise, progress / 0.1) if cfg.minutes else rise)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

@@ -95,7 +95,7 @@ def check_options(cfg) -> tuple[dict[str, int], tuple[str, ...] | None, tuple[st
               ("--dev-steps", cfg.dev_steps, f"an integer in 1..{T}", 1 <= cfg.dev_steps <= T),
               ("--dev-every", cfg.dev_every, "≥ 0 (0: no dev checks)", cfg.dev_every >= 0),
               ("--dev-rows", cfg.dev_rows, "≥ 0", cfg.dev_rows >= 0),
-              ("--seed", cfg.seed, "in 0..2^63 − 1", 0 <= cfg.seed < 2 ** 63))
+              ("--seed", cfg.seed, "in −2^63..2^63 − 1", -2 ** 63 <= cfg.seed < 2 ** 63))
     for flag, value, bound, ok in bounds:
         if not ok:
             raise CodeFusionError(f"{flag} must be {bound}, got {value}")

@@ -108,9 +108,9 @@ def check_resume(cfg, counters: dict, meta: dict) -> None:
         raise CodeFusionError(f"--resume continues {cfg.out} as it began, with --{k.replace('_', '-')} "
                               f"{saved[k]!r}, not {now[k]!r}: pass the same, or start a new run with --init")
     stamps = {**file_stamps(Path(cfg.out)), STATE: counters.get(SAVE), CONFIG: meta.get(SAVE)}
-    stamps = {name: stamp for name, stamp in stamps.items() if stamp}  # files saved before stamps carry none
-    if len(set(stamps.values())) > 1:
-        steps = ", ".join(f"{name} step {stamp.split('-')[0]}" for name, stamp in stamps.items())
+    # a run saved before stamps has none in any file; once one file has one, all must carry the same
+    if any(stamps.values()) and len(set(stamps.values())) > 1:
+        steps = ", ".join(f"{name} step {stamp.split('-')[0] if stamp else '?'}" for name, stamp in stamps.items())
         raise CodeFusionError(f"{cfg.out}: its files are from different saves ({steps}; a save was cut short): "
                               "resume from a copy saved whole, or start a new run with --init")
     entry = next((h for h in reversed(meta.get("history", [])) if same_out(h.get("out"), cfg.out)), None)

@@ -74,6 +74,8 @@ def train(cfg: TrainConfig) -> Path:
     bank = ProgramBank(batches.code_ids, [e.lang for e in examples], snap, tok) if snap else None
     walks = LoopWalks(cfg.rollout_loop, cfg.rollout_t_max, model.cfg.diffusion_steps) if cfg.rollout_loop else None
     hooks = _hooks(cfg, model, tok, dev, device, bank, walks)
+    source = cfg.out if cfg.resume else cfg.init
+    hooks.generation = read_config(Path(source)).get("generation") if source else None
     optimizer = build_optimizer(cfg, hooks.module)
     counters = {"step": 0, "elapsed_s": 0.0}
     if cfg.resume:
@@ -81,11 +83,15 @@ def train(cfg: TrainConfig) -> Path:
         check_resume(cfg, counters, meta)
         # draws go on from where the run stood (t, ε, dropout, batch order, masks): as saved, or for a state
         # saved before draws were, re-seeded by the step
-        if "draws" in counters:
-            batches.restore_draws(counters["draws"])
+        if "draws" in counters and batches.restore_draws(counters["draws"]):
             torch.set_rng_state(counters["torch_rng"])
             torch.cuda.manual_seed_all(cfg.seed + counters["step"])  # a GPU's generator is not saved: re-seeded
+            counters["draws"] = batches.draw_state(), torch.get_rng_state()  # a save before any step saves them
         else:
+            if "draws" in counters:
+                tqdm.write("note: the training rows changed since the run was saved: its data order cannot be put "
+                           "back, the draws are re-seeded", file=sys.stderr)
+                del counters["draws"]
             torch.manual_seed(cfg.seed + counters["step"])
             batches.sampler.rng.seed(cfg.seed + counters["step"])
             batches.rng.seed(cfg.seed + 1 + counters["step"])
@@ -103,6 +109,9 @@ class Hooks:
     step: Callable[[object, torch.optim.Optimizer, object], dict[str, float]]
     check: Callable[[], dict]
     save_extra: Callable[[Path, dict], None] = lambda out, stamp: None
+    # the sampler defaults of the checkpoint the run started from (`pack --default-clamp`), read once at the start
+    # and written with every save: without them `generate` of the result fell back to the reference sampler
+    generation: dict | None = None
 
 
 class _Joint(torch.nn.Module):
@@ -324,9 +333,5 @@ def _save(cfg, model, tok, optimizer, meta, step, elapsed, hooks: Hooks, dev_res
     save_trainer_state(out, hooks.module, optimizer,
                        {"step": step, "elapsed_s": elapsed, "run": run_identity(cfg), SAVE: save}, draws)
     hooks.save_extra(out, {SAVE: save})
-    # the sampler defaults of the checkpoint the run started from (`pack --default-clamp`) carry over: without
-    # them `generate` of the result silently fell back to the reference sampler
-    source = cfg.out if cfg.resume else cfg.init
-    generation = read_config(Path(source)).get("generation") if source else None
-    save_checkpoint(out, model, tok, {**meta, "history": history, SAVE: save}, generation=generation,
+    save_checkpoint(out, model, tok, {**meta, "history": history, SAVE: save}, generation=hooks.generation,
                     stamp={SAVE: save})  # last: its config.json names the step
