@@ -83,14 +83,14 @@ def train(cfg: TrainConfig) -> Path:
         check_resume(cfg, counters, meta)
         # draws go on from where the run stood (t, ε, dropout, batch order, masks): as saved, or for a state
         # saved before draws were, re-seeded by the step
-        if "draws" in counters and batches.restore_draws(counters["draws"]):
+        if "draws" in counters and "torch_rng" in counters and batches.restore_draws(counters["draws"]):
             torch.set_rng_state(counters["torch_rng"])
             torch.cuda.manual_seed_all(cfg.seed + counters["step"])  # a GPU's generator is not saved: re-seeded
             counters["draws"] = batches.draw_state(), torch.get_rng_state()  # a save before any step saves them
         else:
             if "draws" in counters:
-                tqdm.write("note: the training rows changed since the run was saved: its data order cannot be put "
-                           "back, the draws are re-seeded", file=sys.stderr)
+                tqdm.write("note: the saved data order cannot be put back (the training rows changed since the run "
+                           "was saved, or the state lacks it): the draws are re-seeded", file=sys.stderr)
                 del counters["draws"]
             torch.manual_seed(cfg.seed + counters["step"])
             batches.sampler.rng.seed(cfg.seed + counters["step"])
