@@ -11,7 +11,7 @@
 // (15.0 → 4.8 ms at 64 × 128 × 384, 222 → 74 µs at 1 × 128 × 384; 2-core Xeon with AVX-512, medians; built
 // for AVX2 only, 2.2×).
 // Each evaluates in double and rounds once. Over all 2^24 uniforms the noise can draw, log u, sin θ and cos θ
-// are the correctly rounded fp32 values but one: a sin within 1e-9 ulp of a tie, returned 0.50000004 ulp off
+// are the correctly rounded fp32 values but one: a sin within 2e-8 ulp of a tie, returned 0.50000004 ulp off
 // (checked against glibc's double functions and mpmath). The rest of Box–Muller rounds as noise.py's fp32 ops.
 //
 // Bytes per element: 12 read (16 with x̂0_prev) + 4 written, against ~40 torch ops over int64 (B, n·d/4)
