@@ -229,12 +229,12 @@ def _check(args, model) -> None:
 
 def _interpreted(device: str) -> bool:
     """Whether the triton backend would run interpreted here: on a CPU, or with TRITON_INTERPRET set."""
-    import os
+    from codefusion.kernels._common import interpreting
     try:
         kind = torch.device(device).type  # cuda:0 too
     except RuntimeError:
         return False  # a --device torch does not know fails in one line where the engine is built
-    return kind != "cuda" or not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return kind != "cuda" or not torch.cuda.is_available() or interpreting()
 
 
 def _compare(args) -> int:
