@@ -36,22 +36,27 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     CodeFusion.from_pretrained(out)  # still loads
 
 
-def test_an_interrupted_run_saves_a_resumable_checkpoint(tmp_path, data_dir, monkeypatch):
+def _interrupt_at_step(monkeypatch, n: int):
+    """Ctrl-C in the n-th optimizer step (inside trainer._optimize) → a callable that undoes it."""
     from codefusion.train import trainer
-    calls = {"n": 0}
-    real = trainer._optimize
+    real, calls = trainer._optimize, {"n": 0}
 
-    def interrupt_at_the_fourth(*args, **kw):
+    def interrupt(*args, **kw):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real(*args, **kw)
-    monkeypatch.setattr(trainer, "_optimize", interrupt_at_the_fourth)
+    monkeypatch.setattr(trainer, "_optimize", interrupt)
+    return lambda: monkeypatch.setattr(trainer, "_optimize", real)
+
+
+def test_an_interrupted_run_saves_a_resumable_checkpoint(tmp_path, data_dir, monkeypatch):
+    undo = _interrupt_at_step(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0))
     out = tmp_path / "run"
     assert json.loads((out / "trainer_state.json").read_text())["step"] == 3
-    monkeypatch.setattr(trainer, "_optimize", real)
+    undo()
     train(train_config(tmp_path, data_dir, max_steps=5, dev_rows=0, resume=True))
     assert json.loads((out / "trainer_state.json").read_text())["step"] == 5
     logged = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -254,20 +259,11 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, data_dir, monkeypatch)
     (re-seeding by the step gave other rows, some twice and some never, and other t and ε)."""
     from safetensors.torch import load_file
 
-    from codefusion.train import trainer
-
     whole = train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0, out=str(tmp_path / "whole")))
-    real, calls = trainer._optimize, {"n": 0}
-
-    def stop_at_the_fifth(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-    monkeypatch.setattr(trainer, "_optimize", stop_at_the_fifth)
+    undo = _interrupt_at_step(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0, out=str(tmp_path / "cut")))
-    monkeypatch.setattr(trainer, "_optimize", real)
+    undo()
     cut = train(train_config(tmp_path, data_dir, max_steps=8, dev_rows=0, out=str(tmp_path / "cut"), resume=True))
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
